@@ -1,0 +1,82 @@
+"""The admin policy: who may call admin methods.
+
+A peer's identity is the one the kernel reports for its end of the Unix socket
+(SO_PEERCRED: pid, uid, gid, plus its supplementary groups where SO_PEERGROUPS
+is available). Admin = uid 0, a uid on the allowlist, or a primary or
+supplementary gid on the allowlist. A refusal raises `AdminRequired`, logged
+with the peer's uid and pid.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from .errors import AdminRequired
+
+log = structlog.get_logger(__name__)
+
+_UCRED = struct.Struct("3i")
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13
+_MAX_GROUPS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """The process at the other end of a connection (None where unknown)."""
+
+    pid: int | None
+    uid: int | None
+    gid: int | None
+    groups: frozenset[int] = frozenset()
+
+    @classmethod
+    def unknown(cls) -> Peer:
+        return cls(None, None, None)
+
+    @classmethod
+    def of_socket(cls, sock: Any) -> Peer:
+        """The credentials of the peer of a connected AF_UNIX socket."""
+        if sock is None or getattr(sock, "family", None) != socket.AF_UNIX:
+            return cls.unknown()
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+        except OSError:
+            return cls.unknown()
+        pid, uid, gid = _UCRED.unpack(raw)
+        return cls(pid, uid, gid, _peer_groups(sock))
+
+
+def _peer_groups(sock: Any) -> frozenset[int]:
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * _MAX_GROUPS)
+    except OSError:
+        return frozenset()
+    return frozenset(struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4]))
+
+
+@dataclass(frozen=True, slots=True)
+class AdminPolicy:
+    """uid 0 is always admin; these uids and gids are too."""
+
+    uids: frozenset[int] = frozenset()
+    gids: frozenset[int] = frozenset()
+
+    def is_admin(self, peer: Peer) -> bool:
+        if peer.uid is None:
+            return False
+        if peer.uid == 0 or peer.uid in self.uids:
+            return True
+        return (peer.gid is not None and peer.gid in self.gids) or not self.gids.isdisjoint(
+            peer.groups
+        )
+
+    def require_admin(self, peer: Peer, method: str) -> None:
+        """Raise AdminRequired (and log the refusal) unless `peer` is an admin."""
+        if not self.is_admin(peer):
+            log.warning("admin_refused", method=method, peer_uid=peer.uid, peer_pid=peer.pid)
+            raise AdminRequired(data={"method": method, "uid": peer.uid})

@@ -1,0 +1,225 @@
+"""`hero_codescalers`: run the service or the simulator, and call the service.
+
+Exit status: 0 success, 1 the service answered an error, 2 usage error,
+3 the service could not be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from . import __version__, logs
+from .client import RpcError, ServiceClient, Unreachable
+from .settings import Settings
+
+_DURATION = re.compile(r"^(\d{1,15})(ms|s|m|h|d)?$")
+_UNIT_MS = {None: 1, "ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_duration_ms(text: str) -> int:
+    """`N` or `Nms` milliseconds, `Ns` seconds, `Nm` minutes, `Nh` hours, `Nd` days."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 90s, 15m, 12h or 7d")
+    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+class Duration(click.ParamType):
+    name = "DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_duration_ms(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _settings(**overrides: Any) -> Settings:
+    given = {k: v for k, v in overrides.items() if v not in (None, ())}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise click.UsageError(f"invalid settings: {problems}") from None
+
+
+def _call(socket: Path | None, method: str, params: dict[str, Any]) -> None:
+    """Call `method` and print its result as JSON; exit non-zero on errors."""
+    path = socket or _settings().socket
+    try:
+        result = asyncio.run(ServiceClient(path).call(method, params))
+    except RpcError as exc:
+        detail = f": {exc.data}" if exc.data is not None else ""
+        click.echo(f"hero_codescalers: {exc.message} ({exc.code}){detail}", err=True)
+        sys.exit(1)
+    except Unreachable as exc:
+        click.echo(f"hero_codescalers: {exc}", err=True)
+        sys.exit(3)
+    click.echo(json.dumps(result, indent=2))
+
+
+socket_option = click.option(
+    "--socket",
+    type=click.Path(path_type=Path),
+    help="The service's socket [default: $HERO_CODESCALERS_SOCKET or "
+    "$HERO_SOCKET_DIR/hero_codescalers/rpc.sock]",
+)
+
+
+def filter_options(fn: Any) -> Any:
+    for option in reversed(
+        (
+            click.option("--kind", help="Only jobs of this kind (exact)."),
+            click.option("--target", help="Only jobs with this target (exact)."),
+            click.option("--actor", help="Only jobs of this actor (exact)."),
+            click.option(
+                "--older-than",
+                type=Duration(),
+                help="Only jobs created at least this long ago: N or Nms, Ns, Nm, Nh, Nd.",
+            ),
+        )
+    ):
+        fn = option(fn)
+    return fn
+
+
+def _filters(kind: str | None, target: str | None, actor: str | None, older_than: int | None) -> dict[str, Any]:
+    given = {"kind": kind, "target": target, "actor": actor, "older_than_ms": older_than}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="hero_codescalers")
+def main() -> None:
+    """Tag what hero_codescalers enqueues in hero_proc, and clean it up."""
+
+
+@main.command()
+@click.option("--socket", type=click.Path(path_type=Path), help="Socket to listen on [env HERO_CODESCALERS_SOCKET].")
+@click.option(
+    "--hero-proc-socket",
+    type=click.Path(path_type=Path),
+    help="hero_proc's socket [env HERO_CODESCALERS_HERO_PROC_SOCKET].",
+)
+@click.option("--admin-uid", "admin_uids", type=int, multiple=True, help="A uid allowed admin methods (repeatable).")
+@click.option("--admin-gid", "admin_gids", type=int, multiple=True, help="A gid allowed admin methods (repeatable).")
+@click.option("--socket-mode", help="Mode of the socket file, octal [default 0660].")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--log-format", type=click.Choice(["auto", "json", "console"]))
+def serve(**options: Any) -> None:
+    """Run the service on its Unix socket until SIGINT or SIGTERM."""
+    from .transport import serve as run  # noqa: PLC0415 -- keeps client commands light
+    from .unixsock import SocketInUse  # noqa: PLC0415
+
+    settings = _settings(**options)
+    logs.configure(settings.log_level, settings.log_format)
+    try:
+        asyncio.run(run(settings))
+    except SocketInUse as exc:
+        click.echo(f"hero_codescalers: {exc}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.option(
+    "--socket",
+    type=click.Path(path_type=Path),
+    help="Socket to listen on [default: $HERO_SOCKET_DIR/hero_proc/rpc.sock].",
+)
+@click.option("--seed", "seed_jobs", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed this many jobs: 80% codescaler, 10% unrelated, 10% look-alike tags.")
+@click.option("--rng-seed", type=int, default=0, show_default=True, help="Seed of the population's randomness.")
+def simulator(socket: Path | None, seed_jobs: int, rng_seed: int) -> None:
+    """Run a hero_proc simulator (the contract's methods, seeding and fault injection)."""
+    from .simulator.main import run  # noqa: PLC0415
+    from .unixsock import SocketInUse  # noqa: PLC0415
+
+    logs.configure("info", "auto")
+    path = socket or _settings().hero_proc_socket
+    try:
+        asyncio.run(run(path, seed_jobs, rng_seed))
+    except SocketInUse as exc:
+        click.echo(f"hero_codescalers: {exc}", err=True)
+        sys.exit(1)
+
+
+@main.command("jobs-cleanup")
+@filter_options
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted; change nothing.")
+@socket_option
+def jobs_cleanup(kind: str | None, target: str | None, actor: str | None, older_than: int | None,
+                 dry_run: bool, socket: Path | None) -> None:
+    """Delete codescaler jobs (and their actions) matching every filter given (admin)."""
+    _call(socket, "jobs.cleanup", {**_filters(kind, target, actor, older_than), "dry_run": dry_run})
+
+
+@main.command("jobs-list")
+@filter_options
+@click.option("--status", type=click.Choice(["pending", "running", "succeeded", "failed", "cancelled"]))
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--cursor", help="next_cursor from the previous page.")
+@socket_option
+def jobs_list(kind: str | None, target: str | None, actor: str | None, older_than: int | None,
+              status: str | None, limit: int, cursor: str | None, socket: Path | None) -> None:
+    """List codescaler jobs matching every filter given, oldest first."""
+    params = {**_filters(kind, target, actor, older_than), "limit": limit}
+    if status:
+        params["status"] = status
+    if cursor:
+        params["cursor"] = cursor
+    _call(socket, "jobs.list", params)
+
+
+@main.command("jobs-submit")
+@click.option("--kind", required=True)
+@click.option("--actor", required=True)
+@click.option("--target")
+@click.option("--script", required=True, help="What the job runs.")
+@click.option("--input", "input_", help="The feature's input, as JSON.")
+@socket_option
+def jobs_submit(kind: str, actor: str, target: str | None, script: str, input_: str | None,
+                socket: Path | None) -> None:
+    """Enqueue a tagged job (the action is reused for an identical script and input)."""
+    params: dict[str, Any] = {"kind": kind, "actor": actor, "script": script}
+    if target:
+        params["target"] = target
+    if input_ is not None:
+        try:
+            params["input"] = json.loads(input_)
+        except ValueError:
+            raise click.BadParameter("not valid JSON", param_hint="--input") from None
+    _call(socket, "jobs.submit", params)
+
+
+@main.command()
+@socket_option
+def stats(socket: Path | None) -> None:
+    """Codescaler job and action counts, and hero_proc's totals."""
+    _call(socket, "stats", {})
+
+
+@main.command()
+@socket_option
+def health(socket: Path | None) -> None:
+    """The service's version, uptime and hero_proc's reachability."""
+    _call(socket, "system.health", {})
+
+
+@main.command("cleanup-history")
+@click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
+@socket_option
+def cleanup_history(limit: int, socket: Path | None) -> None:
+    """The last cleanup runs: who, when, what and the result (admin)."""
+    _call(socket, "jobs.cleanup_history", {"limit": limit})

@@ -1,0 +1,457 @@
+"""Cleanup, submission, listing and counting of codescaler jobs: plain async code.
+
+The engine knows hero_proc (through `HeroProcClient`) and the tag scheme, and
+nothing of HTTP or JSON-RPC.
+
+A cleanup pages through hero_proc with the most specific tag as the server-side
+filter, re-checks every job exactly (`Selector.matches`), deletes each match with
+`force: true` and then each codescaler action of the matches, best effort.
+Offsets shift as jobs are deleted: the next page starts after the jobs of this
+page that are still there. A job listed twice (someone else deleted jobs before
+the offset) is recognised by its id, which only grows within a pass; a job that
+a shift pushed past the window is found by the next pass, which runs until a
+pass matches nothing new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from . import __version__
+from .errors import (
+    CleanupRunning,
+    HeroProcError,
+    HeroProcRpcError,
+    HeroProcUnavailable,
+    InUse,
+    NotFound,
+)
+from .heroproc import MAX_LIMIT, HeroProcClient, JobSummary
+from .models import (
+    CleanupSummary,
+    CodescalerCounts,
+    HealthResult,
+    HeroProcCounts,
+    HeroProcHealth,
+    HistoryEntry,
+    JobView,
+    ListResult,
+    StatsResult,
+    SubmitResult,
+)
+from .tags import (
+    KIND_PREFIX,
+    SCOPE_TAG,
+    Selector,
+    action_name,
+    action_tags,
+    is_codescaler_action,
+    job_tags,
+    labels,
+)
+
+log = structlog.get_logger(__name__)
+
+MAX_PASSES = 3
+HEALTH_TIMEOUT = 1.0
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def input_hash(script: str, input_: Any) -> str:
+    """The digest that names an action: same script and input, same action."""
+    canonical = json.dumps({"script": script, "input": input_}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def describe(exc: HeroProcError) -> str:
+    """A short public reason for a failed deletion."""
+    if isinstance(exc, InUse):
+        return "in use by another job"
+    if isinstance(exc, HeroProcUnavailable):
+        return f"hero_proc unavailable ({exc.reason})"
+    if isinstance(exc, HeroProcRpcError):
+        return f"hero_proc error {exc.rpc_code}: {exc.rpc_message[:200]}"
+    return "hero_proc answered outside the contract"
+
+
+@dataclass
+class _Run:
+    """The tally of one cleanup run."""
+
+    selector: Selector
+    dry_run: bool
+    job_ids: list[int] = field(default_factory=list)
+    failed_jobs: set[int] = field(default_factory=set)
+    actions: dict[tuple[str, str | None], None] = field(default_factory=dict)
+    foreign_actions: dict[str, None] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    jobs_deleted: int = 0
+    jobs_gone: int = 0
+    actions_deleted: int = 0
+    actions_gone: int = 0
+    actions_in_use: int = 0
+    actions_failed: int = 0
+    complete: bool = True
+    unavailable: bool = False
+
+    def match(self, job: JobSummary) -> None:
+        self.job_ids.append(job.id)
+        if is_codescaler_action(job.action_id):
+            self.actions[(job.action_id, job.context)] = None
+        else:
+            self.foreign_actions[job.action_id] = None
+
+    def summary(self, duration_ms: int) -> CleanupSummary:
+        return CleanupSummary(
+            jobs_deleted=self.jobs_deleted,
+            actions_deleted=self.actions_deleted,
+            job_ids=self.job_ids,
+            action_ids=[name for name, _ in self.actions],
+            errors=self.errors,
+            dry_run=self.dry_run,
+            jobs_matched=len(self.job_ids),
+            jobs_already_gone=self.jobs_gone,
+            jobs_failed=len(self.failed_jobs),
+            actions_matched=len(self.actions),
+            actions_already_gone=self.actions_gone,
+            actions_in_use=self.actions_in_use,
+            actions_failed=self.actions_failed,
+            foreign_action_ids=list(self.foreign_actions),
+            complete=self.complete,
+            duration_ms=duration_ms,
+        )
+
+
+class Engine:
+    """What the service does, on top of one hero_proc client."""
+
+    def __init__(
+        self,
+        client: HeroProcClient,
+        *,
+        page_size: int = 2_000,
+        history_size: int = 50,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.client = client
+        self.page_size = min(page_size, MAX_LIMIT)
+        self.clock = clock
+        self.started_at = time.monotonic()
+        self.history: deque[HistoryEntry] = deque(maxlen=history_size)
+        self._cleanup_lock = asyncio.Lock()
+
+    # cleanup -------------------------------------------------------------------
+
+    @property
+    def cleanup_running(self) -> bool:
+        return self._cleanup_lock.locked()
+
+    async def cleanup(
+        self,
+        selector: Selector,
+        *,
+        dry_run: bool,
+        params: dict[str, Any],
+        peer_uid: int | None = None,
+        peer_pid: int | None = None,
+    ) -> CleanupSummary:
+        """Run one cleanup; CleanupRunning at once if another one holds the lock."""
+        if self._cleanup_lock.locked():
+            raise CleanupRunning
+        async with self._cleanup_lock:
+            started_ms = self.clock()
+            t0 = time.monotonic()
+            log.info("cleanup_started", **params, dry_run=dry_run, pushdown_tag=selector.pushdown)
+            run = _Run(selector, dry_run)
+            try:
+                await self._run(run)
+            except HeroProcError as exc:
+                duration = int((time.monotonic() - t0) * 1000)
+                log.error("cleanup_failed", **params, dry_run=dry_run, error=exc.detail, duration_ms=duration)
+                self._remember(started_ms, peer_uid, peer_pid, params, "error", duration, error=exc.detail)
+                raise
+            duration = int((time.monotonic() - t0) * 1000)
+            summary = run.summary(duration)
+            log.info(
+                "cleanup_finished",
+                **params,
+                dry_run=dry_run,
+                jobs_matched=summary.jobs_matched,
+                jobs_deleted=summary.jobs_deleted,
+                jobs_already_gone=summary.jobs_already_gone,
+                jobs_failed=summary.jobs_failed,
+                actions_deleted=summary.actions_deleted,
+                actions_in_use=summary.actions_in_use,
+                actions_failed=summary.actions_failed,
+                errors=len(summary.errors),
+                complete=summary.complete,
+                duration_ms=duration,
+            )
+            outcome = "ok" if summary.complete and not summary.errors else "partial"
+            self._remember(started_ms, peer_uid, peer_pid, params, outcome, duration, summary=summary)
+            return summary
+
+    async def _run(self, run: _Run) -> None:
+        passes = 1 if run.dry_run else MAX_PASSES
+        for _ in range(passes):
+            before = len(run.job_ids)
+            try:
+                await self._pass(run)
+            except HeroProcError as exc:
+                if not run.job_ids:
+                    raise  # nothing could be done: the caller gets the error itself
+                run.complete = False
+                run.unavailable = isinstance(exc, HeroProcUnavailable)
+                run.errors.append(f"listing stopped: {describe(exc)}")
+                log.warning("cleanup_listing_failed", error=exc.detail)
+                break
+            if len(run.job_ids) == before:
+                break
+        if not run.dry_run:
+            await self._delete_actions(run)
+
+    async def _pass(self, run: _Run) -> None:
+        """One walk through the listing, deleting matches as they come."""
+        offset = 0
+        last_id = 0
+        while True:
+            page = await self.client.job_list(
+                tag=run.selector.pushdown, limit=self.page_size, offset=offset
+            )
+            matches = []
+            for job in page:
+                if job.id <= last_id:
+                    continue  # seen in this pass already: the window moved back
+                last_id = job.id
+                if job.id not in run.failed_jobs and run.selector.matches(job.tags, job.created_at_ms):
+                    matches.append(job)
+                    run.match(job)
+            removed = 0 if run.dry_run else await self._delete_jobs(run, matches)
+            offset += len(page) - removed
+            if len(page) < self.page_size:
+                return
+
+    async def _delete_jobs(self, run: _Run, jobs: list[JobSummary]) -> int:
+        """Delete `jobs`; how many are no longer listed (deleted or already gone)."""
+        if not jobs:
+            return 0
+        calls = [("job.delete", {"id": job.id, "force": True}) for job in jobs]
+        outcomes = await self.client.call_many(calls)
+        removed = 0
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if isinstance(outcome, NotFound):
+                run.jobs_gone += 1
+                removed += 1
+            elif isinstance(outcome, HeroProcError):
+                run.failed_jobs.add(job.id)
+                reason = describe(outcome)
+                run.errors.append(f"job {job.id}: {reason}")
+                log.warning("cleanup_job_failed", job_id=job.id, reason=reason)
+            else:
+                run.jobs_deleted += 1
+                removed += 1
+        return removed
+
+    async def _delete_actions(self, run: _Run) -> None:
+        if not run.actions:
+            return
+        if run.unavailable:
+            run.actions_failed = len(run.actions)
+            run.errors.append(
+                f"{len(run.actions)} actions not attempted: hero_proc became unavailable"
+            )
+            return
+        keys = list(run.actions)
+        calls = [
+            ("action.delete", {"name": name} if ctx is None else {"name": name, "context": ctx})
+            for name, ctx in keys
+        ]
+        outcomes = await self.client.call_many(calls)
+        for (name, _), outcome in zip(keys, outcomes, strict=True):
+            if isinstance(outcome, NotFound):
+                run.actions_gone += 1
+                continue
+            if not isinstance(outcome, HeroProcError):
+                run.actions_deleted += 1
+                continue
+            if isinstance(outcome, InUse):
+                run.actions_in_use += 1
+            else:
+                run.actions_failed += 1
+            reason = describe(outcome)
+            run.errors.append(f"action {name}: {reason}")
+            log.warning("cleanup_action_failed", action=name, reason=reason)
+
+    def _remember(
+        self,
+        started_ms: int,
+        peer_uid: int | None,
+        peer_pid: int | None,
+        params: dict[str, Any],
+        outcome: str,
+        duration_ms: int,
+        *,
+        summary: CleanupSummary | None = None,
+        error: str | None = None,
+    ) -> None:
+        counts: dict[str, Any] = {}
+        if summary is not None:
+            counts = {
+                "jobs_matched": summary.jobs_matched,
+                "jobs_deleted": summary.jobs_deleted,
+                "jobs_failed": summary.jobs_failed,
+                "actions_deleted": summary.actions_deleted,
+            }
+        self.history.appendleft(
+            HistoryEntry(
+                started_at_ms=started_ms,
+                finished_at_ms=self.clock(),
+                peer_uid=peer_uid,
+                peer_pid=peer_pid,
+                params=params,
+                outcome=outcome,  # type: ignore[arg-type]
+                error=error,
+                duration_ms=duration_ms,
+                **counts,
+            )
+        )
+
+    # submit, list, stats, health ------------------------------------------------
+
+    async def submit(
+        self, *, kind: str, actor: str, target: str | None, script: str, input_: Any
+    ) -> SubmitResult:
+        """Enqueue a job, creating its action unless an identical one exists."""
+        name = action_name(kind, input_hash(script, input_))
+        extra_tags = job_tags(actor, target)
+        deduplicated = True
+        for attempt in range(2):
+            try:
+                await self.client.action_get(name)
+            except NotFound:
+                deduplicated = False
+                await self.client.action_set(name, script=script, tags=action_tags(kind))
+            try:
+                job_id = await self.client.job_create(name, tags=extra_tags)
+                break
+            except NotFound:
+                # A cleanup removed the action between the two calls: make it again.
+                if attempt:
+                    raise
+        return SubmitResult(
+            job_id=job_id,
+            action_id=name,
+            tags=[*action_tags(kind), *extra_tags],
+            deduplicated=deduplicated,
+        )
+
+    async def list_jobs(
+        self, selector: Selector, *, status: str | None, limit: int, cursor: str | None
+    ) -> ListResult:
+        offset, last_id = (int(part) for part in cursor.split(":")) if cursor else (0, 0)
+        page_size = min(MAX_LIMIT, max(limit, 1_000))
+        jobs: list[JobView] = []
+        while True:
+            page = await self.client.job_list(
+                tag=selector.pushdown, status=status, limit=page_size, offset=offset
+            )
+            for position, job in enumerate(page):
+                if job.id <= last_id or not selector.matches(job.tags, job.created_at_ms):
+                    continue
+                jobs.append(_view(job))
+                if len(jobs) == limit:
+                    return ListResult(jobs=jobs, next_cursor=f"{offset + position + 1}:{job.id}")
+            offset += len(page)
+            if len(page) < page_size:
+                return ListResult(jobs=jobs, next_cursor=None)
+
+    async def stats(self) -> StatsResult:
+        hero = await self.client.stats()
+        jobs_by_kind: Counter[str] = Counter()
+        jobs_by_status: Counter[str] = Counter()
+        jobs = 0
+        offset = 0
+        while True:
+            page = await self.client.job_list(tag=SCOPE_TAG, limit=MAX_LIMIT, offset=offset)
+            for job in page:
+                if SCOPE_TAG in job.tags:
+                    jobs += 1
+                    jobs_by_kind[labels(job.tags).kind or "unknown"] += 1
+                    jobs_by_status[job.status or "unknown"] += 1
+            offset += len(page)
+            if len(page) < MAX_LIMIT:
+                break
+        actions_by_kind: Counter[str] = Counter()
+        actions = 0
+        offset = 0
+        while True:
+            found = await self.client.action_list(tag=SCOPE_TAG, limit=MAX_LIMIT, offset=offset)
+            for action in found:
+                if SCOPE_TAG in action.spec.tags:
+                    actions += 1
+                    kind = next((t[len(KIND_PREFIX) :] for t in action.spec.tags if t.startswith(KIND_PREFIX)), None)
+                    actions_by_kind[kind or "unknown"] += 1
+            offset += len(found)
+            if len(found) < MAX_LIMIT:
+                break
+        return StatsResult(
+            codescaler=CodescalerCounts(
+                jobs=jobs,
+                actions=actions,
+                jobs_by_kind=dict(sorted(jobs_by_kind.items())),
+                actions_by_kind=dict(sorted(actions_by_kind.items())),
+                jobs_by_status=dict(sorted(jobs_by_status.items())),
+            ),
+            hero_proc=HeroProcCounts(
+                job_count=hero.job_count,
+                action_count=hero.action_count,
+                running_count=hero.running_count,
+            ),
+        )
+
+    async def health(self) -> HealthResult:
+        """Version, uptime, and whether hero_proc answers a quick `stats` in time."""
+        t0 = time.monotonic()
+        try:
+            await self.client.stats(timeout=HEALTH_TIMEOUT)
+        except HeroProcError:
+            latency = None
+        else:
+            latency = round((time.monotonic() - t0) * 1000, 3)
+        return HealthResult(
+            status="ok" if latency is not None else "degraded",
+            version=__version__,
+            uptime_s=round(time.monotonic() - self.started_at, 3),
+            hero_proc=HeroProcHealth(
+                socket=str(self.client.socket_path),
+                reachable=latency is not None,
+                latency_ms=latency,
+            ),
+        )
+
+
+def _view(job: JobSummary) -> JobView:
+    lab = labels(job.tags)
+    return JobView(
+        id=job.id,
+        action_id=job.action_id,
+        status=job.status,
+        created_at_ms=job.created_at_ms,
+        finished_at_ms=job.finished_at_ms,
+        tags=job.tags,
+        kind=lab.kind,
+        actor=lab.actor,
+        target=lab.target,
+    )

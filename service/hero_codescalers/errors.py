@@ -1,0 +1,166 @@
+"""Every error this project raises, in one tree, with its JSON-RPC code.
+
+    Error                          base class; never raised itself
+    ├── InvalidParams              -32602  params failed validation (names the field)
+    ├── AdminRequired              -32010  an admin method called by a non-admin peer
+    ├── CleanupRunning             -32011  a cleanup is already running
+    └── HeroProcError              anything wrong with hero_proc
+        ├── HeroProcUnavailable    -32020  socket missing, refused, timed out, dropped
+        ├── HeroProcProtocolError  -32021  an answer that is not the contract's JSON-RPC
+        └── HeroProcRpcError       -32021  an error object from hero_proc
+            ├── NotFound                   hero_proc -32001 (for a cleanup: already gone)
+            ├── InUse                      hero_proc -32002 (an action still referenced)
+            └── JobActive                  hero_proc -32003 (active job, delete without force)
+
+The RPC layer turns an `Error` into its code, its fixed message and its
+public `data`; anything that is not an `Error` becomes -32603 "Internal error"
+and its text stays in the log.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+# JSON-RPC 2.0 codes and this service's own codes, in one table.
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+ADMIN_REQUIRED = -32010
+CLEANUP_RUNNING = -32011
+HERO_PROC_UNAVAILABLE = -32020
+HERO_PROC_ERROR = -32021
+
+# hero_proc's own codes (hero_proc_contract.md).
+UPSTREAM_NOT_FOUND = -32001
+UPSTREAM_IN_USE = -32002
+UPSTREAM_JOB_ACTIVE = -32003
+
+
+class Error(Exception):
+    """Base class of every error of this project."""
+
+    code: ClassVar[int] = INTERNAL_ERROR
+    message: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str = "", data: Any = None) -> None:
+        super().__init__(detail or self.message)
+        self.detail = detail or self.message
+        self.data = data
+
+    def public_data(self) -> Any:
+        """What a caller may see in the error's `data` member."""
+        return self.data
+
+
+class InvalidParams(Error):
+    """Params that do not fit the method's schema; `detail` names the field."""
+
+    code = INVALID_PARAMS
+    message = "Invalid params"
+
+    def public_data(self) -> Any:
+        return self.detail
+
+
+class AdminRequired(Error):
+    """The peer is not an admin (uid 0, an allowed uid or gid)."""
+
+    code = ADMIN_REQUIRED
+    message = "Admin required"
+
+
+class CleanupRunning(Error):
+    """Another cleanup holds the single-cleanup lock."""
+
+    code = CLEANUP_RUNNING
+    message = "A cleanup is already running"
+
+
+class HeroProcError(Error):
+    """Something went wrong talking to hero_proc."""
+
+    code = HERO_PROC_ERROR
+    message = "hero_proc error"
+
+
+class HeroProcUnavailable(HeroProcError):
+    """hero_proc could not be reached or did not answer in time."""
+
+    code = HERO_PROC_UNAVAILABLE
+    message = "hero_proc unavailable"
+
+    def __init__(self, socket: str, reason: str) -> None:
+        super().__init__(f"hero_proc unavailable at {socket}: {reason}", {"socket": socket})
+        self.socket = socket
+        self.reason = reason
+
+    def public_data(self) -> Any:
+        return {"socket": self.socket, "reason": self.reason}
+
+
+class HeroProcProtocolError(HeroProcError):
+    """hero_proc answered something that is not a JSON-RPC answer of the contract."""
+
+    def public_data(self) -> Any:
+        return {"reason": self.detail}
+
+
+class HeroProcRpcError(HeroProcError):
+    """hero_proc answered a JSON-RPC error object."""
+
+    upstream_code: ClassVar[int | None] = None
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(f"hero_proc error {code}: {message}", data)
+        self.rpc_code = code
+        self.rpc_message = message
+
+    def public_data(self) -> Any:
+        return {"code": self.rpc_code, "message": self.rpc_message}
+
+
+class NotFound(HeroProcRpcError):
+    """The job or action does not exist (for a cleanup: already gone)."""
+
+    upstream_code = UPSTREAM_NOT_FOUND
+
+
+class InUse(HeroProcRpcError):
+    """An action still referenced by a job."""
+
+    upstream_code = UPSTREAM_IN_USE
+
+
+class JobActive(HeroProcRpcError):
+    """An active job deleted without force."""
+
+    upstream_code = UPSTREAM_JOB_ACTIVE
+
+
+UPSTREAM_ERRORS: dict[int, type[HeroProcRpcError]] = {
+    cls.upstream_code: cls for cls in (NotFound, InUse, JobActive) if cls.upstream_code
+}
+
+
+def upstream_error(code: int, message: str, data: Any = None) -> HeroProcRpcError:
+    """The typed exception for an error object answered by hero_proc."""
+    return UPSTREAM_ERRORS.get(code, HeroProcRpcError)(code, message, data)
+
+
+# The errors a caller can meet, as the OpenRPC document and the README list them.
+DOCUMENTED: dict[int, tuple[str, str]] = {
+    PARSE_ERROR: ("Parse error", "The body is not JSON (or not UTF-8)."),
+    INVALID_REQUEST: ("Invalid Request", "Not a JSON-RPC 2.0 request object, or too large."),
+    METHOD_NOT_FOUND: ("Method not found", "The method is not in the OpenRPC document."),
+    INVALID_PARAMS: ("Invalid params", "`data` names the field and the reason."),
+    INTERNAL_ERROR: ("Internal error", "A fault of the service; `data.request_id` finds it in the log."),
+    ADMIN_REQUIRED: ("Admin required", "The peer is not uid 0 nor an allowed uid or gid."),
+    CLEANUP_RUNNING: ("A cleanup is already running", "Retry when it has finished."),
+    HERO_PROC_UNAVAILABLE: (
+        "hero_proc unavailable",
+        "hero_proc could not be reached; `data.socket` is its socket, `data.reason` why.",
+    ),
+    HERO_PROC_ERROR: ("hero_proc error", "hero_proc answered an error or broke its contract."),
+}

@@ -1,0 +1,315 @@
+"""The hero_proc client: JSON-RPC 2.0 over HTTP on a Unix socket (hero_proc_contract.md).
+
+One `aiohttp.ClientSession` over a `UnixConnector` for the client's whole life,
+a timeout on every call, and hero_proc's answers turned into records or into
+the typed errors of `errors.py`. Tolerant in what it accepts: extra fields are
+ignored and `null` tags read as no tags.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import aiohttp
+from pydantic import BaseModel, BeforeValidator, ConfigDict, TypeAdapter, ValidationError
+
+from .errors import (
+    INVALID_REQUEST,
+    HeroProcError,
+    HeroProcProtocolError,
+    HeroProcUnavailable,
+    upstream_error,
+)
+
+URL = "http://localhost/rpc"
+MAX_LIMIT = 10_000
+
+Tags = Annotated[list[str], BeforeValidator(lambda v: [] if v is None else v)]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class JobSummary(_Record):
+    """A job as `job.list` and `job.get` return it."""
+
+    id: int
+    action_id: str
+    context: str | None = None
+    tags: Tags = []
+    status: str | None = None
+    created_at_ms: int | None = None
+    finished_at_ms: int | None = None
+
+
+class ActionSpec(_Record):
+    script: str = ""
+    tags: Tags = []
+
+
+class Action(_Record):
+    name: str
+    context: str | None = None
+    spec: ActionSpec = ActionSpec()
+    created_at_ms: int | None = None
+
+
+class HeroProcStats(_Record):
+    job_count: int
+    action_count: int
+    running_count: int = 0
+
+
+_jobs = TypeAdapter(list[JobSummary])
+_actions = TypeAdapter(list[Action])
+
+Call = tuple[str, dict[str, Any]]
+
+
+class HeroProcClient:
+    """A hero_proc reached at `socket_path`; use as an async context manager."""
+
+    def __init__(
+        self,
+        socket_path: Path,
+        *,
+        timeout: float = 10.0,
+        batch_size: int = 500,
+        concurrency: int = 8,
+    ) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+        self.batch_size = batch_size
+        self.concurrency = concurrency
+        self.batch_supported: bool | None = None  # learnt from the first batch
+        self._ids = itertools.count(1)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> HeroProcClient:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        if self._session is None:
+            connector = aiohttp.UnixConnector(path=str(self.socket_path), limit=64)
+            self._session = aiohttp.ClientSession(connector=connector)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # transport ---------------------------------------------------------------
+
+    async def _post(self, payload: Any, timeout: float | None = None) -> Any:
+        """POST one JSON-RPC payload; the parsed answer (None for an empty one)."""
+        timeout = self.timeout if timeout is None else timeout
+        if self._session is None:
+            raise RuntimeError("HeroProcClient used before open()")
+        socket = str(self.socket_path)
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._session.post(URL, json=payload) as resp:
+                    status = resp.status
+                    body = await resp.read()
+        except TimeoutError:
+            raise HeroProcUnavailable(socket, f"no answer within {timeout:g}s") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise HeroProcUnavailable(socket, _connect_reason(exc.os_error)) from None
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError):
+            raise HeroProcUnavailable(socket, "connection dropped") from None
+        except (aiohttp.ClientError, OSError):
+            raise HeroProcUnavailable(socket, "connection failed") from None
+        if status == 204 or not body:
+            return None
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise HeroProcProtocolError(f"HTTP {status} with a body that is not JSON") from None
+
+    async def call(
+        self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Any:
+        """Call `method`; its result, or raise the typed error it answered."""
+        request_id = next(self._ids)
+        answer = await self._post(
+            {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or {}},
+            timeout,
+        )
+        return _unwrap(answer)
+
+    async def call_many(self, calls: Sequence[Call]) -> list[Any]:
+        """Call each of `calls`; per call its result or the `HeroProcError` it ended with.
+
+        One call's error never fails its neighbours. Batches when hero_proc accepts
+        them, otherwise single calls with bounded concurrency.
+        """
+        results: list[Any] = [None] * len(calls)
+        chunks = [
+            range(start, min(start + self.batch_size, len(calls)))
+            for start in range(0, len(calls), self.batch_size)
+        ]
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def run(chunk: range) -> None:
+            async with gate:
+                if self.batch_supported is not False and len(chunk) > 1:
+                    if await self._batch(calls, chunk, results):
+                        return
+                for i in chunk:
+                    results[i] = await self._single(calls[i])
+
+        await asyncio.gather(*(run(chunk) for chunk in chunks))
+        return results
+
+    async def _single(self, call: Call) -> Any:
+        try:
+            return await self.call(*call)
+        except HeroProcError as exc:
+            return exc
+
+    async def _batch(self, calls: Sequence[Call], chunk: range, results: list[Any]) -> bool:
+        """One batch POST for `chunk`; False when hero_proc does not accept batches."""
+        # Ids only need to be unique within the batch: its position.
+        payload = [
+            {"jsonrpc": "2.0", "id": n, "method": calls[i][0], "params": calls[i][1]}
+            for n, i in enumerate(chunk)
+        ]
+        try:
+            answer = await self._post(payload)
+        except HeroProcError as exc:
+            for i in chunk:
+                results[i] = exc
+            return True
+        if isinstance(answer, dict) and answer.get("error", {}).get("code") == INVALID_REQUEST:
+            self.batch_supported = False
+            return False
+        if not isinstance(answer, list):
+            err = HeroProcProtocolError("a batch answered with something other than a list")
+            for i in chunk:
+                results[i] = err
+            return True
+        self.batch_supported = True
+        by_id = {item.get("id"): item for item in answer if isinstance(item, dict)}
+        for n, i in enumerate(chunk):
+            item = by_id.get(n)
+            if item is None:
+                results[i] = HeroProcProtocolError("a batch answer is missing an item")
+                continue
+            try:
+                results[i] = _unwrap(item)
+            except HeroProcError as exc:
+                results[i] = exc
+        return True
+
+    # the contract's methods --------------------------------------------------
+
+    async def job_list(
+        self,
+        *,
+        tag: str | None = None,
+        status: str | None = None,
+        action: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[JobSummary]:
+        flt = {
+            k: v
+            for k, v in (
+                ("tag", tag),
+                ("status", status),
+                ("action", action),
+                ("limit", limit),
+                ("offset", offset),
+            )
+            if v is not None
+        }
+        return _parse(_jobs, await self.call("job.list", {"filter": flt}), "job.list")
+
+    async def job_get(self, job_id: int) -> JobSummary:
+        return _parse(JobSummary, await self.call("job.get", {"id": job_id}), "job.get")
+
+    async def job_create(
+        self, action: str, *, tags: Sequence[str] = (), context: str | None = None
+    ) -> int:
+        params: dict[str, Any] = {"action": action, "tags": list(tags)}
+        if context is not None:
+            params["context"] = context
+        result = await self.call("job.create", params)
+        return _parse(_Id, result, "job.create").id
+
+    async def job_delete(self, job_id: int, *, force: bool = False) -> None:
+        await self.call("job.delete", {"id": job_id, "force": force})
+
+    async def action_set(
+        self, name: str, *, script: str, tags: Sequence[str], context: str | None = None
+    ) -> None:
+        params: dict[str, Any] = {"name": name, "spec": {"script": script, "tags": list(tags)}}
+        if context is not None:
+            params["context"] = context
+        await self.call("action.set", params)
+
+    async def action_get(self, name: str, *, context: str | None = None) -> Action:
+        result = await self.call("action.get", _named(name, context))
+        return _parse(Action, result, "action.get")
+
+    async def action_list(
+        self, *, tag: str | None = None, limit: int | None = None, offset: int | None = None
+    ) -> list[Action]:
+        params = {k: v for k, v in (("tag", tag), ("limit", limit), ("offset", offset)) if v is not None}
+        return _parse(_actions, await self.call("action.list", params), "action.list")
+
+    async def action_delete(self, name: str, *, context: str | None = None) -> None:
+        await self.call("action.delete", _named(name, context))
+
+    async def stats(self, *, timeout: float | None = None) -> HeroProcStats:
+        return _parse(HeroProcStats, await self.call("stats", {}, timeout=timeout), "stats")
+
+
+class _Id(_Record):
+    id: int
+
+
+def _named(name: str, context: str | None) -> dict[str, Any]:
+    return {"name": name} if context is None else {"name": name, "context": context}
+
+
+def _unwrap(answer: Any) -> Any:
+    if not isinstance(answer, dict) or answer.get("jsonrpc") != "2.0":
+        raise HeroProcProtocolError("an answer that is not a JSON-RPC 2.0 response")
+    if "error" in answer:
+        err = answer["error"]
+        if not isinstance(err, dict) or not isinstance(err.get("code"), int):
+            raise HeroProcProtocolError("an error object without an integer code")
+        raise upstream_error(err["code"], str(err.get("message", "")), err.get("data"))
+    if "result" not in answer:
+        raise HeroProcProtocolError("a response with neither result nor error")
+    return answer["result"]
+
+
+def _parse(adapter: Any, value: Any, method: str) -> Any:
+    try:
+        if isinstance(adapter, TypeAdapter):
+            return adapter.validate_python(value)
+        return adapter.model_validate(value)
+    except ValidationError:
+        raise HeroProcProtocolError(f"{method} answered a result of the wrong shape") from None
+
+
+def _connect_reason(err: OSError) -> str:
+    if isinstance(err, FileNotFoundError):
+        return "socket not found"
+    if isinstance(err, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(err, PermissionError):
+        return "permission denied"
+    return "cannot connect"

@@ -1,0 +1,138 @@
+"""The RPC methods: thin handlers from validated params to the engine and back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import errors as e
+from .engine import Engine, now_ms
+from .models import (
+    CleanupParams,
+    CleanupSummary,
+    Filter,
+    HealthResult,
+    HistoryParams,
+    HistoryResult,
+    ListParams,
+    ListResult,
+    NoParams,
+    StatsResult,
+    SubmitParams,
+    SubmitResult,
+)
+from .rpc import CallContext, Registry
+from .tags import Selector
+
+registry = Registry()
+
+UPSTREAM = (e.HERO_PROC_UNAVAILABLE, e.HERO_PROC_ERROR)
+
+
+@dataclass(frozen=True)
+class Services:
+    """What handlers reach through `ctx.services`."""
+
+    engine: Engine
+    document: dict[str, Any]
+
+
+def _services(ctx: CallContext) -> Services:
+    services: Services = ctx.services
+    return services
+
+
+def selector(params: Filter) -> Selector:
+    """The exact selection a filter means, the age cutoff taken from now."""
+    cutoff = None if params.older_than_ms is None else now_ms() - params.older_than_ms
+    return Selector.build(
+        kind=params.kind, target=params.target, actor=params.actor, created_before_ms=cutoff
+    )
+
+
+@registry.method("rpc.discover", summary="This service's OpenRPC document")
+async def rpc_discover(ctx: CallContext, params: NoParams) -> dict[str, Any]:
+    """The OpenRPC document that declares every method of this service."""
+    return _services(ctx).document
+
+
+@registry.method("system.health", summary="Version, uptime and whether hero_proc answers")
+async def system_health(ctx: CallContext, params: NoParams) -> HealthResult:
+    """Version, uptime, and hero_proc's reachability and latency from a quick `stats` call
+    (at most one second). `status` is `degraded` while hero_proc does not answer."""
+    return await _services(ctx).engine.health()
+
+
+@registry.method(
+    "jobs.submit",
+    summary="Enqueue a tagged job, reusing the action of an identical input",
+    errors=(e.INVALID_PARAMS, *UPSTREAM),
+)
+async def jobs_submit(ctx: CallContext, params: SubmitParams) -> SubmitResult:
+    """Creates (or reuses) the action `codescaler_<kind>_<hash>` named by the script and
+    input, tagged `codescaler` and `codescaler_kind_<kind>`, and a job of it tagged
+    `codescaler_<actor>` (and `codescaler_target_<target>`) on top of the action's tags."""
+    return await _services(ctx).engine.submit(
+        kind=params.kind,
+        actor=params.actor,
+        target=params.target,
+        script=params.script,
+        input_=params.input,
+    )
+
+
+@registry.method(
+    "jobs.list",
+    summary="Codescaler jobs, filtered like a cleanup, a page at a time",
+    errors=(e.INVALID_PARAMS, *UPSTREAM),
+)
+async def jobs_list(ctx: CallContext, params: ListParams) -> ListResult:
+    """Codescaler jobs only (the literal `codescaler` tag, every filter matched exactly),
+    oldest first. Pass `next_cursor` back as `cursor` for the next page."""
+    return await _services(ctx).engine.list_jobs(
+        selector(params), status=params.status, limit=params.limit, cursor=params.cursor
+    )
+
+
+@registry.method(
+    "stats",
+    summary="Codescaler job and action counts, and hero_proc's totals",
+    errors=UPSTREAM,
+)
+async def stats(ctx: CallContext, params: NoParams) -> StatsResult:
+    """Codescaler jobs (by kind and status) and actions (by kind) present in hero_proc,
+    and hero_proc's own totals."""
+    return await _services(ctx).engine.stats()
+
+
+@registry.method(
+    "jobs.cleanup",
+    summary="Delete codescaler jobs and their actions (admin)",
+    admin=True,
+    errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED, e.CLEANUP_RUNNING, *UPSTREAM),
+)
+async def jobs_cleanup(ctx: CallContext, params: CleanupParams) -> CleanupSummary:
+    """Deletes every job carrying the literal `codescaler` tag and every given filter
+    (kind, target, actor exactly; created at least `older_than_ms` ago), with `force`,
+    then each codescaler action of those jobs, best effort: an action still used by
+    another job stays and is reported in `errors`. Already gone counts as done.
+    One cleanup runs at a time. With `dry_run` nothing changes."""
+    given = params.model_dump(exclude_none=True, exclude={"dry_run"})
+    return await _services(ctx).engine.cleanup(
+        selector(params),
+        dry_run=params.dry_run,
+        params=given,
+        peer_uid=ctx.peer.uid,
+        peer_pid=ctx.peer.pid,
+    )
+
+
+@registry.method(
+    "jobs.cleanup_history",
+    summary="The last cleanup runs: who, when, what, result (admin)",
+    admin=True,
+    errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED),
+)
+async def jobs_cleanup_history(ctx: CallContext, params: HistoryParams) -> HistoryResult:
+    """The most recent cleanup runs since the service started, newest first."""
+    return HistoryResult(runs=list(_services(ctx).engine.history)[: params.limit])

@@ -1,0 +1,212 @@
+"""Params and results of the RPC methods: pydantic models, the source of the schemas.
+
+Params are strict (no coercion: "5" is not an integer) and closed (an unknown
+param is an error). Results keep the names and types of the original
+specification and add fields after them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
+
+from .tags import (
+    ACTOR_PATTERN,
+    KIND_TARGET_PATTERN,
+    NAME_MAX_LENGTH,
+    RESERVED_ACTORS,
+    check_actor,
+    check_kind_or_target,
+)
+
+MAX_AGE_MS = 100 * 365 * 86_400_000  # a century: beyond it "older than" means nothing
+SCRIPT_MAX_LENGTH = 65_536
+LIST_MAX_LIMIT = 1_000
+
+JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+
+def _name(check: Any, pattern: str, description: str, example: str, **extra: Any) -> Any:
+    """A name type: checked by `check` (readable reasons), described by `pattern`."""
+    schema = {"minLength": 1, "maxLength": NAME_MAX_LENGTH, "pattern": pattern, **extra}
+    return Annotated[
+        str,
+        AfterValidator(check),
+        Field(description=description, examples=[example], json_schema_extra=schema),
+    ]
+
+
+Actor = _name(
+    check_actor,
+    ACTOR_PATTERN,
+    "Who asked: letters, digits, '.' and '-' (no '_'); not 'kind' or 'target'",
+    "alice",
+    **{"not": {"enum": sorted(RESERVED_ACTORS)}},
+)
+Kind = _name(check_kind_or_target, KIND_TARGET_PATTERN, "The feature: letters, digits, '.', '-', '_'", "user")
+Target = _name(
+    check_kind_or_target, KIND_TARGET_PATTERN, "What the job acts on: letters, digits, '.', '-', '_'", "web"
+)
+OlderThanMs = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=MAX_AGE_MS,
+        description="Only jobs created at least this many milliseconds ago; "
+        "jobs without a creation time are then left alone",
+        examples=[86_400_000],
+    ),
+]
+
+
+class Params(BaseModel):
+    """Base of every params model: strict, closed."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class Result(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class NoParams(Params):
+    """A method without params."""
+
+
+class Filter(Params):
+    """Which codescaler jobs: every given filter must match exactly."""
+
+    kind: Kind | None = None
+    target: Target | None = None
+    actor: Actor | None = None
+    older_than_ms: OlderThanMs | None = None
+
+
+class CleanupParams(Filter):
+    """`jobs.cleanup`: what to remove; everything codescaler when no filter is given."""
+
+    dry_run: bool = Field(default=False, description="List what would be deleted; change nothing")
+
+
+class CleanupSummary(Result):
+    """What a cleanup matched and did. Every matched job is deleted, already gone, or failed."""
+
+    jobs_deleted: int = Field(description="Jobs this run deleted")
+    actions_deleted: int = Field(description="Actions this run deleted")
+    job_ids: list[int] = Field(description="Every matched job, ascending within each pass")
+    action_ids: list[str] = Field(description="Every codescaler action of the matched jobs")
+    errors: list[str] = Field(description="One line per job or action that could not be deleted")
+    dry_run: bool
+    jobs_matched: int = Field(description="= jobs_deleted + jobs_already_gone + jobs_failed")
+    jobs_already_gone: int = Field(description="Matched jobs someone else deleted first")
+    jobs_failed: int = Field(description="Matched jobs that could not be deleted (see errors)")
+    actions_matched: int = Field(description="= len(action_ids)")
+    actions_already_gone: int
+    actions_in_use: int = Field(description="Actions still referenced by other jobs (in errors)")
+    actions_failed: int = Field(description="Actions not deleted for another reason (in errors)")
+    foreign_action_ids: list[str] = Field(
+        description="Actions of matched jobs that this service did not create: left in place"
+    )
+    complete: bool = Field(description="False when hero_proc failed before everything was seen")
+    duration_ms: int
+
+
+class SubmitParams(Params):
+    """`jobs.submit`: enqueue a tagged job, reusing the action of an identical input."""
+
+    kind: Kind
+    actor: Actor
+    target: Target | None = None
+    script: str = Field(min_length=1, max_length=SCRIPT_MAX_LENGTH, description="What the job runs")
+    input: JsonValue = Field(default=None, description="The feature's input; with `script` it names the action")
+
+
+class SubmitResult(Result):
+    job_id: int
+    action_id: str
+    tags: list[str] = Field(description="The job's tags")
+    deduplicated: bool = Field(description="True when an existing action was reused")
+
+
+class ListParams(Filter):
+    """`jobs.list`: codescaler jobs, oldest first, a page at a time."""
+
+    status: JobStatus | None = None
+    limit: int = Field(default=100, ge=1, le=LIST_MAX_LIMIT)
+    cursor: str | None = Field(
+        default=None,
+        pattern=r"^\d{1,12}:\d{1,19}$",
+        description="`next_cursor` of the previous page",
+    )
+
+
+class JobView(Result):
+    id: int
+    action_id: str
+    status: str | None
+    created_at_ms: int | None
+    finished_at_ms: int | None
+    tags: list[str]
+    kind: str | None
+    actor: str | None
+    target: str | None
+
+
+class ListResult(Result):
+    jobs: list[JobView]
+    next_cursor: str | None = Field(description="Pass it as `cursor` for the next page; null at the end")
+
+
+class CodescalerCounts(Result):
+    jobs: int
+    actions: int
+    jobs_by_kind: dict[str, int]
+    actions_by_kind: dict[str, int]
+    jobs_by_status: dict[str, int]
+
+
+class HeroProcCounts(Result):
+    job_count: int
+    action_count: int
+    running_count: int
+
+
+class StatsResult(Result):
+    codescaler: CodescalerCounts
+    hero_proc: HeroProcCounts
+
+
+class HeroProcHealth(Result):
+    socket: str
+    reachable: bool
+    latency_ms: float | None
+
+
+class HealthResult(Result):
+    status: Literal["ok", "degraded"]
+    version: str
+    uptime_s: float
+    hero_proc: HeroProcHealth
+
+
+class HistoryParams(Params):
+    limit: int = Field(default=20, ge=1, le=100)
+
+
+class HistoryEntry(Result):
+    started_at_ms: int
+    finished_at_ms: int
+    peer_uid: int | None
+    peer_pid: int | None
+    params: dict[str, Any]
+    outcome: Literal["ok", "partial", "error"]
+    error: str | None = None
+    jobs_matched: int = 0
+    jobs_deleted: int = 0
+    jobs_failed: int = 0
+    actions_deleted: int = 0
+    duration_ms: int
+
+
+class HistoryResult(Result):
+    runs: list[HistoryEntry] = Field(description="Newest first")

@@ -1,0 +1,145 @@
+"""The OpenRPC document, generated from the method registry and its pydantic models.
+
+`openrpc/openrpc.json` is this module's output, committed; a test regenerates it
+and fails on any difference, and `rpc.discover` serves the same document.
+Regenerate with `make openrpc`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from typing import Any
+
+from . import __version__
+from .errors import DOCUMENTED
+from .rpc import MethodDef, Registry
+
+REF = "#/components/schemas/{model}"
+DEFAULT_SOCKET = "~/hero/var/sockets/hero_codescalers/rpc.sock"
+
+
+def _hoist(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    for name, sub in schema.pop("$defs", {}).items():
+        components[name] = sub
+    return schema
+
+
+def _unwrap_optional(schema: dict[str, Any]) -> dict[str, Any]:
+    """`anyOf: [X, null]` with default null reads as plain X for an optional param."""
+    branches = schema.get("anyOf")
+    if not branches or schema.get("default", 0) is not None:
+        return schema
+    rest = [b for b in branches if b != {"type": "null"}]
+    if len(rest) != 1:
+        return schema
+    out = {k: v for k, v in schema.items() if k not in ("anyOf", "default")}
+    return {**rest[0], **out}
+
+
+def _params(method: MethodDef, components: dict[str, Any]) -> list[dict[str, Any]]:
+    schema = _hoist(method.params.model_json_schema(ref_template=REF), components)
+    required = set(schema.get("required", []))
+    out = []
+    for name, prop in schema.get("properties", {}).items():
+        prop = _unwrap_optional(dict(prop))
+        prop.pop("title", None)
+        descriptor: dict[str, Any] = {"name": name}
+        if "description" in prop:
+            descriptor["description"] = prop.pop("description")
+        descriptor["required"] = name in required
+        descriptor["schema"] = prop
+        out.append(descriptor)
+    return out
+
+
+def _result(method: MethodDef, components: dict[str, Any]) -> dict[str, Any]:
+    if method.result is None:
+        return {"name": "document", "schema": {"type": "object", "description": "An OpenRPC document"}}
+    schema = _hoist(method.result.model_json_schema(ref_template=REF, mode="serialization"), components)
+    name = method.result.__name__
+    components[name] = schema
+    return {"name": name, "schema": {"$ref": REF.format(model=name)}}
+
+
+def _method(method: MethodDef, components: dict[str, Any]) -> dict[str, Any]:
+    description = method.description
+    if method.admin:
+        description += "\n\nAdmin only: uid 0, or an allowed uid or gid."
+    doc: dict[str, Any] = {
+        "name": method.name,
+        "summary": method.summary,
+        "description": description,
+        "paramStructure": "either",
+        "params": _params(method, components),
+        "result": _result(method, components),
+    }
+    if method.errors:
+        doc["errors"] = [
+            {"code": code, "message": DOCUMENTED[code][0], "data": DOCUMENTED[code][1]}
+            for code in method.errors
+        ]
+    if method.examples:
+        doc["examples"] = [
+            {
+                "name": ex.name,
+                **({"summary": ex.summary} if ex.summary else {}),
+                "params": [{"name": k, "value": v} for k, v in ex.params.items()],
+                "result": {"name": "result", "value": ex.result},
+            }
+            for ex in method.examples
+        ]
+    doc["x-admin"] = method.admin
+    return doc
+
+
+def build_document(registry: Registry) -> dict[str, Any]:
+    """The OpenRPC document of every method in `registry`."""
+    components: dict[str, Any] = {}
+    methods = [_method(m, components) for m in registry.methods.values()]
+    return {
+        "openrpc": "1.3.2",
+        "info": {
+            "title": "hero_codescalers",
+            "version": __version__,
+            "description": (
+                "Tags the jobs and actions hero_codescalers enqueues in hero_proc and "
+                "cleans them up: JSON-RPC 2.0 over HTTP on a Unix socket (POST /rpc)."
+            ),
+        },
+        "servers": [
+            {
+                "name": "unix-socket",
+                "url": "http+unix://{socket}/rpc",
+                "summary": "HTTP/1.1 on the service's Unix socket, path percent-encoded",
+                "variables": {
+                    "socket": {
+                        "default": DEFAULT_SOCKET.replace("/", "%2F"),
+                        "description": "The socket path, '/' written as %2F",
+                    }
+                },
+            }
+        ],
+        "methods": methods,
+        "components": {"schemas": dict(sorted(components.items()))},
+    }
+
+
+def render(document: dict[str, Any]) -> str:
+    """The document as committed: sorted-free, two-space indented, trailing newline."""
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def default_document() -> dict[str, Any]:
+    from .methods import registry  # noqa: PLC0415 -- methods import this module's siblings
+
+    return build_document(registry)
+
+
+def main() -> None:
+    sys.stdout.write(render(copy.deepcopy(default_document())))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""JSON-RPC 2.0 framing and dispatch, with methods registered from the OpenRPC document.
+
+The framing (parse, per-item validation of requests, batch assembly) is done
+here, so that a batch with one invalid item gets one error for that item and
+answers for the others; valid items are dispatched by jsonrpcserver with an
+explicit method table and a per-request context. Each method wrapper checks
+admin rights, validates params with the method's pydantic model and maps errors
+to codes: an `Error` to its own code, anything else to -32603 "Internal error"
+with a request id (the detail goes to the log, never to the caller).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+import typing
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from jsonrpcserver import Error as ErrorResult
+from jsonrpcserver import Success, async_dispatch_to_serializable
+from pydantic import BaseModel, ValidationError
+
+from . import errors
+from .auth import AdminPolicy, Peer
+from .models import Params
+
+log = structlog.get_logger(__name__)
+
+NOT_GIVEN = object()
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What a method knows of its call: the services, the peer, the request id."""
+
+    services: Any
+    peer: Peer
+    request_id: str
+
+
+Handler = Callable[[CallContext, Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Example:
+    """A named params → result pairing for the OpenRPC document."""
+
+    name: str
+    params: dict[str, Any]
+    result: Any
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class MethodDef:
+    name: str
+    summary: str
+    description: str
+    handler: Handler
+    params: type[Params]
+    result: type[BaseModel] | None
+    errors: tuple[int, ...]
+    admin: bool
+    examples: tuple[Example, ...]
+
+
+@dataclass
+class Registry:
+    """Method definitions, in declaration order."""
+
+    methods: dict[str, MethodDef] = field(default_factory=dict)
+
+    def method(
+        self,
+        name: str,
+        *,
+        summary: str,
+        admin: bool = False,
+        errors: tuple[int, ...] = (),
+        examples: tuple[Example, ...] = (),
+    ) -> Callable[[Handler], Handler]:
+        """Register an `async def handler(ctx, params: Model) -> Result` as `name`."""
+
+        def register(handler: Handler) -> Handler:
+            hints = typing.get_type_hints(handler)
+            result = hints.get("return")
+            self.methods[name] = MethodDef(
+                name=name,
+                summary=summary,
+                description=inspect.cleandoc(handler.__doc__ or summary),
+                handler=handler,
+                params=hints["params"],
+                result=result if isinstance(result, type) and issubclass(result, BaseModel) else None,
+                errors=errors,
+                admin=admin,
+                examples=examples,
+            )
+            return handler
+
+        return register
+
+
+def readable(exc: ValidationError) -> str:
+    """A pydantic error as one line per field: `field: reason`."""
+    parts = []
+    for err in exc.errors(include_url=False, include_context=False, include_input=False):
+        where = ".".join(str(p) for p in err["loc"]) or "params"
+        if err["type"] == "extra_forbidden":
+            reason = "unknown parameter"
+        elif err["type"] == "missing":
+            reason = "required"
+        else:
+            reason = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {reason}")
+    return "; ".join(parts)
+
+
+class Dispatcher:
+    """Answers JSON-RPC request bodies for the methods of an OpenRPC document."""
+
+    def __init__(
+        self,
+        document: Mapping[str, Any],
+        registry: Registry,
+        services: Any,
+        policy: AdminPolicy,
+        *,
+        max_batch: int = 100,
+    ) -> None:
+        declared = [m["name"] for m in document["methods"]]
+        undeclared = set(registry.methods) - set(declared)
+        unhandled = set(declared) - set(registry.methods)
+        if undeclared or unhandled:
+            raise RuntimeError(
+                f"OpenRPC document and handlers differ: no handler for {sorted(unhandled)}, "
+                f"not in the document: {sorted(undeclared)}"
+            )
+        self.services = services
+        self.policy = policy
+        self.max_batch = max_batch
+        self._table = {name: self._wrap(registry.methods[name]) for name in declared}
+
+    async def dispatch(self, body: bytes, peer: Peer, request_id: str) -> Any:
+        """The JSON-able answer to `body`, or None when nothing is to be sent back."""
+        try:
+            payload = json.loads(body)
+        except UnicodeDecodeError:
+            return _error(errors.PARSE_ERROR, "Parse error", "the body is not valid UTF-8")
+        except (ValueError, RecursionError) as exc:
+            return _error(errors.PARSE_ERROR, "Parse error", _parse_reason(exc))
+        if isinstance(payload, list):
+            if not payload:
+                return _error(errors.INVALID_REQUEST, "Invalid Request", "empty batch")
+            if len(payload) > self.max_batch:
+                return _error(
+                    errors.INVALID_REQUEST, "Invalid Request", f"batch larger than {self.max_batch}"
+                )
+            items = payload
+        else:
+            items = [payload]
+        problems = [_check_request(item) for item in items]
+        valid = [item for item, problem in zip(items, problems, strict=True) if problem is None]
+        context = CallContext(self.services, peer, request_id)
+        answers = iter(await self._run(valid, context) if valid else [])
+        out = []
+        for item, problem in zip(items, problems, strict=True):
+            if problem is not None:
+                out.append(problem)
+            elif "id" in item:
+                out.append(next(answers))
+        if isinstance(payload, list):
+            return out or None
+        return out[0] if out else None
+
+    async def _run(self, valid: list[dict[str, Any]], context: CallContext) -> list[Any]:
+        """Dispatch valid request objects; their answers, notifications left out."""
+        answer = await async_dispatch_to_serializable(
+            "",
+            self._table,
+            context=context,
+            deserializer=lambda _: valid,
+            validator=lambda request: request,
+        )
+        if answer is None:
+            return []
+        return answer if isinstance(answer, list) else [answer]
+
+    def _wrap(self, spec: MethodDef) -> Callable[..., Awaitable[Any]]:
+        names = tuple(spec.params.model_fields)
+        policy = self.policy
+
+        async def call(ctx: CallContext, *args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            peer = ctx.peer
+            with structlog.contextvars.bound_contextvars(
+                request_id=ctx.request_id, method=spec.name, peer_uid=peer.uid, peer_pid=peer.pid
+            ):
+                try:
+                    if spec.admin:
+                        policy.require_admin(peer, spec.name)
+                    if len(args) > len(names):
+                        raise errors.InvalidParams(f"params: at most {len(names)} positional params")
+                    raw = dict(zip(names, args, strict=False)) if args else kwargs
+                    try:
+                        params = spec.params.model_validate(raw)
+                    except ValidationError as exc:
+                        raise errors.InvalidParams(readable(exc)) from None
+                    result = await spec.handler(ctx, params)
+                except errors.Error as exc:
+                    _log_call(t0, exc.code)
+                    data = exc.public_data()
+                    return ErrorResult(exc.code, exc.message, *(() if data is None else (data,)))
+                except Exception:
+                    log.exception("rpc_internal_error")
+                    _log_call(t0, errors.INTERNAL_ERROR)
+                    return ErrorResult(
+                        errors.INTERNAL_ERROR, "Internal error", {"request_id": ctx.request_id}
+                    )
+                _log_call(t0, None)
+                if isinstance(result, BaseModel):
+                    return Success(result.model_dump(mode="json"))
+                return Success(result)
+
+        return call
+
+
+def _log_call(t0: float, code: int | None) -> None:
+    log.info(
+        "rpc_call",
+        outcome="ok" if code is None else "error",
+        code=code,
+        duration_ms=round((time.perf_counter() - t0) * 1000, 3),
+    )
+
+
+def _error(code: int, message: str, data: Any = None, id_: Any = None) -> dict[str, Any]:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        err["data"] = data
+    return {"jsonrpc": "2.0", "error": err, "id": id_}
+
+
+def _parse_reason(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON at line {exc.lineno} column {exc.colno}"
+    if isinstance(exc, RecursionError):
+        return "JSON nested too deeply"
+    return "invalid JSON"
+
+
+def _valid_id(value: Any) -> bool:
+    return value is None or isinstance(value, str) or (
+        isinstance(value, int | float) and not isinstance(value, bool)
+    )
+
+
+def _check_request(item: Any) -> dict[str, Any] | None:
+    """An Invalid Request answer for `item`, or None when it is a request object."""
+    if not isinstance(item, dict):
+        return _error(errors.INVALID_REQUEST, "Invalid Request", "not a request object")
+    id_ = item.get("id")
+    answer_id = id_ if _valid_id(id_) else None
+    if not _valid_id(id_):
+        reason = "id must be a string, a number or null"
+    elif item.get("jsonrpc") != "2.0":
+        reason = 'jsonrpc must be "2.0"'
+    elif not isinstance(item.get("method"), str):
+        reason = "method must be a string"
+    elif "params" in item and not isinstance(item["params"], dict | list):
+        reason = "params must be an object or an array"
+    else:
+        return None
+    return _error(errors.INVALID_REQUEST, "Invalid Request", reason, answer_id)

@@ -1,0 +1,92 @@
+"""All configuration, read once from the environment (and the CLI) in `main()`.
+
+| variable                            | default                                     |
+|-------------------------------------|---------------------------------------------|
+| HERO_SOCKET_DIR                     | ~/hero/var/sockets                          |
+| HERO_CODESCALERS_SOCKET             | $HERO_SOCKET_DIR/hero_codescalers/rpc.sock  |
+| HERO_CODESCALERS_HERO_PROC_SOCKET   | $HERO_SOCKET_DIR/hero_proc/rpc.sock         |
+| HERO_CODESCALERS_ADMIN_UIDS         | (none; uid 0 is always admin)               |
+| HERO_CODESCALERS_ADMIN_GIDS         | (none)                                      |
+| HERO_CODESCALERS_SOCKET_MODE        | 0660                                        |
+| HERO_CODESCALERS_HERO_PROC_TIMEOUT  | 10 (seconds, per hero_proc call)            |
+| HERO_CODESCALERS_LOG_LEVEL          | info                                        |
+| HERO_CODESCALERS_LOG_FORMAT         | auto (console on a tty, JSON otherwise)     |
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_SOCKET_DIR = Path("~/hero/var/sockets")
+SERVICE_SOCKET = Path("hero_codescalers/rpc.sock")
+HERO_PROC_SOCKET = Path("hero_proc/rpc.sock")
+
+IdSet = Annotated[frozenset[int], NoDecode]
+
+
+def _ids(value: Any) -> Any:
+    """Accept "0,1000", "1000 1001", a single int, or a list."""
+    if isinstance(value, str):
+        return [int(part) for part in value.replace(",", " ").split()]
+    if isinstance(value, int):
+        return [value]
+    return value
+
+
+class Settings(BaseSettings):
+    """The service's settings; tests build one with keyword arguments."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HERO_CODESCALERS_", extra="forbid", frozen=True, populate_by_name=True
+    )
+
+    socket_dir: Path = Field(
+        default=DEFAULT_SOCKET_DIR,
+        validation_alias=AliasChoices("socket_dir", "HERO_SOCKET_DIR"),
+        description="Directory of hero services' sockets",
+    )
+    socket: Path = Field(description="This service's socket")
+    hero_proc_socket: Path = Field(description="hero_proc's socket")
+    admin_uids: IdSet = Field(default=frozenset(), description="uids allowed admin methods")
+    admin_gids: IdSet = Field(default=frozenset(), description="gids allowed admin methods")
+    socket_mode: int = Field(default=0o660, ge=0, le=0o777, description="mode of the socket file")
+    hero_proc_timeout: float = Field(default=10.0, gt=0, le=3600, description="seconds per call")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("admin_uids", "admin_gids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: Any) -> Any:
+        return _ids(value)
+
+    @field_validator("admin_uids", "admin_gids")
+    @classmethod
+    def _non_negative(cls, value: frozenset[int]) -> frozenset[int]:
+        if any(i < 0 for i in value):
+            raise ValueError("ids must be >= 0")
+        return value
+
+    @field_validator("socket_mode", mode="before")
+    @classmethod
+    def _octal(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return int(value, 8)
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _socket_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            base = Path(data.get("socket_dir") or data.get("HERO_SOCKET_DIR") or DEFAULT_SOCKET_DIR)
+            data.setdefault("socket", base / SERVICE_SOCKET)
+            data.setdefault("hero_proc_socket", base / HERO_PROC_SOCKET)
+        return data
+
+    @field_validator("socket_dir", "socket", "hero_proc_socket")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()

@@ -1,0 +1,52 @@
+"""The CLI's argument handling, without a service."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from hero_codescalers.cli import main, parse_duration_ms
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [("0", 0), ("250", 250), ("250ms", 250), ("90s", 90_000), ("15m", 900_000),
+     ("12h", 43_200_000), ("7d", 604_800_000)],
+)
+def test_durations(text: str, ms: int) -> None:
+    """N and Nms are milliseconds; s, m, h, d scale them."""
+    assert parse_duration_ms(text) == ms
+
+
+@pytest.mark.parametrize("text", ["", "-1d", "1w", "1.5h", "d", "7 days", "1e3"])
+def test_bad_durations_are_refused(text: str) -> None:
+    """Anything else is not a duration."""
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration_ms(text)
+
+
+def test_bad_duration_is_a_usage_error() -> None:
+    """`--older-than 1w` exits 2 with a one-line reason, before any call is made."""
+    result = CliRunner().invoke(main, ["jobs-cleanup", "--older-than", "1w", "--socket", "/nonexistent"])
+    assert result.exit_code == 2
+    assert "'1w' is not a duration" in result.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["serve", "simulator", "jobs-cleanup", "jobs-list", "jobs-submit", "stats", "health", "cleanup-history"],
+)
+def test_every_command_has_help(command: str) -> None:
+    """`--help` on each command describes it and exits 0."""
+    result = CliRunner().invoke(main, [command, "--help"])
+    assert result.exit_code == 0
+    assert result.output.startswith("Usage: ")
+    assert "--help" in result.output
+
+
+def test_unreachable_service_exits_3() -> None:
+    """A socket nobody listens on is reported in one line, exit status 3."""
+    result = CliRunner().invoke(main, ["stats", "--socket", "/tmp/hc-does-not-exist.sock"])
+    assert result.exit_code == 3
+    assert "cannot reach the service at /tmp/hc-does-not-exist.sock" in result.output
+    assert "Traceback" not in result.output

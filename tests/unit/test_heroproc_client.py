@@ -1,0 +1,164 @@
+"""The hero_proc client maps every answer to a record or a typed error (HTTP mocked)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from hero_codescalers.errors import (
+    HeroProcProtocolError,
+    HeroProcRpcError,
+    HeroProcUnavailable,
+    InUse,
+    JobActive,
+    NotFound,
+)
+from hero_codescalers.heroproc import URL, HeroProcClient
+
+from .conftest import CompatAioresponses
+
+SOCKET = Path("/run/hero/hero_proc/rpc.sock")
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[HeroProcClient]:
+    async with HeroProcClient(SOCKET, timeout=0.5, batch_size=2) as c:
+        yield c
+
+
+def answer(result: Any = None, error: dict[str, Any] | None = None, id_: Any = 1) -> dict[str, Any]:
+    if error is not None:
+        return {"jsonrpc": "2.0", "error": error, "id": id_}
+    return {"jsonrpc": "2.0", "result": result, "id": id_}
+
+
+@pytest.mark.parametrize(
+    ("code", "error_type"),
+    [
+        pytest.param(-32001, NotFound, id="not-found"),
+        pytest.param(-32002, InUse, id="in-use"),
+        pytest.param(-32003, JobActive, id="active"),
+        pytest.param(-32603, HeroProcRpcError, id="other-code"),
+    ],
+)
+async def test_error_codes_become_typed_errors(
+    mock_http: CompatAioresponses, client: HeroProcClient, code: int, error_type: type[Exception]
+) -> None:
+    """hero_proc's error codes raise the matching exception, carrying code and message."""
+    mock_http.post(URL, payload=answer(error={"code": code, "message": "nope"}))
+    with pytest.raises(error_type) as caught:
+        await client.job_delete(7)
+    assert isinstance(caught.value, HeroProcRpcError)
+    assert caught.value.rpc_code == code
+    assert caught.value.rpc_message == "nope"
+
+
+async def test_records_are_parsed_tolerantly(mock_http: CompatAioresponses, client: HeroProcClient) -> None:
+    """Extra fields are ignored and null tags read as no tags."""
+    mock_http.post(
+        URL,
+        payload=answer(
+            [
+                {"id": 1, "action_id": "a", "tags": None, "extra": True},
+                {"id": 2, "action_id": "b", "tags": ["codescaler"], "created_at_ms": 5, "status": "running"},
+            ]
+        ),
+    )
+    jobs = await client.job_list(tag="codescaler")
+    assert [j.id for j in jobs] == [1, 2]
+    assert jobs[0].tags == []
+    assert jobs[1].created_at_ms == 5
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        pytest.param(b"<html>oops</html>", "not JSON", id="not-json"),
+        pytest.param(b'{"result": 1}', "not a JSON-RPC 2.0 response", id="no-jsonrpc-member"),
+        pytest.param(b'{"jsonrpc": "2.0", "id": 1}', "neither result nor error", id="empty-response"),
+        pytest.param(b'{"jsonrpc": "2.0", "error": {"message": "x"}, "id": 1}', "integer code", id="codeless-error"),
+        pytest.param(b'{"jsonrpc": "2.0", "result": [{"id": "x"}], "id": 1}', "wrong shape", id="bad-record"),
+    ],
+)
+async def test_answers_outside_the_contract_are_protocol_errors(
+    mock_http: CompatAioresponses, client: HeroProcClient, body: bytes, reason: str
+) -> None:
+    """Anything that is not the contract's JSON-RPC is a protocol error, not a crash."""
+    mock_http.post(URL, body=body)
+    with pytest.raises(HeroProcProtocolError, match=reason):
+        await client.job_list()
+
+
+async def test_connection_failure_is_unavailable_and_names_the_socket(
+    mock_http: CompatAioresponses, client: HeroProcClient
+) -> None:
+    """A refused connection is HeroProcUnavailable with the socket path."""
+    mock_http.post(URL, exception=aiohttp.ClientConnectionError("refused"))
+    with pytest.raises(HeroProcUnavailable) as caught:
+        await client.stats()
+    assert caught.value.socket == str(SOCKET)
+    assert str(SOCKET) in caught.value.detail
+
+
+async def test_dropped_connection_is_unavailable(mock_http: CompatAioresponses, client: HeroProcClient) -> None:
+    """A connection closed without an answer is HeroProcUnavailable."""
+    mock_http.post(URL, exception=aiohttp.ServerDisconnectedError())
+    with pytest.raises(HeroProcUnavailable, match="connection dropped"):
+        await client.stats()
+
+
+async def test_a_slow_answer_times_out(mock_http: CompatAioresponses, client: HeroProcClient) -> None:
+    """Every call has a timeout; past it the call is HeroProcUnavailable."""
+    never = asyncio.Event()
+
+    async def hang(url: Any, **kwargs: Any) -> None:
+        await never.wait()
+
+    mock_http.post(URL, callback=hang)
+    with pytest.raises(HeroProcUnavailable, match=r"no answer within 0.5s"):
+        await client.stats()
+
+
+async def test_call_many_batches_and_keeps_per_item_errors(
+    mock_http: CompatAioresponses, client: HeroProcClient
+) -> None:
+    """A batch answer is matched by id; one item's error does not fail its neighbours.
+
+    With batches of two, three calls are one batch (answered out of order) and one single call.
+    """
+    mock_http.post(
+        URL,
+        payload=[answer({"deleted": True}, id_=1), answer(error={"code": -32001, "message": "gone"}, id_=0)],
+    )
+    mock_http.post(URL, payload=answer({"deleted": True}))
+    calls = [("job.delete", {"id": i, "force": True}) for i in (1, 2, 3)]
+    results = await client.call_many(calls)
+    assert isinstance(results[0], NotFound)
+    assert results[1] == {"deleted": True}
+    assert results[2] == {"deleted": True}
+    assert client.batch_supported is True
+
+
+async def test_call_many_falls_back_when_batches_are_refused(
+    mock_http: CompatAioresponses, client: HeroProcClient
+) -> None:
+    """A batch answered by one -32600 means no batch support: the calls go one by one."""
+    mock_http.post(URL, payload=answer(error={"code": -32600, "message": "Invalid Request"}, id_=None))
+    mock_http.post(URL, payload=answer({"deleted": True}))
+    mock_http.post(URL, payload=answer(error={"code": -32002, "message": "in use"}))
+    results = await client.call_many([("action.delete", {"name": "a"}), ("action.delete", {"name": "b"})])
+    assert results[0] == {"deleted": True}
+    assert isinstance(results[1], InUse)
+    assert client.batch_supported is False
+
+
+async def test_a_failed_batch_fails_each_of_its_items(mock_http: CompatAioresponses, client: HeroProcClient) -> None:
+    """When the batch's connection fails, every item of it reports the failure."""
+    mock_http.post(URL, exception=aiohttp.ServerDisconnectedError())
+    results = await client.call_many([("job.delete", {"id": 1}), ("job.delete", {"id": 2})])
+    assert all(isinstance(r, HeroProcUnavailable) for r in results)

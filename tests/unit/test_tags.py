@@ -1,0 +1,130 @@
+"""The tag scheme and the name rules: no name can widen a selection."""
+
+from __future__ import annotations
+
+import pytest
+
+from hero_codescalers.tags import (
+    Selector,
+    action_tags,
+    check_actor,
+    check_kind_or_target,
+    job_tags,
+    labels,
+)
+
+HOSTILE = [
+    pytest.param("", id="empty"),
+    pytest.param("*", id="wildcard"),
+    pytest.param("%", id="percent"),
+    pytest.param("a%", id="trailing-percent"),
+    pytest.param("..", id="dot-dot"),
+    pytest.param("a..b", id="inner-dot-dot"),
+    pytest.param(".hidden", id="leading-dot"),
+    pytest.param("a b", id="space"),
+    pytest.param("alice\n", id="trailing-newline"),
+    pytest.param("x" * 65, id="too-long"),
+    pytest.param("аlice", id="cyrillic-a-look-alike"),
+    pytest.param("ａlice", id="fullwidth-look-alike"),
+    pytest.param("a/b", id="slash"),
+    pytest.param("-a", id="leading-hyphen"),
+]
+
+
+@pytest.mark.parametrize("name", [*HOSTILE, pytest.param("kind_user", id="kind-prefix"),
+                                  pytest.param("target_web", id="target-prefix"),
+                                  pytest.param("kind", id="reserved-kind"),
+                                  pytest.param("target", id="reserved-target")])
+def test_hostile_actor_names_are_refused(name: str) -> None:
+    """An actor name outside the safe alphabet, or one that collides with another tag family, is refused."""
+    with pytest.raises(ValueError):  # noqa: PT011 -- the reason is checked elsewhere
+        check_actor(name)
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_kind_and_target_names_are_refused(name: str) -> None:
+    """Kind and target names follow the same safe alphabet."""
+    with pytest.raises(ValueError):  # noqa: PT011
+        check_kind_or_target(name)
+
+
+@pytest.mark.parametrize("name", ["alice", "ci-bot", "a", "Bob.2", "x" * 64])
+def test_ordinary_actor_names_are_accepted(name: str) -> None:
+    """Everyday actor names pass unchanged."""
+    assert check_actor(name) == name
+
+
+@pytest.mark.parametrize("name", ["user", "service_router", "db-1", "v1.2"])
+def test_ordinary_kind_and_target_names_are_accepted(name: str) -> None:
+    """Kinds and targets may contain underscores: their tags have their own prefix."""
+    assert check_kind_or_target(name) == name
+
+
+def test_pushdown_prefers_actor_then_kind_then_target() -> None:
+    """The most specific tag goes to hero_proc's filter; every filter is required exactly."""
+    everything = Selector.build(kind="user", target="web", actor="alice")
+    assert everything.pushdown == "codescaler_alice"
+    assert everything.required == {
+        "codescaler",
+        "codescaler_alice",
+        "codescaler_kind_user",
+        "codescaler_target_web",
+    }
+    assert Selector.build(kind="user", target="web").pushdown == "codescaler_kind_user"
+    assert Selector.build(target="web").pushdown == "codescaler_target_web"
+    assert Selector.build().pushdown == "codescaler"
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        pytest.param(["codescalerfoo"], id="prefix-look-alike"),
+        pytest.param(["codescaler_x"], id="actor-tag-without-scope"),
+        pytest.param(["codescaler_kind_user", "codescaler_alice"], id="all-but-scope"),
+        pytest.param(["codescalers", "codescaler_alice"], id="plural-look-alike"),
+        pytest.param([], id="untagged"),
+        pytest.param(None, id="null-tags"),
+    ],
+)
+def test_jobs_without_the_literal_scope_tag_never_match(tags: list[str] | None) -> None:
+    """Only the literal `codescaler` tag puts a job in scope, whatever else it carries."""
+    assert not Selector.build().matches(tags, 0)
+    assert not Selector.build(actor="alice").matches(tags, 0)
+
+
+def test_matching_is_exact_not_prefix() -> None:
+    """`codescaler_alice2` is not actor `alice`; `codescaler_kind_users` is not kind `user`."""
+    tags = ["codescaler", "codescaler_alice2", "codescaler_kind_users"]
+    assert not Selector.build(actor="alice").matches(tags, 0)
+    assert not Selector.build(kind="user").matches(tags, 0)
+    assert Selector.build(actor="alice2", kind="users").matches(tags, 0)
+
+
+def test_an_actor_cannot_select_a_kind() -> None:
+    """`kind_user` as an actor would be the tag of every `user` job: refused; no other actor matches it."""
+    with pytest.raises(ValueError, match="no '_'"):
+        Selector.build(actor="kind_user")
+    user_job = ["codescaler", "codescaler_kind_user", "codescaler_bob"]
+    assert Selector.build(actor="bob").matches(user_job, 0)
+    assert not Selector.build(actor="user").matches(user_job, 0)
+    assert not Selector.build(actor="kind-user").matches(user_job, 0)
+
+
+def test_age_cutoff_is_inclusive_and_skips_unknown_ages() -> None:
+    """Created at or before the cutoff matches; no `created_at_ms` never matches an age filter."""
+    sel = Selector.build(created_before_ms=1_000)
+    tags = ["codescaler"]
+    assert sel.matches(tags, 1_000)
+    assert sel.matches(tags, 0)
+    assert not sel.matches(tags, 1_001)
+    assert not sel.matches(tags, None)
+    assert Selector.build().matches(tags, None)
+
+
+def test_labels_read_back_what_the_tags_say() -> None:
+    """A submitted job's tags give back its kind, actor and target."""
+    tags = [*action_tags("user"), *job_tags("alice", "web")]
+    assert labels(tags).kind == "user"
+    assert labels(tags).actor == "alice"
+    assert labels(tags).target == "web"
+    assert labels(action_tags("user")).actor is None
