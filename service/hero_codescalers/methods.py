@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import errors as e
-from .engine import Engine, now_ms
+from .engine import Engine
 from .models import (
     CleanupParams,
     CleanupSummary,
@@ -42,9 +42,10 @@ def _services(ctx: CallContext) -> Services:
     return services
 
 
-def selector(params: Filter) -> Selector:
-    """The exact selection a filter means, the age cutoff taken from now."""
-    cutoff = None if params.older_than_ms is None else now_ms() - params.older_than_ms
+def selector(ctx: CallContext, params: Filter) -> Selector:
+    """The exact selection a filter means, the age cutoff taken from the engine's clock."""
+    now = _services(ctx).engine.clock()
+    cutoff = None if params.older_than_ms is None else now - params.older_than_ms
     return Selector.build(
         kind=params.kind, target=params.target, actor=params.actor, created_before_ms=cutoff
     )
@@ -90,7 +91,7 @@ async def jobs_list(ctx: CallContext, params: ListParams) -> ListResult:
     """Codescaler jobs only (the literal `codescaler` tag, every filter matched exactly),
     oldest first. Pass `next_cursor` back as `cursor` for the next page."""
     return await _services(ctx).engine.list_jobs(
-        selector(params), status=params.status, limit=params.limit, cursor=params.cursor
+        selector(ctx, params), status=params.status, limit=params.limit, cursor=params.cursor
     )
 
 
@@ -119,7 +120,7 @@ async def jobs_cleanup(ctx: CallContext, params: CleanupParams) -> CleanupSummar
     One cleanup runs at a time. With `dry_run` nothing changes."""
     given = params.model_dump(exclude_none=True, exclude={"dry_run"})
     return await _services(ctx).engine.cleanup(
-        selector(params),
+        selector(ctx, params),
         dry_run=params.dry_run,
         params=given,
         peer_uid=ctx.peer.uid,

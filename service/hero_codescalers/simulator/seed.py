@@ -73,22 +73,25 @@ def seed_population(
         kind = rng.choice(KINDS)
         digest = hashlib.sha256(f"{kind}:{rng.randrange(inputs)}".encode()).hexdigest()[:16]
         name = action_name(kind, digest)
-        if (name, None) not in store.actions:
-            store.action_set({"name": name, "spec": {"script": f"run {kind}", "tags": action_tags(kind)}})
+        _action(store, name, f"run {kind}", action_tags(kind), now)
         _job(store, rng, name, job_tags(rng.choice(ACTORS), rng.choice(TARGETS)), now, statuses, weights)
     for i in range(unrelated):
         name = f"other_service_{i % 7}"
         tags = UNRELATED_TAGS[i % len(UNRELATED_TAGS)]
-        if (name, None) not in store.actions:
-            store.action_set({"name": name, "spec": {"script": "other", "tags": tags}})
+        _action(store, name, "other", tags, now)
         _job(store, rng, name, [], now, statuses, weights)
     for i in range(lookalike):
         tags = LOOKALIKE_TAGS[i % len(LOOKALIKE_TAGS)]
         name = f"lookalike_{i % len(LOOKALIKE_TAGS)}"
-        if (name, None) not in store.actions:
-            store.action_set({"name": name, "spec": {"script": "lookalike", "tags": tags}})
+        _action(store, name, "lookalike", tags, now)
         _job(store, rng, name, [], now, statuses, weights)
     return Population(codescaler, unrelated, lookalike)
+
+
+def _action(store: Store, name: str, script: str, tags: list[str], now: int) -> None:
+    if (name, None) not in store.actions:
+        store.action_set({"name": name, "spec": {"script": script, "tags": tags}})
+        store.actions[(name, None)]["created_at_ms"] = now
 
 
 def _job(

@@ -1,0 +1,59 @@
+"""Helpers that put jobs straight into a simulator's store, and read it back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hero_codescalers.simulator import Store
+from hero_codescalers.tags import action_name, action_tags, job_tags
+
+NOW = 1_800_000_000_000
+DAY = 86_400_000
+
+
+def add_job(
+    store: Store,
+    *,
+    kind: str = "user",
+    actor: str = "alice",
+    target: str | None = None,
+    status: str = "succeeded",
+    created_at_ms: int | None = NOW,
+    action: str | None = None,
+    action_tags_: list[str] | None = None,
+    extra_tags: list[str] | None = None,
+) -> int:
+    """A job as jobs.submit makes it (or with the given action and tags); its id."""
+    name = action or action_name(kind, f"{kind}0")
+    if (name, None) not in store.actions:
+        tags = action_tags(kind) if action_tags_ is None else action_tags_
+        store.action_set({"name": name, "spec": {"script": "x", "tags": tags}})
+    tags = job_tags(actor, target) if extra_tags is None else extra_tags
+    made = store.job_create(
+        {"action": name, "tags": tags, "status": status, "created_at_ms": created_at_ms}
+    )
+    job_id: int = made["id"]
+    return job_id
+
+
+def codescaler_ids(store: Store) -> set[int]:
+    return {i for i, j in store.jobs.items() if "codescaler" in j["tags"]}
+
+
+def outside(store: Store, selected: set[int]) -> dict[int, Any]:
+    """The jobs a cleanup of `selected` must leave exactly as they are."""
+    return {i: dict(j) for i, j in store.jobs.items() if i not in selected}
+
+
+def assert_accounted(summary: dict[str, Any]) -> None:
+    """The summary's counts add up and every failure has its line in `errors`."""
+    assert summary["jobs_matched"] == len(summary["job_ids"]) == len(set(summary["job_ids"]))
+    done = summary["jobs_deleted"] + summary["jobs_already_gone"] + summary["jobs_failed"]
+    assert done == (0 if summary["dry_run"] else summary["jobs_matched"])
+    assert summary["actions_matched"] == len(summary["action_ids"])
+    job_lines = [e for e in summary["errors"] if e.startswith("job ")]
+    assert len(job_lines) == summary["jobs_failed"]
+    in_use = [e for e in summary["errors"] if e.startswith("action ") and "in use" in e]
+    assert len(in_use) == summary["actions_in_use"]
+    if summary["dry_run"]:
+        assert summary["actions_deleted"] == summary["actions_in_use"] == 0

@@ -1,0 +1,310 @@
+"""jobs.cleanup end to end: caller → service socket → engine → client → simulator socket."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.contextvars import merge_contextvars
+from structlog.testing import capture_logs
+
+from hero_codescalers.settings import Settings
+from hero_codescalers.simulator import Simulator, seed_population
+from hero_codescalers.tags import Selector
+
+from ..conftest import Caller, Service, start_service
+from .population import DAY, NOW, add_job, assert_accounted, codescaler_ids, outside
+
+
+def expected(sim: Simulator, selector: Selector) -> set[int]:
+    """What a cleanup with `selector` must delete: computed from the store, not by the engine."""
+    return {
+        i for i, j in sim.store.jobs.items() if selector.matches(j["tags"], j["created_at_ms"])
+    }
+
+
+async def test_cleanup_removes_every_codescaler_job_and_action_and_nothing_else(
+    simulator: Simulator, caller: Caller
+) -> None:
+    """A plain cleanup empties the codescaler scope; untagged and look-alike jobs stay as they were."""
+    seed_population(simulator.store, 800, 100, 100)
+    targets = codescaler_ids(simulator.store)
+    others = outside(simulator.store, targets)
+    codescaler_actions = {k for k, a in simulator.store.actions.items() if "codescaler" in a["spec"]["tags"]}
+
+    summary = await caller.call("jobs.cleanup", {})
+
+    assert_accounted(summary)
+    assert set(summary["job_ids"]) == targets
+    assert summary["jobs_deleted"] == 800
+    assert summary["errors"] == []
+    assert summary["complete"] is True
+    assert summary["dry_run"] is False
+    assert summary["actions_deleted"] == len(codescaler_actions)
+    assert {j: dict(v) for j, v in simulator.store.jobs.items()} == others
+    assert not codescaler_actions & set(simulator.store.actions)
+    assert any(not k[0].startswith("codescaler") for k in simulator.store.actions)
+
+
+FILTERS = [
+    pytest.param({"kind": "user"}, id="kind"),
+    pytest.param({"target": "web"}, id="target"),
+    pytest.param({"actor": "bob"}, id="actor"),
+    pytest.param({"actor": "ci-bot", "kind": "service"}, id="actor-and-kind"),
+    pytest.param({"kind": "install", "target": "db"}, id="kind-and-target"),
+    pytest.param({"actor": "alice", "kind": "template", "target": "router"}, id="all-three"),
+    pytest.param({"older_than_ms": 10 * DAY}, id="older-than"),
+    pytest.param({"actor": "carol", "older_than_ms": 20 * DAY}, id="actor-older-than"),
+    pytest.param({"actor": "nobody"}, id="no-match"),
+]
+
+
+@pytest.mark.parametrize("params", FILTERS)
+async def test_each_filter_deletes_exactly_what_it_selects(
+    simulator: Simulator, service: Service, caller: Caller, params: dict[str, Any]
+) -> None:
+    """Every filter narrows exactly: the deleted set equals the store's exact selection."""
+    service.engine.clock = lambda: NOW
+    seed_population(simulator.store, 1_500, 100, 200, rng_seed=11, now=NOW)
+    age = params.get("older_than_ms")
+    names = {k: v for k, v in params.items() if k != "older_than_ms"}
+    want = expected(simulator, Selector.build(**names, created_before_ms=None if age is None else NOW - age))
+    others = outside(simulator.store, want)
+    summary = await caller.call("jobs.cleanup", params)
+    assert set(summary["job_ids"]) == want
+    assert summary["jobs_deleted"] == len(want)
+    assert {i: dict(j) for i, j in simulator.store.jobs.items()} == others
+    assert_accounted(summary)
+    assert (len(want) == 0) == (params == {"actor": "nobody"})
+
+
+async def test_older_than_leaves_young_and_ageless_jobs(
+    simulator: Simulator, service: Service, caller: Caller
+) -> None:
+    """Only jobs created at or before now - older_than_ms go; jobs without a time stay."""
+    service.engine.clock = lambda: NOW
+    old = add_job(simulator.store, created_at_ms=NOW - 3 * DAY)
+    edge = add_job(simulator.store, created_at_ms=NOW - DAY)
+    young = add_job(simulator.store, created_at_ms=NOW - DAY + 1)
+    ageless = add_job(simulator.store, created_at_ms=None)
+    summary = await caller.call("jobs.cleanup", {"older_than_ms": DAY})
+    assert summary["job_ids"] == [old, edge]
+    assert set(simulator.store.jobs) == {young, ageless}
+    assert summary["actions_in_use"] == 1  # the shared action still serves the young jobs
+    assert_accounted(summary)
+
+
+async def test_more_than_ten_thousand_matches_are_all_deleted(simulator: Simulator, caller: Caller) -> None:
+    """hero_proc lists at most 10,000 jobs per call: the cleanup pages until none match."""
+    seed_population(simulator.store, 12_345, 500, 500)
+    targets = codescaler_ids(simulator.store)
+    others = outside(simulator.store, targets)
+    summary = await caller.call("jobs.cleanup", {})
+    assert summary["jobs_deleted"] == 12_345
+    assert set(summary["job_ids"]) == targets
+    assert {i: dict(j) for i, j in simulator.store.jobs.items()} == others
+    assert_accounted(summary)
+
+
+async def test_dry_run_enumerates_and_changes_nothing(simulator: Simulator, caller: Caller) -> None:
+    """A dry run lists the matches with zero deletions; hero_proc's state is identical after."""
+    seed_population(simulator.store, 600, 50, 50)
+    before = simulator.store.state()
+    want = expected(simulator, Selector.build(kind="user"))
+    summary = await caller.call("jobs.cleanup", {"kind": "user", "dry_run": True})
+    assert simulator.store.state() == before
+    assert summary["dry_run"] is True
+    assert summary["jobs_deleted"] == summary["actions_deleted"] == 0
+    assert set(summary["job_ids"]) == want
+    assert summary["job_ids"] == sorted(summary["job_ids"])
+    users = {j["action_id"] for i, j in simulator.store.jobs.items() if i in want}
+    assert set(summary["action_ids"]) == users
+    assert_accounted(summary)
+
+
+async def test_a_second_identical_run_deletes_nothing(simulator: Simulator, caller: Caller) -> None:
+    """Idempotent: after a cleanup, the same cleanup finds nothing."""
+    seed_population(simulator.store, 500, 50, 50)
+    first = await caller.call("jobs.cleanup", {"actor": "alice"})
+    second = await caller.call("jobs.cleanup", {"actor": "alice"})
+    assert first["jobs_deleted"] > 0
+    assert second["jobs_matched"] == second["jobs_deleted"] == 0
+    assert second["job_ids"] == []
+
+
+async def test_jobs_deleted_by_someone_else_count_as_already_gone(
+    simulator: Simulator, caller: Caller
+) -> None:
+    """A job that vanishes between list and delete is success (already gone), not an error."""
+    ids = [add_job(simulator.store) for _ in range(10)]
+    stolen = set(ids[5:8])
+
+    def steal(method: str, params: dict[str, Any]) -> None:
+        if method == "job.delete" and params["id"] == ids[0]:
+            for job_id in stolen:
+                simulator.store.job_delete({"id": job_id, "force": True})
+
+    simulator.hooks.append(steal)
+    summary = await caller.call("jobs.cleanup", {})
+    assert summary["jobs_already_gone"] == 3
+    assert summary["jobs_deleted"] == 7
+    assert summary["errors"] == []
+    assert not codescaler_ids(simulator.store)
+    assert_accounted(summary)
+
+
+async def test_shared_actions_in_use_are_reported_not_forced(simulator: Simulator, caller: Caller) -> None:
+    """An action another actor's job still runs stays, reported in errors and counted."""
+    alice = add_job(simulator.store, actor="alice")
+    bob = add_job(simulator.store, actor="bob")
+    summary = await caller.call("jobs.cleanup", {"actor": "alice"})
+    assert summary["job_ids"] == [alice]
+    assert summary["actions_in_use"] == 1
+    assert summary["actions_deleted"] == 0
+    assert summary["errors"] == ["action codescaler_user_user0: in use by another job"]
+    assert set(simulator.store.jobs) == {bob}
+    assert ("codescaler_user_user0", None) in simulator.store.actions
+    assert_accounted(summary)
+
+
+async def test_actions_this_service_did_not_create_are_left_in_place(
+    simulator: Simulator, caller: Caller
+) -> None:
+    """A codescaler-tagged job run from someone else's action: the job goes, the action stays."""
+    job = add_job(simulator.store, action="shared_tool", action_tags_=["tools"],
+                  extra_tags=["codescaler", "codescaler_alice"])
+    summary = await caller.call("jobs.cleanup", {})
+    assert summary["job_ids"] == [job]
+    assert summary["foreign_action_ids"] == ["shared_tool"]
+    assert summary["action_ids"] == []
+    assert ("shared_tool", None) in simulator.store.actions
+
+
+async def test_failed_job_deletions_are_errors_and_counted(simulator: Simulator, caller: Caller) -> None:
+    """Every job hero_proc refuses to delete has its line in errors; nothing else is claimed."""
+    ids = [add_job(simulator.store) for _ in range(5)]
+    simulator.store.faults.fail_rate = {"job.delete": 1.0}
+    summary = await caller.call("jobs.cleanup", {})
+    assert summary["jobs_failed"] == 5
+    assert summary["jobs_deleted"] == 0
+    assert sorted(e.split(":")[0] for e in summary["errors"] if e.startswith("job ")) == sorted(
+        f"job {i}" for i in ids
+    )
+    assert set(simulator.store.jobs) == set(ids)
+    assert_accounted(summary)
+
+
+async def test_a_second_cleanup_while_one_runs_is_refused_at_once(
+    simulator: Simulator, caller: Caller
+) -> None:
+    """-32011 while a cleanup holds the lock; the first one then finishes normally."""
+    add_job(simulator.store)
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(method: str, params: dict[str, Any]) -> None:
+        if method == "job.list" and not release.is_set():
+            entered.set()
+            await release.wait()
+
+    simulator.hooks.append(hold)
+    first = asyncio.create_task(caller.call("jobs.cleanup", {}))
+    await entered.wait()
+    err = await caller.error("jobs.cleanup", {"dry_run": True})
+    assert err["code"] == -32011
+    assert err["message"] == "A cleanup is already running"
+    assert (await caller.call("system.health"))["status"] == "ok"  # still serving
+    release.set()
+    assert (await first)["jobs_deleted"] == 1
+    assert (await caller.call("jobs.cleanup", {}))["jobs_matched"] == 0  # lock released
+
+
+async def test_hero_proc_down_answers_32020_naming_the_socket(sock_dir: Path) -> None:
+    """No hero_proc at all: -32020 with the socket in message data; the service keeps serving."""
+    settings = Settings(socket=sock_dir / "svc.sock", hero_proc_socket=sock_dir / "absent.sock")
+    svc, runner, sock, _ = await start_service(settings)
+    try:
+        caller = Caller(svc.socket)
+        err = await caller.error("jobs.cleanup", {})
+        assert err["code"] == -32020
+        assert err["message"] == "hero_proc unavailable"
+        assert err["data"] == {"socket": str(sock_dir / "absent.sock"), "reason": "socket not found"}
+        health = await caller.call("system.health")
+        assert health["status"] == "degraded"
+        assert health["hero_proc"]["reachable"] is False
+        assert (await caller.call("rpc.discover"))["openrpc"]
+        assert (await caller.error("jobs.cleanup", {}))["code"] == -32020  # the lock was released
+    finally:
+        await runner.cleanup()
+        sock.close()
+
+
+async def test_hero_proc_failing_midway_gives_a_partial_summary(simulator: Simulator, caller: Caller) -> None:
+    """hero_proc drops every connection after the first page: a partial summary, then recovery."""
+    seed_population(simulator.store, 5_000)
+    service_pages = 0
+
+    def break_after_first_page(method: str, params: dict[str, Any]) -> None:
+        nonlocal service_pages
+        if method == "job.list":
+            service_pages += 1
+            if service_pages == 2:
+                simulator.store.faults.drop_rate = {"*": 1.0}
+
+    simulator.hooks.append(break_after_first_page)
+    summary = await caller.call("jobs.cleanup", {})
+    assert summary["complete"] is False
+    assert summary["jobs_deleted"] > 0
+    assert any(e.startswith("listing stopped: hero_proc unavailable") for e in summary["errors"])
+    assert summary["actions_deleted"] == 0
+    assert_accounted(summary)
+    simulator.hooks.clear()
+    simulator.store.faults.drop_rate = None
+    rest = await caller.call("jobs.cleanup", {})
+    assert rest["complete"] is True
+    assert not codescaler_ids(simulator.store)
+
+
+async def test_each_run_logs_a_start_and_an_end_line_with_the_peer(
+    simulator: Simulator, caller: Caller
+) -> None:
+    """One start and one end line per run, with predicate, counts, peer uid/pid and duration."""
+    add_job(simulator.store, actor="alice", created_at_ms=1)
+    with capture_logs(processors=[merge_contextvars]) as logs:
+        await caller.call("jobs.cleanup", {"actor": "alice", "older_than_ms": 0})
+    starts = [e for e in logs if e["event"] == "cleanup_started"]
+    ends = [e for e in logs if e["event"] == "cleanup_finished"]
+    assert len(starts) == len(ends) == 1
+    for line in (starts[0], ends[0]):
+        assert line["actor"] == "alice"
+        assert line["older_than_ms"] == 0
+        assert line["peer_uid"] == os.getuid()
+        assert line["peer_pid"] == os.getpid()
+        assert line["log_level"] == "info"
+    assert ends[0]["jobs_deleted"] == 1
+    assert isinstance(ends[0]["duration_ms"], int)
+
+
+async def test_failed_deletions_are_logged_at_warning(simulator: Simulator, caller: Caller) -> None:
+    """Each failed deletion has its warning line."""
+    add_job(simulator.store, actor="alice")
+    add_job(simulator.store, actor="bob")
+    with capture_logs(processors=[merge_contextvars]) as logs:
+        await caller.call("jobs.cleanup", {"actor": "alice"})
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert [w["event"] for w in warnings] == ["cleanup_action_failed"]
+    assert warnings[0]["action"] == "codescaler_user_user0"
+
+
+async def test_history_records_each_run(simulator: Simulator, caller: Caller) -> None:
+    """jobs.cleanup_history has who ran what, when, and the counts, newest first."""
+    add_job(simulator.store)
+    await caller.call("jobs.cleanup", {"dry_run": True})
+    await caller.call("jobs.cleanup", {"kind": "user"})
+    runs = (await caller.call("jobs.cleanup_history", {}))["runs"]
+    assert [r["params"] for r in runs] == [{"kind": "user"}, {}]
+    assert runs[0]["jobs_deleted"] == 1
+    assert runs[0]["outcome"] == "ok"
+    assert runs[0]["peer_uid"] == os.getuid()
