@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
@@ -88,7 +89,9 @@ class Caller:
         self.socket = socket
         self._ids = itertools.count(1)
 
-    async def post(self, body: bytes | str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    async def post(
+        self, body: bytes | str, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
         """POST a raw body; the HTTP status and the parsed JSON answer (None when empty)."""
         data = body.encode() if isinstance(body, str) else body
         connector = aiohttp.UnixConnector(path=os.fspath(self.socket))
@@ -96,7 +99,7 @@ class Caller:
             aiohttp.ClientSession(connector=connector) as session,
             session.post(
                 "http://localhost/rpc",
-                data=data,
+                data=io.BytesIO(data),
                 headers=headers or {"Content-Type": "application/json"},
             ) as resp,
         ):

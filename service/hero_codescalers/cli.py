@@ -32,7 +32,7 @@ def parse_duration_ms(text: str) -> int:
     return int(match.group(1)) * _UNIT_MS[match.group(2)]
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType[int]):
     name = "DURATION"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
@@ -95,7 +95,9 @@ def filter_options(fn: Any) -> Any:
     return fn
 
 
-def _filters(kind: str | None, target: str | None, actor: str | None, older_than: int | None) -> dict[str, Any]:
+def _filters(
+    kind: str | None, target: str | None, actor: str | None, older_than: int | None
+) -> dict[str, Any]:
     given = {"kind": kind, "target": target, "actor": actor, "older_than_ms": older_than}
     return {k: v for k, v in given.items() if v is not None}
 
@@ -107,14 +109,30 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--socket", type=click.Path(path_type=Path), help="Socket to listen on [env HERO_CODESCALERS_SOCKET].")
+@click.option(
+    "--socket",
+    type=click.Path(path_type=Path),
+    help="Socket to listen on [env HERO_CODESCALERS_SOCKET].",
+)
 @click.option(
     "--hero-proc-socket",
     type=click.Path(path_type=Path),
     help="hero_proc's socket [env HERO_CODESCALERS_HERO_PROC_SOCKET].",
 )
-@click.option("--admin-uid", "admin_uids", type=int, multiple=True, help="A uid allowed admin methods (repeatable).")
-@click.option("--admin-gid", "admin_gids", type=int, multiple=True, help="A gid allowed admin methods (repeatable).")
+@click.option(
+    "--admin-uid",
+    "admin_uids",
+    type=int,
+    multiple=True,
+    help="A uid allowed admin methods (repeatable).",
+)
+@click.option(
+    "--admin-gid",
+    "admin_gids",
+    type=int,
+    multiple=True,
+    help="A gid allowed admin methods (repeatable).",
+)
 @click.option("--socket-mode", help="Mode of the socket file, octal [default 0660].")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]))
@@ -138,9 +156,21 @@ def serve(**options: Any) -> None:
     type=click.Path(path_type=Path),
     help="Socket to listen on [default: $HERO_SOCKET_DIR/hero_proc/rpc.sock].",
 )
-@click.option("--seed", "seed_jobs", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Seed this many jobs: 80% codescaler, 10% unrelated, 10% look-alike tags.")
-@click.option("--rng-seed", type=int, default=0, show_default=True, help="Seed of the population's randomness.")
+@click.option(
+    "--seed",
+    "seed_jobs",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed this many jobs: 80% codescaler, 10% unrelated, 10% look-alike tags.",
+)
+@click.option(
+    "--rng-seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the population's randomness.",
+)
 def simulator(socket: Path | None, seed_jobs: int, rng_seed: int) -> None:
     """Run a hero_proc simulator (the contract's methods, seeding and fault injection)."""
     from .simulator.main import run  # noqa: PLC0415
@@ -159,20 +189,36 @@ def simulator(socket: Path | None, seed_jobs: int, rng_seed: int) -> None:
 @filter_options
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted; change nothing.")
 @socket_option
-def jobs_cleanup(kind: str | None, target: str | None, actor: str | None, older_than: int | None,
-                 dry_run: bool, socket: Path | None) -> None:
+def jobs_cleanup(
+    kind: str | None,
+    target: str | None,
+    actor: str | None,
+    older_than: int | None,
+    dry_run: bool,
+    socket: Path | None,
+) -> None:
     """Delete codescaler jobs (and their actions) matching every filter given (admin)."""
     _call(socket, "jobs.cleanup", {**_filters(kind, target, actor, older_than), "dry_run": dry_run})
 
 
 @main.command("jobs-list")
 @filter_options
-@click.option("--status", type=click.Choice(["pending", "running", "succeeded", "failed", "cancelled"]))
+@click.option(
+    "--status", type=click.Choice(["pending", "running", "succeeded", "failed", "cancelled"])
+)
 @click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
 @click.option("--cursor", help="next_cursor from the previous page.")
 @socket_option
-def jobs_list(kind: str | None, target: str | None, actor: str | None, older_than: int | None,
-              status: str | None, limit: int, cursor: str | None, socket: Path | None) -> None:
+def jobs_list(
+    kind: str | None,
+    target: str | None,
+    actor: str | None,
+    older_than: int | None,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+    socket: Path | None,
+) -> None:
     """List codescaler jobs matching every filter given, oldest first."""
     params = {**_filters(kind, target, actor, older_than), "limit": limit}
     if status:
@@ -189,8 +235,9 @@ def jobs_list(kind: str | None, target: str | None, actor: str | None, older_tha
 @click.option("--script", required=True, help="What the job runs.")
 @click.option("--input", "input_", help="The feature's input, as JSON.")
 @socket_option
-def jobs_submit(kind: str, actor: str, target: str | None, script: str, input_: str | None,
-                socket: Path | None) -> None:
+def jobs_submit(
+    kind: str, actor: str, target: str | None, script: str, input_: str | None, socket: Path | None
+) -> None:
     """Enqueue a tagged job (the action is reused for an identical script and input)."""
     params: dict[str, Any] = {"kind": kind, "actor": actor, "script": script}
     if target:

@@ -21,7 +21,7 @@ class RpcError(Exception):
         self.data = data
 
 
-class Unreachable(Exception):  # noqa: N818 -- reads as a state
+class Unreachable(Exception):
     """The service's socket could not be reached."""
 
 
@@ -32,7 +32,12 @@ class ServiceClient:
         self._ids = itertools.count(1)
 
     async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params or {}}
+        payload = {
+            "jsonrpc": "2.0",
+            "id": next(self._ids),
+            "method": method,
+            "params": params or {},
+        }
         connector = aiohttp.UnixConnector(path=str(self.socket))
         try:
             async with (
@@ -41,9 +46,13 @@ class ServiceClient:
             ):
                 answer = await resp.json(content_type=None)
         except aiohttp.ClientConnectorError as exc:
-            raise Unreachable(f"cannot reach the service at {self.socket}: {exc.os_error.strerror}") from None
+            raise Unreachable(
+                f"cannot reach the service at {self.socket}: {exc.os_error.strerror}"
+            ) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise Unreachable(f"no answer from the service at {self.socket}: {type(exc).__name__}") from None
+            raise Unreachable(
+                f"no answer from the service at {self.socket}: {type(exc).__name__}"
+            ) from None
         if "error" in answer:
             err = answer["error"]
             raise RpcError(err["code"], err["message"], err.get("data"))

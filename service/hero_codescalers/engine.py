@@ -71,7 +71,9 @@ def now_ms() -> int:
 
 def input_hash(script: str, input_: Any) -> str:
     """The digest that names an action: same script and input, same action."""
-    canonical = json.dumps({"script": script, "input": input_}, sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(
+        {"script": script, "input": input_}, sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -171,7 +173,12 @@ class Engine:
         if self._cleanup_lock.locked():
             raise CleanupRunning
         async with self._cleanup_lock:
-            started_ms = self.clock()
+            record = {
+                "started_at_ms": self.clock(),
+                "peer_uid": peer_uid,
+                "peer_pid": peer_pid,
+                "params": params,
+            }
             t0 = time.monotonic()
             log.info("cleanup_started", **params, dry_run=dry_run, pushdown_tag=selector.pushdown)
             run = _Run(selector, dry_run)
@@ -179,8 +186,14 @@ class Engine:
                 await self._run(run)
             except HeroProcError as exc:
                 duration = int((time.monotonic() - t0) * 1000)
-                log.error("cleanup_failed", **params, dry_run=dry_run, error=exc.detail, duration_ms=duration)
-                self._remember(started_ms, peer_uid, peer_pid, params, "error", duration, error=exc.detail)
+                log.error(
+                    "cleanup_failed",
+                    **params,
+                    dry_run=dry_run,
+                    error=exc.detail,
+                    duration_ms=duration,
+                )
+                self._remember(record, "error", duration, error=exc.detail)
                 raise
             duration = int((time.monotonic() - t0) * 1000)
             summary = run.summary(duration)
@@ -200,7 +213,7 @@ class Engine:
                 duration_ms=duration,
             )
             outcome = "ok" if summary.complete and not summary.errors else "partial"
-            self._remember(started_ms, peer_uid, peer_pid, params, outcome, duration, summary=summary)
+            self._remember(record, outcome, duration, summary=summary)
             return summary
 
     async def _run(self, run: _Run) -> None:
@@ -235,7 +248,9 @@ class Engine:
                 if job.id <= last_id:
                     continue  # seen in this pass already: the window moved back
                 last_id = job.id
-                if job.id not in run.failed_jobs and run.selector.matches(job.tags, job.created_at_ms):
+                if job.id not in run.failed_jobs and run.selector.matches(
+                    job.tags, job.created_at_ms
+                ):
                     matches.append(job)
                     run.match(job)
             removed = 0 if run.dry_run else await self._delete_jobs(run, matches)
@@ -296,10 +311,7 @@ class Engine:
 
     def _remember(
         self,
-        started_ms: int,
-        peer_uid: int | None,
-        peer_pid: int | None,
-        params: dict[str, Any],
+        record: dict[str, Any],
         outcome: str,
         duration_ms: int,
         *,
@@ -316,12 +328,9 @@ class Engine:
             }
         self.history.appendleft(
             HistoryEntry(
-                started_at_ms=started_ms,
+                **record,
                 finished_at_ms=self.clock(),
-                peer_uid=peer_uid,
-                peer_pid=peer_pid,
-                params=params,
-                outcome=outcome,  # type: ignore[arg-type]
+                outcome=outcome,
                 error=error,
                 duration_ms=duration_ms,
                 **counts,
@@ -401,7 +410,14 @@ class Engine:
             for action in found:
                 if SCOPE_TAG in action.spec.tags:
                     actions += 1
-                    kind = next((t[len(KIND_PREFIX) :] for t in action.spec.tags if t.startswith(KIND_PREFIX)), None)
+                    kind = next(
+                        (
+                            t[len(KIND_PREFIX) :]
+                            for t in action.spec.tags
+                            if t.startswith(KIND_PREFIX)
+                        ),
+                        None,
+                    )
                     actions_by_kind[kind or "unknown"] += 1
             offset += len(found)
             if len(found) < MAX_LIMIT:

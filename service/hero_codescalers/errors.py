@@ -155,7 +155,10 @@ DOCUMENTED: dict[int, tuple[str, str]] = {
     INVALID_REQUEST: ("Invalid Request", "Not a JSON-RPC 2.0 request object, or too large."),
     METHOD_NOT_FOUND: ("Method not found", "The method is not in the OpenRPC document."),
     INVALID_PARAMS: ("Invalid params", "`data` names the field and the reason."),
-    INTERNAL_ERROR: ("Internal error", "A fault of the service; `data.request_id` finds it in the log."),
+    INTERNAL_ERROR: (
+        "Internal error",
+        "A fault of the service; `data.request_id` finds it in the log.",
+    ),
     ADMIN_REQUIRED: ("Admin required", "The peer is not uid 0 nor an allowed uid or gid."),
     CLEANUP_RUNNING: ("A cleanup is already running", "Retry when it has finished."),
     HERO_PROC_UNAVAILABLE: (

@@ -13,7 +13,7 @@ import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import aiohttp
 from pydantic import BaseModel, BeforeValidator, ConfigDict, TypeAdapter, ValidationError
@@ -65,9 +65,6 @@ class HeroProcStats(_Record):
     action_count: int
     running_count: int = 0
 
-
-_jobs = TypeAdapter(list[JobSummary])
-_actions = TypeAdapter(list[Action])
 
 Call = tuple[str, dict[str, Any]]
 
@@ -162,9 +159,9 @@ class HeroProcClient:
 
         async def run(chunk: range) -> None:
             async with gate:
-                if self.batch_supported is not False and len(chunk) > 1:
-                    if await self._batch(calls, chunk, results):
-                        return
+                batchable = self.batch_supported is not False and len(chunk) > 1
+                if batchable and await self._batch(calls, chunk, results):
+                    return
                 for i in chunk:
                     results[i] = await self._single(calls[i])
 
@@ -233,10 +230,10 @@ class HeroProcClient:
             )
             if v is not None
         }
-        return _parse(_jobs, await self.call("job.list", {"filter": flt}), "job.list")
+        return _parse(_JOBS, await self.call("job.list", {"filter": flt}), "job.list")
 
     async def job_get(self, job_id: int) -> JobSummary:
-        return _parse(JobSummary, await self.call("job.get", {"id": job_id}), "job.get")
+        return _parse(_JOB, await self.call("job.get", {"id": job_id}), "job.get")
 
     async def job_create(
         self, action: str, *, tags: Sequence[str] = (), context: str | None = None
@@ -245,7 +242,7 @@ class HeroProcClient:
         if context is not None:
             params["context"] = context
         result = await self.call("job.create", params)
-        return _parse(_Id, result, "job.create").id
+        return _parse(_ID, result, "job.create").id
 
     async def job_delete(self, job_id: int, *, force: bool = False) -> None:
         await self.call("job.delete", {"id": job_id, "force": force})
@@ -260,23 +257,34 @@ class HeroProcClient:
 
     async def action_get(self, name: str, *, context: str | None = None) -> Action:
         result = await self.call("action.get", _named(name, context))
-        return _parse(Action, result, "action.get")
+        return _parse(_ACTION, result, "action.get")
 
     async def action_list(
         self, *, tag: str | None = None, limit: int | None = None, offset: int | None = None
     ) -> list[Action]:
-        params = {k: v for k, v in (("tag", tag), ("limit", limit), ("offset", offset)) if v is not None}
-        return _parse(_actions, await self.call("action.list", params), "action.list")
+        params = {
+            k: v for k, v in (("tag", tag), ("limit", limit), ("offset", offset)) if v is not None
+        }
+        return _parse(_ACTIONS, await self.call("action.list", params), "action.list")
 
     async def action_delete(self, name: str, *, context: str | None = None) -> None:
         await self.call("action.delete", _named(name, context))
 
     async def stats(self, *, timeout: float | None = None) -> HeroProcStats:
-        return _parse(HeroProcStats, await self.call("stats", {}, timeout=timeout), "stats")
+        return _parse(_STATS, await self.call("stats", {}, timeout=timeout), "stats")
 
 
 class _Id(_Record):
     id: int
+
+
+T = TypeVar("T")
+_JOBS = TypeAdapter(list[JobSummary])
+_JOB = TypeAdapter(JobSummary)
+_ACTIONS = TypeAdapter(list[Action])
+_ACTION = TypeAdapter(Action)
+_STATS = TypeAdapter(HeroProcStats)
+_ID = TypeAdapter(_Id)
 
 
 def _named(name: str, context: str | None) -> dict[str, Any]:
@@ -296,11 +304,9 @@ def _unwrap(answer: Any) -> Any:
     return answer["result"]
 
 
-def _parse(adapter: Any, value: Any, method: str) -> Any:
+def _parse(adapter: TypeAdapter[T], value: Any, method: str) -> T:
     try:
-        if isinstance(adapter, TypeAdapter):
-            return adapter.validate_python(value)
-        return adapter.model_validate(value)
+        return adapter.validate_python(value)
     except ValidationError:
         raise HeroProcProtocolError(f"{method} answered a result of the wrong shape") from None
 

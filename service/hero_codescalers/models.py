@@ -26,27 +26,33 @@ LIST_MAX_LIMIT = 1_000
 
 JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
 
-def _name(check: Any, pattern: str, description: str, example: str, **extra: Any) -> Any:
-    """A name type: checked by `check` (readable reasons), described by `pattern`."""
+
+def _name(pattern: str, description: str, example: str, **extra: Any) -> Any:
+    """The Field of a name: its checks are the validator's, this only describes them."""
     schema = {"minLength": 1, "maxLength": NAME_MAX_LENGTH, "pattern": pattern, **extra}
-    return Annotated[
-        str,
-        AfterValidator(check),
-        Field(description=description, examples=[example], json_schema_extra=schema),
-    ]
+    return Field(description=description, examples=[example], json_schema_extra=schema)
 
 
-Actor = _name(
-    check_actor,
-    ACTOR_PATTERN,
-    "Who asked: letters, digits, '.' and '-' (no '_'); not 'kind' or 'target'",
-    "alice",
-    **{"not": {"enum": sorted(RESERVED_ACTORS)}},
-)
-Kind = _name(check_kind_or_target, KIND_TARGET_PATTERN, "The feature: letters, digits, '.', '-', '_'", "user")
-Target = _name(
-    check_kind_or_target, KIND_TARGET_PATTERN, "What the job acts on: letters, digits, '.', '-', '_'", "web"
-)
+Actor = Annotated[
+    str,
+    AfterValidator(check_actor),
+    _name(
+        ACTOR_PATTERN,
+        "Who asked: letters, digits, '.' and '-' (no '_'); not 'kind' or 'target'",
+        "alice",
+        **{"not": {"enum": sorted(RESERVED_ACTORS)}},
+    ),
+]
+Kind = Annotated[
+    str,
+    AfterValidator(check_kind_or_target),
+    _name(KIND_TARGET_PATTERN, "The feature: letters, digits, '.', '-', '_'", "user"),
+]
+Target = Annotated[
+    str,
+    AfterValidator(check_kind_or_target),
+    _name(KIND_TARGET_PATTERN, "What the job acts on: letters, digits, '.', '-', '_'", "web"),
+]
 OlderThanMs = Annotated[
     int,
     Field(
@@ -118,7 +124,9 @@ class SubmitParams(Params):
     actor: Actor
     target: Target | None = None
     script: str = Field(min_length=1, max_length=SCRIPT_MAX_LENGTH, description="What the job runs")
-    input: JsonValue = Field(default=None, description="The feature's input; with `script` it names the action")
+    input: JsonValue = Field(
+        default=None, description="The feature's input; with `script` it names the action"
+    )
 
 
 class SubmitResult(Result):
@@ -154,7 +162,9 @@ class JobView(Result):
 
 class ListResult(Result):
     jobs: list[JobView]
-    next_cursor: str | None = Field(description="Pass it as `cursor` for the next page; null at the end")
+    next_cursor: str | None = Field(
+        description="Pass it as `cursor` for the next page; null at the end"
+    )
 
 
 class CodescalerCounts(Result):

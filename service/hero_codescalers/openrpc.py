@@ -42,8 +42,8 @@ def _params(method: MethodDef, components: dict[str, Any]) -> list[dict[str, Any
     schema = _hoist(method.params.model_json_schema(ref_template=REF), components)
     required = set(schema.get("required", []))
     out = []
-    for name, prop in schema.get("properties", {}).items():
-        prop = _unwrap_optional(dict(prop))
+    for name, raw in schema.get("properties", {}).items():
+        prop = _unwrap_optional(dict(raw))
         prop.pop("title", None)
         descriptor: dict[str, Any] = {"name": name}
         if "description" in prop:
@@ -56,8 +56,13 @@ def _params(method: MethodDef, components: dict[str, Any]) -> list[dict[str, Any
 
 def _result(method: MethodDef, components: dict[str, Any]) -> dict[str, Any]:
     if method.result is None:
-        return {"name": "document", "schema": {"type": "object", "description": "An OpenRPC document"}}
-    schema = _hoist(method.result.model_json_schema(ref_template=REF, mode="serialization"), components)
+        return {
+            "name": "document",
+            "schema": {"type": "object", "description": "An OpenRPC document"},
+        }
+    schema = _hoist(
+        method.result.model_json_schema(ref_template=REF, mode="serialization"), components
+    )
     name = method.result.__name__
     components[name] = schema
     return {"name": name, "schema": {"$ref": REF.format(model=name)}}

@@ -94,7 +94,9 @@ class Registry:
                 description=inspect.cleandoc(handler.__doc__ or summary),
                 handler=handler,
                 params=hints["params"],
-                result=result if isinstance(result, type) and issubclass(result, BaseModel) else None,
+                result=result
+                if isinstance(result, type) and issubclass(result, BaseModel)
+                else None,
                 errors=errors,
                 admin=admin,
                 examples=examples,
@@ -147,7 +149,7 @@ class Dispatcher:
     async def dispatch(self, body: bytes, peer: Peer, request_id: str) -> Any:
         """The JSON-able answer to `body`, or None when nothing is to be sent back."""
         try:
-            payload = json.loads(body)
+            payload = json.loads(body.decode("utf-8"))
         except UnicodeDecodeError:
             return _error(errors.PARSE_ERROR, "Parse error", "the body is not valid UTF-8")
         except (ValueError, RecursionError) as exc:
@@ -203,7 +205,9 @@ class Dispatcher:
                     if spec.admin:
                         policy.require_admin(peer, spec.name)
                     if len(args) > len(names):
-                        raise errors.InvalidParams(f"params: at most {len(names)} positional params")
+                        raise errors.InvalidParams(
+                            f"params: at most {len(names)} positional params"
+                        )
                     raw = dict(zip(names, args, strict=False)) if args else kwargs
                     try:
                         params = spec.params.model_validate(raw)
@@ -253,8 +257,10 @@ def _parse_reason(exc: Exception) -> str:
 
 
 def _valid_id(value: Any) -> bool:
-    return value is None or isinstance(value, str) or (
-        isinstance(value, int | float) and not isinstance(value, bool)
+    return (
+        value is None
+        or isinstance(value, str)
+        or (isinstance(value, int | float) and not isinstance(value, bool))
     )
 
 

@@ -21,19 +21,19 @@ from .population import DAY, NOW, add_job, assert_accounted, codescaler_ids, out
 
 def expected(sim: Simulator, selector: Selector) -> set[int]:
     """What a cleanup with `selector` must delete: computed from the store, not by the engine."""
-    return {
-        i for i, j in sim.store.jobs.items() if selector.matches(j["tags"], j["created_at_ms"])
-    }
+    return {i for i, j in sim.store.jobs.items() if selector.matches(j["tags"], j["created_at_ms"])}
 
 
 async def test_cleanup_removes_every_codescaler_job_and_action_and_nothing_else(
     simulator: Simulator, caller: Caller
 ) -> None:
-    """A plain cleanup empties the codescaler scope; untagged and look-alike jobs stay as they were."""
+    """A plain cleanup empties the codescaler scope; other jobs stay exactly as they are."""
     seed_population(simulator.store, 800, 100, 100)
     targets = codescaler_ids(simulator.store)
     others = outside(simulator.store, targets)
-    codescaler_actions = {k for k, a in simulator.store.actions.items() if "codescaler" in a["spec"]["tags"]}
+    codescaler_actions = {
+        k for k, a in simulator.store.actions.items() if "codescaler" in a["spec"]["tags"]
+    }
 
     summary = await caller.call("jobs.cleanup", {})
 
@@ -71,7 +71,9 @@ async def test_each_filter_deletes_exactly_what_it_selects(
     seed_population(simulator.store, 1_500, 100, 200, rng_seed=11, now=NOW)
     age = params.get("older_than_ms")
     names = {k: v for k, v in params.items() if k != "older_than_ms"}
-    want = expected(simulator, Selector.build(**names, created_before_ms=None if age is None else NOW - age))
+    want = expected(
+        simulator, Selector.build(**names, created_before_ms=None if age is None else NOW - age)
+    )
     others = outside(simulator.store, want)
     summary = await caller.call("jobs.cleanup", params)
     assert set(summary["job_ids"]) == want
@@ -97,7 +99,9 @@ async def test_older_than_leaves_young_and_ageless_jobs(
     assert_accounted(summary)
 
 
-async def test_more_than_ten_thousand_matches_are_all_deleted(simulator: Simulator, caller: Caller) -> None:
+async def test_more_than_ten_thousand_matches_are_all_deleted(
+    simulator: Simulator, caller: Caller
+) -> None:
     """hero_proc lists at most 10,000 jobs per call: the cleanup pages until none match."""
     seed_population(simulator.store, 12_345, 500, 500)
     targets = codescaler_ids(simulator.store)
@@ -156,7 +160,9 @@ async def test_jobs_deleted_by_someone_else_count_as_already_gone(
     assert_accounted(summary)
 
 
-async def test_shared_actions_in_use_are_reported_not_forced(simulator: Simulator, caller: Caller) -> None:
+async def test_shared_actions_in_use_are_reported_not_forced(
+    simulator: Simulator, caller: Caller
+) -> None:
     """An action another actor's job still runs stays, reported in errors and counted."""
     alice = add_job(simulator.store, actor="alice")
     bob = add_job(simulator.store, actor="bob")
@@ -174,8 +180,12 @@ async def test_actions_this_service_did_not_create_are_left_in_place(
     simulator: Simulator, caller: Caller
 ) -> None:
     """A codescaler-tagged job run from someone else's action: the job goes, the action stays."""
-    job = add_job(simulator.store, action="shared_tool", action_tags_=["tools"],
-                  extra_tags=["codescaler", "codescaler_alice"])
+    job = add_job(
+        simulator.store,
+        action="shared_tool",
+        action_tags_=["tools"],
+        extra_tags=["codescaler", "codescaler_alice"],
+    )
     summary = await caller.call("jobs.cleanup", {})
     assert summary["job_ids"] == [job]
     assert summary["foreign_action_ids"] == ["shared_tool"]
@@ -183,7 +193,9 @@ async def test_actions_this_service_did_not_create_are_left_in_place(
     assert ("shared_tool", None) in simulator.store.actions
 
 
-async def test_failed_job_deletions_are_errors_and_counted(simulator: Simulator, caller: Caller) -> None:
+async def test_failed_job_deletions_are_errors_and_counted(
+    simulator: Simulator, caller: Caller
+) -> None:
     """Every job hero_proc refuses to delete has its line in errors; nothing else is claimed."""
     ids = [add_job(simulator.store) for _ in range(5)]
     simulator.store.faults.fail_rate = {"job.delete": 1.0}
@@ -230,7 +242,10 @@ async def test_hero_proc_down_answers_32020_naming_the_socket(sock_dir: Path) ->
         err = await caller.error("jobs.cleanup", {})
         assert err["code"] == -32020
         assert err["message"] == "hero_proc unavailable"
-        assert err["data"] == {"socket": str(sock_dir / "absent.sock"), "reason": "socket not found"}
+        assert err["data"] == {
+            "socket": str(sock_dir / "absent.sock"),
+            "reason": "socket not found",
+        }
         health = await caller.call("system.health")
         assert health["status"] == "degraded"
         assert health["hero_proc"]["reachable"] is False
@@ -241,7 +256,9 @@ async def test_hero_proc_down_answers_32020_naming_the_socket(sock_dir: Path) ->
         sock.close()
 
 
-async def test_hero_proc_failing_midway_gives_a_partial_summary(simulator: Simulator, caller: Caller) -> None:
+async def test_hero_proc_failing_midway_gives_a_partial_summary(
+    simulator: Simulator, caller: Caller
+) -> None:
     """hero_proc drops every connection after the first page: a partial summary, then recovery."""
     seed_population(simulator.store, 5_000)
     service_pages = 0

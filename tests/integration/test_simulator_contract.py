@@ -25,7 +25,12 @@ async def test_job_create_copies_action_tags_and_adds_its_own(hero_proc: Caller)
 
 async def test_tag_filter_is_a_prefix_match(hero_proc: Caller) -> None:
     """`tag: codescaler` also returns `codescalerfoo` and `codescaler_x` jobs: it only narrows."""
-    for name, tags in (("a", ["codescaler"]), ("b", ["codescalerfoo"]), ("c", ["codescaler_x"]), ("d", ["other"])):
+    for name, tags in (
+        ("a", ["codescaler"]),
+        ("b", ["codescalerfoo"]),
+        ("c", ["codescaler_x"]),
+        ("d", ["other"]),
+    ):
         await make_action(hero_proc, name, tags)
         await hero_proc.call("job.create", {"action": name})
     listed = await hero_proc.call("job.list", {"filter": {"tag": "codescaler"}})
@@ -76,7 +81,9 @@ async def test_action_delete_refuses_while_referenced(hero_proc: Caller) -> None
 async def test_job_create_extensions_seed_status_and_age(hero_proc: Caller) -> None:
     """The simulator-only `status` and `created_at_ms` (null allowed) of job.create."""
     await make_action(hero_proc, "a", [])
-    old = await hero_proc.call("job.create", {"action": "a", "status": "failed", "created_at_ms": 5})
+    old = await hero_proc.call(
+        "job.create", {"action": "a", "status": "failed", "created_at_ms": 5}
+    )
     ageless = await hero_proc.call("job.create", {"action": "a", "created_at_ms": None})
     assert (await hero_proc.call("job.get", old))["created_at_ms"] == 5
     assert (await hero_proc.call("job.get", old))["status"] == "failed"
@@ -94,10 +101,14 @@ async def test_ids_are_never_reused(hero_proc: Caller) -> None:
 
 
 async def test_stats_cancel_and_discover(hero_proc: Caller) -> None:
-    """stats counts jobs, actions and running jobs; job.cancel stops one; rpc.discover lists methods."""
+    """stats counts jobs, actions and running jobs; job.cancel stops one; rpc.discover lists."""
     await make_action(hero_proc, "a", [])
     job = await hero_proc.call("job.create", {"action": "a", "status": "running"})
-    assert await hero_proc.call("stats", {}) == {"job_count": 1, "action_count": 1, "running_count": 1}
+    assert await hero_proc.call("stats", {}) == {
+        "job_count": 1,
+        "action_count": 1,
+        "running_count": 1,
+    }
     assert await hero_proc.call("job.cancel", job) == {"id": job["id"], "status": "cancelled"}
     assert (await hero_proc.call("stats", {}))["running_count"] == 0
     names = {m["name"] for m in (await hero_proc.call("rpc.discover", {}))["methods"]}
@@ -122,8 +133,10 @@ async def test_batches_answer_each_item(hero_proc: Caller) -> None:
 async def test_faults_batch_off_latency_failures_in_use_and_reset(hero_proc: Caller) -> None:
     """sim.faults switches batches off, fails methods, pins actions in use; sim.reset empties."""
     await make_action(hero_proc, "a", [])
-    await hero_proc.call("sim.faults", {"batch": False, "fail_rate": {"stats": 1.0}, "in_use_actions": ["a"]})
-    status, answer = await hero_proc.post(json.dumps([{"jsonrpc": "2.0", "id": 1, "method": "stats"}]))
+    await hero_proc.call(
+        "sim.faults", {"batch": False, "fail_rate": {"stats": 1.0}, "in_use_actions": ["a"]}
+    )
+    _, answer = await hero_proc.post(json.dumps([{"jsonrpc": "2.0", "id": 1, "method": "stats"}]))
     assert answer["error"]["code"] == -32600
     assert (await hero_proc.error("stats", {}))["code"] == -32603
     assert (await hero_proc.error("action.delete", {"name": "a"}))["code"] == -32002
@@ -136,17 +149,22 @@ async def test_faults_batch_off_latency_failures_in_use_and_reset(hero_proc: Cal
 
 
 async def test_seeded_population_mixes_what_cleanup_must_tell_apart(simulator: Simulator) -> None:
-    """Seeding makes codescaler jobs of every kind/actor, look-alikes, unrelated and ageless jobs."""
+    """Seeding mixes codescaler jobs of every kind and status, look-alikes, unrelated, ageless."""
     pop = seed_population(simulator.store, 800, 100, 100, rng_seed=3)
     jobs = list(simulator.store.jobs.values())
     assert len(jobs) == pop.total == 1_000
     scoped = [j for j in jobs if "codescaler" in j["tags"]]
     assert len(scoped) == 800
     assert any(j["created_at_ms"] is None for j in scoped)
-    assert {j["status"] for j in scoped} == {"pending", "running", "succeeded", "failed", "cancelled"}
+    assert {j["status"] for j in scoped} == {
+        "pending",
+        "running",
+        "succeeded",
+        "failed",
+        "cancelled",
+    }
     assert any("codescalerfoo" in j["tags"] for j in jobs)
     assert any("codescaler_x" in j["tags"] and "codescaler" not in j["tags"] for j in jobs)
-
 
 
 def test_seeding_is_deterministic() -> None:

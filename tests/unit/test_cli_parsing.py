@@ -10,8 +10,15 @@ from hero_codescalers.cli import main, parse_duration_ms
 
 @pytest.mark.parametrize(
     ("text", "ms"),
-    [("0", 0), ("250", 250), ("250ms", 250), ("90s", 90_000), ("15m", 900_000),
-     ("12h", 43_200_000), ("7d", 604_800_000)],
+    [
+        ("0", 0),
+        ("250", 250),
+        ("250ms", 250),
+        ("90s", 90_000),
+        ("15m", 900_000),
+        ("12h", 43_200_000),
+        ("7d", 604_800_000),
+    ],
 )
 def test_durations(text: str, ms: int) -> None:
     """N and Nms are milliseconds; s, m, h, d scale them."""
@@ -27,14 +34,25 @@ def test_bad_durations_are_refused(text: str) -> None:
 
 def test_bad_duration_is_a_usage_error() -> None:
     """`--older-than 1w` exits 2 with a one-line reason, before any call is made."""
-    result = CliRunner().invoke(main, ["jobs-cleanup", "--older-than", "1w", "--socket", "/nonexistent"])
+    result = CliRunner().invoke(
+        main, ["jobs-cleanup", "--older-than", "1w", "--socket", "/nonexistent"]
+    )
     assert result.exit_code == 2
     assert "'1w' is not a duration" in result.output
 
 
 @pytest.mark.parametrize(
     "command",
-    ["serve", "simulator", "jobs-cleanup", "jobs-list", "jobs-submit", "stats", "health", "cleanup-history"],
+    [
+        "serve",
+        "simulator",
+        "jobs-cleanup",
+        "jobs-list",
+        "jobs-submit",
+        "stats",
+        "health",
+        "cleanup-history",
+    ],
 )
 def test_every_command_has_help(command: str) -> None:
     """`--help` on each command describes it and exits 0."""

@@ -58,14 +58,22 @@ async def test_error_codes_become_typed_errors(
     assert caught.value.rpc_message == "nope"
 
 
-async def test_records_are_parsed_tolerantly(mock_http: CompatAioresponses, client: HeroProcClient) -> None:
+async def test_records_are_parsed_tolerantly(
+    mock_http: CompatAioresponses, client: HeroProcClient
+) -> None:
     """Extra fields are ignored and null tags read as no tags."""
     mock_http.post(
         URL,
         payload=answer(
             [
                 {"id": 1, "action_id": "a", "tags": None, "extra": True},
-                {"id": 2, "action_id": "b", "tags": ["codescaler"], "created_at_ms": 5, "status": "running"},
+                {
+                    "id": 2,
+                    "action_id": "b",
+                    "tags": ["codescaler"],
+                    "created_at_ms": 5,
+                    "status": "running",
+                },
             ]
         ),
     )
@@ -80,9 +88,17 @@ async def test_records_are_parsed_tolerantly(mock_http: CompatAioresponses, clie
     [
         pytest.param(b"<html>oops</html>", "not JSON", id="not-json"),
         pytest.param(b'{"result": 1}', "not a JSON-RPC 2.0 response", id="no-jsonrpc-member"),
-        pytest.param(b'{"jsonrpc": "2.0", "id": 1}', "neither result nor error", id="empty-response"),
-        pytest.param(b'{"jsonrpc": "2.0", "error": {"message": "x"}, "id": 1}', "integer code", id="codeless-error"),
-        pytest.param(b'{"jsonrpc": "2.0", "result": [{"id": "x"}], "id": 1}', "wrong shape", id="bad-record"),
+        pytest.param(
+            b'{"jsonrpc": "2.0", "id": 1}', "neither result nor error", id="empty-response"
+        ),
+        pytest.param(
+            b'{"jsonrpc": "2.0", "error": {"message": "x"}, "id": 1}',
+            "integer code",
+            id="codeless-error",
+        ),
+        pytest.param(
+            b'{"jsonrpc": "2.0", "result": [{"id": "x"}], "id": 1}', "wrong shape", id="bad-record"
+        ),
     ],
 )
 async def test_answers_outside_the_contract_are_protocol_errors(
@@ -105,14 +121,18 @@ async def test_connection_failure_is_unavailable_and_names_the_socket(
     assert str(SOCKET) in caught.value.detail
 
 
-async def test_dropped_connection_is_unavailable(mock_http: CompatAioresponses, client: HeroProcClient) -> None:
+async def test_dropped_connection_is_unavailable(
+    mock_http: CompatAioresponses, client: HeroProcClient
+) -> None:
     """A connection closed without an answer is HeroProcUnavailable."""
     mock_http.post(URL, exception=aiohttp.ServerDisconnectedError())
     with pytest.raises(HeroProcUnavailable, match="connection dropped"):
         await client.stats()
 
 
-async def test_a_slow_answer_times_out(mock_http: CompatAioresponses, client: HeroProcClient) -> None:
+async def test_a_slow_answer_times_out(
+    mock_http: CompatAioresponses, client: HeroProcClient
+) -> None:
     """Every call has a timeout; past it the call is HeroProcUnavailable."""
     never = asyncio.Event()
 
@@ -133,7 +153,10 @@ async def test_call_many_batches_and_keeps_per_item_errors(
     """
     mock_http.post(
         URL,
-        payload=[answer({"deleted": True}, id_=1), answer(error={"code": -32001, "message": "gone"}, id_=0)],
+        payload=[
+            answer({"deleted": True}, id_=1),
+            answer(error={"code": -32001, "message": "gone"}, id_=0),
+        ],
     )
     mock_http.post(URL, payload=answer({"deleted": True}))
     calls = [("job.delete", {"id": i, "force": True}) for i in (1, 2, 3)]
@@ -148,16 +171,22 @@ async def test_call_many_falls_back_when_batches_are_refused(
     mock_http: CompatAioresponses, client: HeroProcClient
 ) -> None:
     """A batch answered by one -32600 means no batch support: the calls go one by one."""
-    mock_http.post(URL, payload=answer(error={"code": -32600, "message": "Invalid Request"}, id_=None))
+    mock_http.post(
+        URL, payload=answer(error={"code": -32600, "message": "Invalid Request"}, id_=None)
+    )
     mock_http.post(URL, payload=answer({"deleted": True}))
     mock_http.post(URL, payload=answer(error={"code": -32002, "message": "in use"}))
-    results = await client.call_many([("action.delete", {"name": "a"}), ("action.delete", {"name": "b"})])
+    results = await client.call_many(
+        [("action.delete", {"name": "a"}), ("action.delete", {"name": "b"})]
+    )
     assert results[0] == {"deleted": True}
     assert isinstance(results[1], InUse)
     assert client.batch_supported is False
 
 
-async def test_a_failed_batch_fails_each_of_its_items(mock_http: CompatAioresponses, client: HeroProcClient) -> None:
+async def test_a_failed_batch_fails_each_of_its_items(
+    mock_http: CompatAioresponses, client: HeroProcClient
+) -> None:
     """When the batch's connection fails, every item of it reports the failure."""
     mock_http.post(URL, exception=aiohttp.ServerDisconnectedError())
     results = await client.call_many([("job.delete", {"id": 1}), ("job.delete", {"id": 2})])

@@ -44,8 +44,12 @@ def test_arguments_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("HERO_CODESCALERS_ADMIN_UIDS", "-1"), ("HERO_CODESCALERS_ADMIN_UIDS", "root"),
-     ("HERO_CODESCALERS_SOCKET_MODE", "0999"), ("HERO_CODESCALERS_HERO_PROC_TIMEOUT", "0")],
+    [
+        ("HERO_CODESCALERS_ADMIN_UIDS", "-1"),
+        ("HERO_CODESCALERS_ADMIN_UIDS", "root"),
+        ("HERO_CODESCALERS_SOCKET_MODE", "0999"),
+        ("HERO_CODESCALERS_HERO_PROC_TIMEOUT", "0"),
+    ],
 )
 def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     """A bad value stops the start instead of being guessed at."""

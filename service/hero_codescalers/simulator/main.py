@@ -24,6 +24,11 @@ async def run(path: Path, seed_jobs: int, rng_seed: int) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with sim.serve(path):
-        log.info("simulator_started", socket=str(path), jobs=len(sim.store.jobs), actions=len(sim.store.actions))
+        log.info(
+            "simulator_started",
+            socket=str(path),
+            jobs=len(sim.store.jobs),
+            actions=len(sim.store.actions),
+        )
         await stop.wait()
     log.info("simulator_stopped", socket=str(path))

@@ -30,8 +30,10 @@ LOOKALIKE_TAGS = (
     ["codescaler_kind_user", "codescaler_target_web"],
     ["codescaler-kind"],
 )
-UNRELATED_TAGS = (["books", "docs_render"], ["ci", "nightly"], [])
+UNRELATED_TAGS: tuple[list[str], ...] = (["books", "docs_render"], ["ci", "nightly"], [])
 JOBS_PER_ACTION = 10
+_STATUSES = list(STATUS_WEIGHTS)
+_WEIGHTS = list(STATUS_WEIGHTS.values())
 
 
 @dataclass(frozen=True)
@@ -66,25 +68,29 @@ def seed_population(
     """Add jobs to `store`; the same arguments always make the same population."""
     rng = random.Random(rng_seed)
     now = now_ms() if now is None else now
-    statuses = list(STATUS_WEIGHTS)
-    weights = list(STATUS_WEIGHTS.values())
     inputs = max(1, codescaler // JOBS_PER_ACTION)
     for _ in range(codescaler):
         kind = rng.choice(KINDS)
         digest = hashlib.sha256(f"{kind}:{rng.randrange(inputs)}".encode()).hexdigest()[:16]
         name = action_name(kind, digest)
         _action(store, name, f"run {kind}", action_tags(kind), now)
-        _job(store, rng, name, job_tags(rng.choice(ACTORS), rng.choice(TARGETS)), now, statuses, weights)
+        _job(
+            store,
+            rng,
+            name,
+            job_tags(rng.choice(ACTORS), rng.choice(TARGETS)),
+            now,
+        )
     for i in range(unrelated):
         name = f"other_service_{i % 7}"
         tags = UNRELATED_TAGS[i % len(UNRELATED_TAGS)]
         _action(store, name, "other", tags, now)
-        _job(store, rng, name, [], now, statuses, weights)
+        _job(store, rng, name, [], now)
     for i in range(lookalike):
         tags = LOOKALIKE_TAGS[i % len(LOOKALIKE_TAGS)]
         name = f"lookalike_{i % len(LOOKALIKE_TAGS)}"
         _action(store, name, "lookalike", tags, now)
-        _job(store, rng, name, [], now, statuses, weights)
+        _job(store, rng, name, [], now)
     return Population(codescaler, unrelated, lookalike)
 
 
@@ -94,15 +100,7 @@ def _action(store: Store, name: str, script: str, tags: list[str], now: int) -> 
         store.actions[(name, None)]["created_at_ms"] = now
 
 
-def _job(
-    store: Store,
-    rng: random.Random,
-    action: str,
-    tags: list[str],
-    now: int,
-    statuses: list[str],
-    weights: list[int],
-) -> None:
+def _job(store: Store, rng: random.Random, action: str, tags: list[str], now: int) -> None:
     created = None if rng.random() < 0.05 else now - rng.randrange(MAX_AGE_MS)
-    status = rng.choices(statuses, weights)[0]
+    status = rng.choices(_STATUSES, _WEIGHTS)[0]
     store.job_create({"action": action, "tags": tags, "status": status, "created_at_ms": created})

@@ -26,7 +26,7 @@ MAX_BODY = 64 * 1024 * 1024
 Hook = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 
 
-class DropConnection(Exception):  # noqa: N818 -- a signal, not an error
+class DropConnection(Exception):
     """Raised to close the connection without an answer (a `drop_rate` fault)."""
 
 
@@ -79,7 +79,9 @@ class Simulator:
         """The answer to a parsed request body; None when nothing is to be sent."""
         if isinstance(payload, list):
             if not self.faults.batch:
-                return _error(INVALID_REQUEST, "Invalid Request", None, "batch requests are not supported")
+                return _error(
+                    INVALID_REQUEST, "Invalid Request", None, "batch requests are not supported"
+                )
             if not payload:
                 return _error(INVALID_REQUEST, "Invalid Request", None, "empty batch")
             answers = [await self._call(item) for item in payload]
@@ -113,7 +115,9 @@ class Simulator:
             return _error(INTERNAL_ERROR, "Internal error", id_, "injected failure")
         fn = self.methods.get(method)
         if fn is None:
-            return None if notification else _error(METHOD_NOT_FOUND, "Method not found", id_, method)
+            return (
+                None if notification else _error(METHOD_NOT_FOUND, "Method not found", id_, method)
+            )
         try:
             result = fn(params)
         except RpcFault as fault:
@@ -153,14 +157,20 @@ class Simulator:
         if min(counts.values()) < 0:
             raise RpcFault(-32602, "Invalid params", "counts must be >= 0")
         pop = seed_population(self.store, **counts, rng_seed=rng_seed, now=now)
-        return {"codescaler": pop.codescaler, "unrelated": pop.unrelated, "lookalike": pop.lookalike}
+        return {
+            "codescaler": pop.codescaler,
+            "unrelated": pop.unrelated,
+            "lookalike": pop.lookalike,
+        }
 
     def _discover(self, params: dict[str, Any]) -> dict[str, Any]:
         return {
             "openrpc": "1.3.2",
             "info": {"title": "hero_proc (simulator)", "version": "0.1.0"},
-            "methods": [{"name": name, "params": [], "result": {"name": "result", "schema": {}}}
-                        for name in self.methods],
+            "methods": [
+                {"name": name, "params": [], "result": {"name": "result", "schema": {}}}
+                for name in self.methods
+            ],
         }
 
     # HTTP --------------------------------------------------------------------

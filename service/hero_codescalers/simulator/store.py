@@ -129,7 +129,9 @@ class Store:
     def action_list(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         tag = _opt_str(params, "tag")
         limit, offset = self._page(params)
-        found = (a for a in self.actions.values() if tag is None or _has_prefix(a["spec"]["tags"], tag))
+        found = (
+            a for a in self.actions.values() if tag is None or _has_prefix(a["spec"]["tags"], tag)
+        )
         return _slice(found, offset, limit)
 
     def action_delete(self, params: dict[str, Any]) -> dict[str, Any]:

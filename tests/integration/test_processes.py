@@ -1,0 +1,153 @@
+"""The `serve` and `simulator` commands as real processes: start, answer, stop, clean up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..conftest import Caller
+
+
+class Proc:
+    """A running `hero_codescalers` command and its JSON log lines."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[dict[str, Any]] = []
+
+    async def wait_for(self, event: str) -> dict[str, Any]:
+        """Read log lines until `event` appears (or the process ends)."""
+        assert self.process.stderr is not None
+        while True:
+            raw = await self.process.stderr.readline()
+            if not raw:
+                raise AssertionError(f"process ended before {event!r}: {self.lines}")
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                line = {"event": raw.decode(errors="replace").strip()}
+            self.lines.append(line)
+            if line.get("event") == event:
+                return line
+
+    async def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.process.send_signal(sig)
+        await self.wait_for("service_stopped" if self._is_service else "simulator_stopped")
+        return await self.process.wait()
+
+    @property
+    def _is_service(self) -> bool:
+        return any(line.get("event") == "service_started" for line in self.lines)
+
+
+def command_env(sock_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERO_")}
+    env.update(HERO_SOCKET_DIR=str(sock_dir), HERO_CODESCALERS_LOG_FORMAT="json", **extra)
+    return env
+
+
+@asynccontextmanager
+async def command(*args: str, env: dict[str, str]) -> AsyncIterator[Proc]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hero_codescalers",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    proc = Proc(process)
+    try:
+        yield proc
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_simulator_and_service_run_answer_and_leave_nothing_behind(sock_dir: Path) -> None:
+    """Both commands start on the sockets under $HERO_SOCKET_DIR and remove them on SIGTERM."""
+    env = command_env(sock_dir)
+    hero_proc_sock = sock_dir / "hero_proc" / "rpc.sock"
+    service_sock = sock_dir / "hero_codescalers" / "rpc.sock"
+    async with command("simulator", "--seed", "1000", env=env) as sim:
+        started = await sim.wait_for("simulator_started")
+        assert started["jobs"] == 1000
+        async with command("serve", env=env) as svc:
+            await svc.wait_for("service_started")
+            assert oct(service_sock.stat().st_mode & 0o777) == oct(0o660)
+            stats = await Caller(service_sock).call("stats")
+            assert stats["codescaler"]["jobs"] == 800
+            summary = await Caller(service_sock).call("jobs.cleanup", {})
+            assert summary["jobs_deleted"] == 800
+            assert await svc.stop(signal.SIGTERM) == 0
+            assert not service_sock.exists()
+        assert await sim.stop(signal.SIGINT) == 0
+        assert not hero_proc_sock.exists()
+
+
+async def test_a_stale_socket_file_is_replaced(sock_dir: Path) -> None:
+    """A socket file left by a crash (nobody listening) does not prevent a start."""
+    path = sock_dir / "hero_codescalers" / "rpc.sock"
+    path.parent.mkdir()
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()
+    async with command("serve", env=command_env(sock_dir)) as svc:
+        await svc.wait_for("service_started")
+        assert (await Caller(path).call("rpc.discover"))["info"]["title"] == "hero_codescalers"
+        assert await svc.stop() == 0
+
+
+async def test_a_live_socket_refuses_a_second_instance(sock_dir: Path) -> None:
+    """A second instance on the same socket exits 1, saying why; the first keeps serving."""
+    env = command_env(sock_dir)
+    path = sock_dir / "hero_codescalers" / "rpc.sock"
+    async with command("serve", env=env) as first:
+        await first.wait_for("service_started")
+        async with command("serve", env=env) as second:
+            _, err = await second.process.communicate()
+            assert second.process.returncode == 1
+            assert (
+                err.decode().strip()
+                == f"hero_codescalers: another instance is already listening on {path}"
+            )
+        assert (await Caller(path).call("system.health"))["version"]
+        assert await first.stop() == 0
+
+
+async def test_a_non_socket_file_is_never_replaced(sock_dir: Path) -> None:
+    """A regular file at the socket path is left alone and the start is refused."""
+    path = sock_dir / "precious"
+    path.write_text("keep me")
+    async with command("serve", "--socket", str(path), env=command_env(sock_dir)) as svc:
+        _, err = await svc.process.communicate()
+    assert svc.process.returncode == 1
+    assert "exists and is not a socket" in err.decode()
+    assert path.read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["--admin-uid", "root"], "'root' is not a valid integer", id="bad-uid"),
+        pytest.param(["--socket-mode", "999"], "invalid settings: socket_mode", id="bad-mode"),
+    ],
+)
+async def test_bad_settings_are_usage_errors(sock_dir: Path, args: list[str], message: str) -> None:
+    """A bad flag exits 2 with one line naming it."""
+    async with command("serve", *args, env=command_env(sock_dir)) as svc:
+        _, err = await svc.process.communicate()
+    assert svc.process.returncode == 2
+    assert message in err.decode()

@@ -1,0 +1,200 @@
+"""JSON-RPC 2.0 framing over the service's socket: batches, notifications, errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from structlog.contextvars import merge_contextvars
+from structlog.testing import capture_logs
+
+from ..conftest import Caller, Service
+
+
+def req(method: str, params: Any = None, id_: Any = 1) -> dict[str, Any]:
+    out: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+    if params is not None:
+        out["params"] = params
+    if id_ is not None:
+        out["id"] = id_
+    return out
+
+
+async def test_a_batch_gets_one_answer_per_request_with_errors_in_place(caller: Caller) -> None:
+    """Valid calls answered, invalid items each get -32600, notifications get nothing."""
+    batch = [
+        req("system.health", id_="a"),
+        1,
+        {"jsonrpc": "1.0", "method": "stats", "id": "old"},
+        req("stats", id_=None),
+        req("no.such.method", id_="b"),
+        req("jobs.list", {"limit": 0}, id_="c"),
+    ]
+    status, answer = await caller.post(json.dumps(batch))
+    assert status == 200
+    assert [a["id"] for a in answer] == ["a", None, "old", "b", "c"]
+    assert answer[0]["result"]["status"] == "ok"
+    assert answer[1]["error"]["code"] == -32600
+    assert answer[2]["error"] == {
+        "code": -32600,
+        "message": "Invalid Request",
+        "data": 'jsonrpc must be "2.0"',
+    }
+    assert answer[3]["error"]["code"] == -32601
+    assert answer[4]["error"]["code"] == -32602
+
+
+async def test_notifications_get_no_body(caller: Caller) -> None:
+    """A notification, or a batch of them, is answered 204 with an empty body."""
+    assert await caller.post(json.dumps(req("stats", id_=None))) == (204, None)
+    assert await caller.post(
+        json.dumps([req("stats", id_=None), req("system.health", id_=None)])
+    ) == (204, None)
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "data"),
+    [
+        pytest.param(
+            '{"jsonrpc": "2.0", "method"',
+            -32700,
+            "invalid JSON at line 1 column 28",
+            id="truncated",
+        ),
+        pytest.param(b"\xff\xfe{}", -32700, "the body is not valid UTF-8", id="not-utf8"),
+        pytest.param("[]", -32600, "empty batch", id="empty-batch"),
+        pytest.param('"hello"', -32600, "not a request object", id="string"),
+        pytest.param(
+            '{"jsonrpc": "2.0", "method": 1, "id": 1}',
+            -32600,
+            "method must be a string",
+            id="method-type",
+        ),
+        pytest.param(
+            '{"jsonrpc": "2.0", "method": "stats", "params": "x", "id": 1}',
+            -32600,
+            "params must be an object or an array",
+            id="params-type",
+        ),
+        pytest.param(
+            '{"jsonrpc": "2.0", "method": "stats", "id": {}}',
+            -32600,
+            "id must be a string, a number or null",
+            id="id-type",
+        ),
+    ],
+)
+async def test_malformed_requests_get_precise_errors(
+    caller: Caller, body: str | bytes, code: int, data: str
+) -> None:
+    """Each malformed request gets its code and a reason, never a traceback."""
+    status, answer = await caller.post(body)
+    assert status == 200
+    assert answer["error"]["code"] == code
+    assert answer["error"]["data"] == data
+    assert answer["id"] in (None, 1)
+
+
+@pytest.mark.parametrize(
+    ("params", "data"),
+    [
+        pytest.param({"kind": 5}, "kind: Input should be a valid string", id="kind-type"),
+        pytest.param(
+            {"older_than_ms": "1d"}, "older_than_ms: Input should be a valid integer", id="age-type"
+        ),
+        pytest.param(
+            {"older_than_ms": -1},
+            "older_than_ms: Input should be greater than or equal to 0",
+            id="age-negative",
+        ),
+        pytest.param(
+            {"dry_run": "yes"}, "dry_run: Input should be a valid boolean", id="dry-run-type"
+        ),
+        pytest.param({"force": True}, "force: unknown parameter", id="unknown"),
+        pytest.param(
+            {"actor": "kind_user"},
+            "actor: must be ASCII letters, digits, '.' or '-' (no '_'), "
+            "starting and ending with a letter or digit",
+            id="widening-actor",
+        ),
+        pytest.param({"actor": ""}, "actor: must not be empty", id="empty-actor"),
+        pytest.param(
+            {"target": "x" * 65}, "target: must be at most 64 characters", id="long-target"
+        ),
+    ],
+)
+async def test_invalid_params_name_the_field(
+    simulator: Any, caller: Caller, params: dict[str, Any], data: str
+) -> None:
+    """-32602 with `field: reason`; nothing reaches hero_proc."""
+    err = await caller.error("jobs.cleanup", params)
+    assert err == {"code": -32602, "message": "Invalid params", "data": data}
+    assert simulator.calls["job.list"] == 0
+
+
+async def test_positional_params_follow_the_documented_order(caller: Caller) -> None:
+    """Params may be an array, in the order of the OpenRPC document."""
+    result = await caller.call("jobs.cleanup", ["user", None, None, None, True])
+    assert result["dry_run"] is True
+    err = await caller.error("jobs.cleanup", [None, None, None, None, True, "extra"])
+    assert err["data"] == "params: at most 5 positional params"
+
+
+async def test_internal_errors_answer_a_request_id_and_nothing_else(
+    service: Service, caller: Caller
+) -> None:
+    """A fault inside a handler is -32603 with the request id; its text stays in the log."""
+
+    async def broken() -> None:
+        raise RuntimeError("secret internal detail")
+
+    service.engine.stats = broken
+    with capture_logs(processors=[merge_contextvars]) as logs:
+        _, answer = await caller.post(json.dumps(req("stats")))
+    err = answer["error"]
+    assert err["code"] == -32603
+    assert err["message"] == "Internal error"
+    assert set(err["data"]) == {"request_id"}
+    assert "secret" not in json.dumps(answer)
+    logged = next(e for e in logs if e["event"] == "rpc_internal_error")
+    assert logged["request_id"] == err["data"]["request_id"]
+    assert logged["exc_info"] is True
+    assert (await caller.call("system.health"))["status"] == "ok"  # still serving
+
+
+async def test_every_call_logs_one_line(caller: Caller) -> None:
+    """One `rpc_call` line per call, with method, outcome, peer and duration."""
+    with capture_logs(processors=[merge_contextvars]) as logs:
+        await caller.call("system.health")
+        await caller.error("jobs.list", {"limit": 0})
+    lines = [e for e in logs if e["event"] == "rpc_call"]
+    assert [(e["method"], e["outcome"], e["code"]) for e in lines] == [
+        ("system.health", "ok", None),
+        ("jobs.list", "error", -32602),
+    ]
+    assert all(isinstance(e["duration_ms"], float) and e["peer_uid"] is not None for e in lines)
+
+
+async def test_oversized_body_is_refused_with_a_json_rpc_error(caller: Caller) -> None:
+    """A body over the limit gets HTTP 413 and a JSON-RPC error, not a closed connection."""
+    status, answer = await caller.post(b"[" + b" " * (2 * 1024 * 1024) + b"]")
+    assert status == 413
+    assert answer["error"]["code"] == -32600
+    assert "larger than" in answer["error"]["data"]
+    assert (await caller.call("system.health"))["status"] == "ok"
+
+
+async def test_health_endpoint(caller: Caller, service: Service) -> None:
+    """GET /health answers the health summary without JSON-RPC."""
+    import aiohttp  # noqa: PLC0415
+
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(service.socket))) as s,
+        s.get("http://localhost/health") as resp,
+    ):
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["status"] == "ok"
+    assert body["hero_proc"]["reachable"] is True
+    assert body["version"]

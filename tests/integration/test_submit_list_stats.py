@@ -1,0 +1,109 @@
+"""jobs.submit tags and deduplicates, jobs.list pages the codescaler scope, stats counts it."""
+
+from __future__ import annotations
+
+from hero_codescalers.simulator import Simulator, seed_population
+
+from ..conftest import Caller
+from .population import add_job
+
+
+async def test_submit_tags_the_job_and_its_action(simulator: Simulator, caller: Caller) -> None:
+    """The action carries the shared tags, the job adds actor and target."""
+    made = await caller.call(
+        "jobs.submit",
+        {"kind": "user", "actor": "alice", "target": "web", "script": "echo hi", "input": {"n": 1}},
+    )
+    assert made["deduplicated"] is False
+    assert made["action_id"].startswith("codescaler_user_")
+    assert made["tags"] == [
+        "codescaler",
+        "codescaler_kind_user",
+        "codescaler_alice",
+        "codescaler_target_web",
+    ]
+    job = simulator.store.jobs[made["job_id"]]
+    assert job["tags"] == made["tags"]
+    action = simulator.store.actions[(made["action_id"], None)]
+    assert action["spec"] == {"script": "echo hi", "tags": ["codescaler", "codescaler_kind_user"]}
+
+
+async def test_the_same_input_reuses_the_action(simulator: Simulator, caller: Caller) -> None:
+    """Same kind, script and input: one action, many jobs; another input: another action."""
+    params = {"kind": "user", "actor": "alice", "script": "s", "input": {"b": 2, "a": 1}}
+    first = await caller.call("jobs.submit", params)
+    again = await caller.call("jobs.submit", {**params, "actor": "bob", "input": {"a": 1, "b": 2}})
+    other = await caller.call("jobs.submit", {**params, "input": {"a": 2}})
+    assert again["deduplicated"] is True
+    assert again["action_id"] == first["action_id"]
+    assert again["job_id"] != first["job_id"]
+    assert other["action_id"] != first["action_id"]
+    assert len(simulator.store.actions) == 2
+
+
+async def test_submit_refuses_bad_names(caller: Caller) -> None:
+    """Names are checked at submission too, so no job ever carries a widening tag."""
+    err = await caller.error("jobs.submit", {"kind": "user", "actor": "kind_user", "script": "s"})
+    assert err["code"] == -32602
+    assert err["data"].startswith("actor:")
+    err = await caller.error("jobs.submit", {"kind": "user", "actor": "a"})
+    assert err["data"] == "script: required"
+
+
+async def test_list_pages_through_codescaler_jobs_only(
+    simulator: Simulator, caller: Caller
+) -> None:
+    """Look-alikes never appear; pages follow next_cursor to the end, oldest first, no repeats."""
+    seed_population(simulator.store, 250, 40, 60)
+    want = [i for i, j in simulator.store.jobs.items() if "codescaler" in j["tags"]]
+    seen: list[int] = []
+    cursor = None
+    while True:
+        params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+        page = await caller.call("jobs.list", params)
+        seen += [j["id"] for j in page["jobs"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == want
+
+
+async def test_list_filters_like_cleanup(simulator: Simulator, caller: Caller) -> None:
+    """The same exact filters as a cleanup, plus status; kind/actor/target read back."""
+    a = add_job(simulator.store, actor="alice", kind="user", target="web", status="running")
+    add_job(simulator.store, actor="alice", kind="user", status="failed")
+    add_job(simulator.store, actor="alice2", kind="user", target="web", status="running")
+    page = await caller.call("jobs.list", {"actor": "alice", "target": "web", "status": "running"})
+    assert [j["id"] for j in page["jobs"]] == [a]
+    assert page["jobs"][0]["kind"] == "user"
+    assert page["jobs"][0]["actor"] == "alice"
+    assert page["jobs"][0]["target"] == "web"
+    assert page["next_cursor"] is None
+
+
+async def test_repeated_submissions_and_cleanups_do_not_grow_hero_proc(
+    simulator: Simulator, caller: Caller
+) -> None:
+    """Submit, clean up, repeat: codescaler counts return to zero; unrelated jobs stay."""
+    seed_population(simulator.store, 0, 20, 20)
+    unrelated = await caller.call("stats")
+    for round_ in range(3):
+        for i in range(30):
+            await caller.call(
+                "jobs.submit",
+                {
+                    "kind": ("user", "service")[i % 2],
+                    "actor": "alice",
+                    "script": "s",
+                    "input": i % 7,
+                },
+            )
+        grown = await caller.call("stats")
+        assert grown["codescaler"]["jobs"] == 30
+        assert grown["codescaler"]["jobs_by_kind"] == {"service": 15, "user": 15}
+        assert grown["hero_proc"]["job_count"] == unrelated["hero_proc"]["job_count"] + 30
+        summary = await caller.call("jobs.cleanup", {})
+        assert summary["jobs_deleted"] == 30, round_
+        after = await caller.call("stats")
+        assert after["codescaler"]["jobs"] == after["codescaler"]["actions"] == 0
+        assert after["hero_proc"] == unrelated["hero_proc"]

@@ -1,0 +1,76 @@
+"""The committed OpenRPC document, the handlers and rpc.discover cannot drift apart."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from hero_codescalers.auth import AdminPolicy
+from hero_codescalers.methods import registry
+from hero_codescalers.openrpc import default_document, render
+from hero_codescalers.rpc import Dispatcher
+
+from .conftest import Caller
+
+COMMITTED = Path(__file__).parent.parent / "openrpc" / "openrpc.json"
+
+
+def test_committed_document_is_what_the_code_generates() -> None:
+    """`make openrpc` output is committed: regenerating changes nothing."""
+    assert COMMITTED.read_text() == render(default_document()), "run `make openrpc`"
+
+
+def test_every_handler_is_declared_and_every_declared_method_has_a_handler() -> None:
+    """The document's methods and the registry's handlers are the same set."""
+    declared = [m["name"] for m in json.loads(COMMITTED.read_text())["methods"]]
+    assert declared == list(registry.methods)
+    assert {
+        "rpc.discover",
+        "system.health",
+        "jobs.submit",
+        "jobs.list",
+        "stats",
+        "jobs.cleanup",
+    } <= set(declared)
+
+
+def test_a_dispatcher_refuses_a_document_that_differs_from_the_handlers() -> None:
+    """A handler missing from the document (or the reverse) stops the service from starting."""
+    document = copy.deepcopy(default_document())
+    document["methods"] = [m for m in document["methods"] if m["name"] != "stats"]
+    with pytest.raises(RuntimeError, match=r"not in the document: \['stats'\]"):
+        Dispatcher(document, registry, services=None, policy=AdminPolicy())
+
+
+def test_each_method_documents_params_result_and_errors() -> None:
+    """Admin methods document -32010; methods reaching hero_proc document -32020."""
+    methods = {m["name"]: m for m in json.loads(COMMITTED.read_text())["methods"]}
+    cleanup = methods["jobs.cleanup"]
+    assert [p["name"] for p in cleanup["params"]] == [
+        "kind",
+        "target",
+        "actor",
+        "older_than_ms",
+        "dry_run",
+    ]
+    assert not any(p["required"] for p in cleanup["params"])
+    codes = {e["code"] for e in cleanup["errors"]}
+    assert {-32010, -32011, -32020, -32602} <= codes
+    assert cleanup["x-admin"] is True
+    for name in ("jobs.submit", "jobs.list", "stats"):
+        assert -32020 in {e["code"] for e in methods[name]["errors"]}
+    assert all("result" in m and m["summary"] and m["description"] for m in methods.values())
+
+
+async def test_rpc_discover_serves_the_committed_document(caller: Caller) -> None:
+    """rpc.discover answers exactly the committed file."""
+    assert await caller.call("rpc.discover") == json.loads(COMMITTED.read_text())
+
+
+async def test_a_function_not_in_the_document_cannot_be_called(caller: Caller) -> None:
+    """Only declared names dispatch: a module-level helper is not a method."""
+    for name in ("selector", "_services", "jobs.delete", "sim.reset"):
+        assert (await caller.error(name, {}))["code"] == -32601
