@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
+test: lint
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -31,7 +31,7 @@ openrpc: $(STAMP)
 	$(BIN)/python -m hero_codescalers.openrpc > openrpc/openrpc.json
 
 demo: $(STAMP)
-	$(BIN)/python deploy/demo.py
+	BIN=$(BIN) bash deploy/demo.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

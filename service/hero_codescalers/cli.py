@@ -32,6 +32,18 @@ def parse_duration_ms(text: str) -> int:
     return int(match.group(1)) * _UNIT_MS[match.group(2)]
 
 
+def render_json(value: Any, depth: int = 0) -> str:
+    """Indented JSON; lists of plain values stay on one line (ids do not take a screen each)."""
+    pad = "  " * depth
+    if isinstance(value, dict) and value:
+        items = [f"{pad}  {json.dumps(k)}: {render_json(v, depth + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
+        items = [f"{pad}  {render_json(v, depth + 1)}" for v in value]
+        return "[\n" + ",\n".join(items) + f"\n{pad}]"
+    return json.dumps(value, ensure_ascii=False)
+
+
 class Duration(click.ParamType[int]):
     name = "DURATION"
 
@@ -67,7 +79,7 @@ def _call(socket: Path | None, method: str, params: dict[str, Any]) -> None:
     except Unreachable as exc:
         click.echo(f"hero_codescalers: {exc}", err=True)
         sys.exit(3)
-    click.echo(json.dumps(result, indent=2))
+    click.echo(render_json(result))
 
 
 socket_option = click.option(

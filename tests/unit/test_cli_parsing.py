@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from click.testing import CliRunner
 
-from hero_codescalers.cli import main, parse_duration_ms
+from hero_codescalers.cli import main, parse_duration_ms, render_json
 
 
 @pytest.mark.parametrize(
@@ -68,3 +70,17 @@ def test_unreachable_service_exits_3() -> None:
     assert result.exit_code == 3
     assert "cannot reach the service at /tmp/hc-does-not-exist.sock" in result.output
     assert "Traceback" not in result.output
+
+
+def test_output_is_json_with_id_lists_on_one_line() -> None:
+    """The printed summary is valid JSON; lists of ids stay on one line."""
+    value = {
+        "jobs_deleted": 2,
+        "job_ids": [1, 2],
+        "errors": [],
+        "nested": [{"a": [1]}],
+        "empty": {},
+    }
+    text = render_json(value)
+    assert json.loads(text) == value
+    assert '  "job_ids": [1, 2],' in text.splitlines()

@@ -1,0 +1,54 @@
+"""The README's curl lines work verbatim against a running service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hero_codescalers.settings import Settings
+from hero_codescalers.simulator import Simulator, seed_population
+
+from .conftest import start_service
+
+README = Path(__file__).parent.parent / "README.md"
+CURL_LINES = [line for line in README.read_text().splitlines() if line.startswith("curl ")]
+
+
+def test_the_readme_has_a_curl_line_for_every_method() -> None:
+    """Every RPC method of the service has its curl line."""
+    from hero_codescalers.methods import registry  # noqa: PLC0415
+
+    shown = {m for line in CURL_LINES for m in re.findall(r'"method":"([^"]+)"', line)}
+    assert shown == set(registry.methods)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+async def test_each_curl_line_answers_a_result(sock_dir: Path) -> None:
+    """Run with HERO_SOCKET_DIR set, each line gets a result, not an error."""
+    sim = Simulator()
+    seed_population(sim.store, 200, 20, 20)
+    settings = Settings(socket_dir=sock_dir)
+    async with sim.serve(settings.hero_proc_socket):
+        _, runner, sock, _ = await start_service(settings)
+        try:
+            env = {**os.environ, "HERO_SOCKET_DIR": str(sock_dir)}
+            for line in CURL_LINES:
+                proc = await asyncio.create_subprocess_exec(
+                    "bash", "-c", line, env=env, stdout=asyncio.subprocess.PIPE
+                )
+                out, _ = await proc.communicate()
+                assert proc.returncode == 0, line
+                answer = json.loads(out)
+                if line.split()[4].endswith("/rpc"):
+                    assert "result" in answer, (line, answer)
+                else:
+                    assert answer["status"] == "ok"
+        finally:
+            await runner.cleanup()
+            sock.close()
