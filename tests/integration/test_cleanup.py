@@ -325,3 +325,49 @@ async def test_history_records_each_run(simulator: Simulator, caller: Caller) ->
     assert runs[0]["jobs_deleted"] == 1
     assert runs[0]["outcome"] == "ok"
     assert runs[0]["peer_uid"] == os.getuid()
+
+
+async def test_actions_deleted_by_someone_else_count_as_already_gone(
+    simulator: Simulator, caller: Caller
+) -> None:
+    """An action that vanishes before its delete is done, not an error."""
+    add_job(simulator.store)
+
+    def steal(method: str, params: dict[str, Any]) -> None:
+        if method == "action.delete":
+            simulator.store.action_delete({"name": params["name"]})
+
+    simulator.hooks.append(steal)
+    summary = await caller.call("jobs.cleanup", {})
+    assert summary["actions_already_gone"] == 1
+    assert summary["actions_deleted"] == 0
+    assert summary["errors"] == []
+    assert_accounted(summary)
+
+
+async def test_a_hung_hero_proc_cannot_hang_the_service(
+    sock_dir: Path, simulator: Simulator
+) -> None:
+    """hero_proc accepts but never answers: the call ends with -32020 after the timeout."""
+    never = asyncio.Event()
+
+    async def hang(method: str, params: dict[str, Any]) -> None:
+        await never.wait()
+
+    simulator.hooks.append(hang)
+    settings = Settings(
+        socket=sock_dir / "svc.sock",
+        hero_proc_socket=sock_dir / "hero_proc.sock",
+        hero_proc_timeout=0.2,
+    )
+    svc, runner, sock, _ = await start_service(settings)
+    try:
+        err = await Caller(svc.socket).error("jobs.cleanup", {})
+        assert err["code"] == -32020
+        assert err["data"]["reason"] == "no answer within 0.2s"
+        health = await Caller(svc.socket).call("system.health")
+        assert health["hero_proc"]["reachable"] is False
+    finally:
+        never.set()
+        await runner.cleanup()
+        sock.close()

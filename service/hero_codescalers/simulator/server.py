@@ -202,7 +202,10 @@ class Simulator:
         """Serve on the Unix socket `path` until the block exits."""
         sock, inode = bind_unix(path, mode)
         self.socket_path = path
-        runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
+        # A simulator need not drain: calls still in flight (a test's hung hook) are cancelled.
+        runner = web.AppRunner(
+            self.app(), handle_signals=False, access_log=None, shutdown_timeout=0.5
+        )
         await runner.setup()
         try:
             await web.SockSite(runner, sock).start()

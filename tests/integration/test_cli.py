@@ -1,0 +1,102 @@
+"""The CLI as an operator runs it: a separate process against the service's socket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from hero_codescalers.settings import Settings
+from hero_codescalers.simulator import Simulator
+
+from ..conftest import Service, start_service
+from .population import add_job
+
+
+async def cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hero_codescalers",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_jobs_cleanup_prints_the_summary(simulator: Simulator, service: Service) -> None:
+    """`jobs-cleanup --dry-run` then for real: JSON summaries, exit 0."""
+    job = add_job(simulator.store, actor="alice", created_at_ms=1)
+    code, out, err = await cli(
+        "jobs-cleanup",
+        "--actor",
+        "alice",
+        "--older-than",
+        "1d",
+        "--dry-run",
+        "--socket",
+        str(service.socket),
+    )
+    assert (code, err) == (0, "")
+    assert json.loads(out)["job_ids"] == [job]
+    assert simulator.store.jobs
+    code, out, _ = await cli("jobs-cleanup", "--actor", "alice", "--socket", str(service.socket))
+    assert code == 0
+    assert json.loads(out)["jobs_deleted"] == 1
+    assert not simulator.store.jobs
+
+
+async def test_list_submit_stats_and_history(simulator: Simulator, service: Service) -> None:
+    """The read commands and submission print their results."""
+    sock = str(service.socket)
+    code, out, _ = await cli(
+        "jobs-submit",
+        "--kind",
+        "user",
+        "--actor",
+        "bob",
+        "--script",
+        "s",
+        "--input",
+        '{"a": 1}',
+        "--socket",
+        sock,
+    )
+    assert code == 0
+    job_id = json.loads(out)["job_id"]
+    code, out, _ = await cli("jobs-list", "--actor", "bob", "--socket", sock)
+    assert [j["id"] for j in json.loads(out)["jobs"]] == [job_id]
+    code, out, _ = await cli("stats", "--socket", sock)
+    assert json.loads(out)["codescaler"]["jobs"] == 1
+    await cli("jobs-cleanup", "--socket", sock)
+    code, out, _ = await cli("cleanup-history", "--socket", sock)
+    assert json.loads(out)["runs"][0]["jobs_deleted"] == 1
+
+
+async def test_rpc_errors_exit_1_with_one_line(sock_dir: Path) -> None:
+    """hero_proc unavailable: exit 1 and one line on stderr naming the error and the socket."""
+    settings = Settings(socket=sock_dir / "svc.sock", hero_proc_socket=sock_dir / "none.sock")
+    svc, runner, sock, _ = await start_service(settings)
+    try:
+        code, out, err = await cli("jobs-cleanup", "--socket", str(svc.socket))
+    finally:
+        await runner.cleanup()
+        sock.close()
+    assert code == 1
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("hero_codescalers: hero_proc unavailable (-32020): ")
+    assert str(sock_dir / "none.sock") in err
+
+
+async def test_invalid_params_exit_1(service: Service) -> None:
+    """A name the service refuses is reported with the field, exit 1."""
+    code, _, err = await cli(
+        "jobs-cleanup", "--actor", "kind_user", "--socket", str(service.socket)
+    )
+    assert code == 1
+    assert err.startswith("hero_codescalers: Invalid params (-32602): actor: ")
