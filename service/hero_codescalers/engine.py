@@ -62,6 +62,8 @@ from .tags import (
 log = structlog.get_logger(__name__)
 
 MAX_PASSES = 3
+# Summary fields that hold one entry per job or action: counted, not logged.
+_LISTS = {"job_ids", "action_ids", "errors", "foreign_action_ids"}
 HEALTH_TIMEOUT = 1.0
 
 
@@ -197,21 +199,8 @@ class Engine:
                 raise
             duration = int((time.monotonic() - t0) * 1000)
             summary = run.summary(duration)
-            log.info(
-                "cleanup_finished",
-                **params,
-                dry_run=dry_run,
-                jobs_matched=summary.jobs_matched,
-                jobs_deleted=summary.jobs_deleted,
-                jobs_already_gone=summary.jobs_already_gone,
-                jobs_failed=summary.jobs_failed,
-                actions_deleted=summary.actions_deleted,
-                actions_in_use=summary.actions_in_use,
-                actions_failed=summary.actions_failed,
-                errors=len(summary.errors),
-                complete=summary.complete,
-                duration_ms=duration,
-            )
+            counts = summary.model_dump(exclude=_LISTS)
+            log.info("cleanup_finished", **params, **counts, errors=len(summary.errors))
             outcome = "ok" if summary.complete and not summary.errors else "partial"
             self._remember(record, outcome, duration, summary=summary)
             return summary
@@ -441,7 +430,7 @@ class Engine:
         """Version, uptime, and whether hero_proc answers a quick `stats` in time."""
         t0 = time.monotonic()
         try:
-            await self.client.stats(timeout=HEALTH_TIMEOUT)
+            await self.client.stats(timeout=min(HEALTH_TIMEOUT, self.client.timeout))
         except HeroProcError:
             latency = None
         else:
