@@ -70,8 +70,10 @@ def seed_population(
     now = now_ms() if now is None else now
     inputs = max(1, codescaler // JOBS_PER_ACTION)
     for _ in range(codescaler):
-        kind = rng.choice(KINDS)
-        digest = hashlib.sha256(f"{kind}:{rng.randrange(inputs)}".encode()).hexdigest()[:16]
+        # About JOBS_PER_ACTION jobs share each input, hence each action.
+        which = rng.randrange(inputs)
+        kind = KINDS[which % len(KINDS)]
+        digest = hashlib.sha256(f"{kind}:{which}".encode()).hexdigest()[:16]
         name = action_name(kind, digest)
         _action(store, name, f"run {kind}", action_tags(kind), now)
         _job(
