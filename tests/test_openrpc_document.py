@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+import jsonschema
+from referencing import Registry
+from referencing.jsonschema import DRAFT7
+
 from hero_codescalers.auth import AdminPolicy
 from hero_codescalers.methods import registry
 from hero_codescalers.openrpc import default_document, render
@@ -16,6 +20,49 @@ from hero_codescalers.rpc import Dispatcher
 from .conftest import Caller
 
 COMMITTED = Path(__file__).parent.parent / "openrpc" / "openrpc.json"
+META = Path(__file__).parent.parent / "openrpc" / "meta-schema"
+
+
+def meta_validator() -> jsonschema.Draft7Validator:
+    """The official OpenRPC meta-schema, with the JSON Schema meta-schema it refers to."""
+    openrpc = json.loads((META / "open-rpc-1.14.9.json").read_text())
+    json_schema = DRAFT7.create_resource(
+        json.loads((META / "json-schema-tools-1.8.0.json").read_text())
+    )
+    registry = Registry().with_resources(
+        [
+            ("https://meta.json-schema.tools/", json_schema),
+            ("https://meta.json-schema.tools", json_schema),
+        ]
+    )
+    return jsonschema.Draft7Validator(openrpc, registry=registry)
+
+
+def test_document_validates_against_the_openrpc_meta_schema() -> None:
+    """openrpc/openrpc.json is a valid OpenRPC document."""
+    errors = [
+        f"{list(e.absolute_path)}: {e.message}"
+        for e in meta_validator().iter_errors(json.loads(COMMITTED.read_text()))
+    ]
+    assert errors == []
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        pytest.param(lambda d: d.pop("info"), id="no-info"),
+        pytest.param(lambda d: d["methods"][0].update(params="x"), id="params-not-a-list"),
+        pytest.param(lambda d: d["methods"][0].update(unknown=1), id="unknown-member"),
+        pytest.param(
+            lambda d: d["methods"][2]["params"][0].update(schema={"type": 5}), id="bad-json-schema"
+        ),
+    ],
+)
+def test_the_meta_schema_check_can_fail(breakage: object) -> None:
+    """A broken document does not pass: the validation is not vacuous."""
+    document = json.loads(COMMITTED.read_text())
+    breakage(document)  # type: ignore[operator]
+    assert list(meta_validator().iter_errors(document))
 
 
 def test_committed_document_is_what_the_code_generates() -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import errors as e
+from . import examples as ex
 from .engine import Engine
 from .models import (
     CleanupParams,
@@ -51,13 +52,17 @@ def selector(ctx: CallContext, params: Filter) -> Selector:
     )
 
 
-@registry.method("rpc.discover", summary="This service's OpenRPC document")
+@registry.method("rpc.discover", summary="This service's OpenRPC document", examples=ex.DISCOVER)
 async def rpc_discover(ctx: CallContext, params: NoParams) -> dict[str, Any]:
     """The OpenRPC document that declares every method of this service."""
     return _services(ctx).document
 
 
-@registry.method("system.health", summary="Version, uptime and whether hero_proc answers")
+@registry.method(
+    "system.health",
+    summary="Version, uptime and whether hero_proc answers",
+    examples=ex.HEALTH,
+)
 async def system_health(ctx: CallContext, params: NoParams) -> HealthResult:
     """Version, uptime, and hero_proc's reachability and latency from a quick `stats` call
     (at most one second). `status` is `degraded` while hero_proc does not answer."""
@@ -68,6 +73,7 @@ async def system_health(ctx: CallContext, params: NoParams) -> HealthResult:
     "jobs.submit",
     summary="Enqueue a tagged job, reusing the action of an identical input",
     errors=(e.INVALID_PARAMS, *UPSTREAM),
+    examples=ex.SUBMIT,
 )
 async def jobs_submit(ctx: CallContext, params: SubmitParams) -> SubmitResult:
     """Creates (or reuses) the action `codescaler_<kind>_<hash>` named by the script and
@@ -86,6 +92,7 @@ async def jobs_submit(ctx: CallContext, params: SubmitParams) -> SubmitResult:
     "jobs.list",
     summary="Codescaler jobs, filtered like a cleanup, a page at a time",
     errors=(e.INVALID_PARAMS, *UPSTREAM),
+    examples=ex.LIST,
 )
 async def jobs_list(ctx: CallContext, params: ListParams) -> ListResult:
     """Codescaler jobs only (the literal `codescaler` tag, every filter matched exactly),
@@ -99,6 +106,7 @@ async def jobs_list(ctx: CallContext, params: ListParams) -> ListResult:
     "stats",
     summary="Codescaler job and action counts, and hero_proc's totals",
     errors=UPSTREAM,
+    examples=ex.STATS,
 )
 async def stats(ctx: CallContext, params: NoParams) -> StatsResult:
     """Codescaler jobs (by kind and status) and actions (by kind) present in hero_proc,
@@ -111,6 +119,7 @@ async def stats(ctx: CallContext, params: NoParams) -> StatsResult:
     summary="Delete codescaler jobs and their actions (admin)",
     admin=True,
     errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED, e.CLEANUP_RUNNING, *UPSTREAM),
+    examples=ex.CLEANUP,
 )
 async def jobs_cleanup(ctx: CallContext, params: CleanupParams) -> CleanupSummary:
     """Deletes every job carrying the literal `codescaler` tag and every given filter
@@ -133,6 +142,7 @@ async def jobs_cleanup(ctx: CallContext, params: CleanupParams) -> CleanupSummar
     summary="The last cleanup runs: who, when, what, result (admin)",
     admin=True,
     errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED),
+    examples=ex.HISTORY,
 )
 async def jobs_cleanup_history(ctx: CallContext, params: HistoryParams) -> HistoryResult:
     """The most recent cleanup runs since the service started, newest first."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import __version__
 from .errors import DOCUMENTED
-from .rpc import MethodDef, Registry
+from .rpc import Example, MethodDef, Registry
 
 REF = "#/components/schemas/{model}"
 DEFAULT_SOCKET = "~/hero/var/sockets/hero_codescalers/rpc.sock"
@@ -68,6 +68,31 @@ def _result(method: MethodDef, components: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "schema": {"$ref": REF.format(model=name)}}
 
 
+def positional(method: MethodDef, params: dict[str, Any]) -> list[Any]:
+    """`params` in the method's order, null where absent, up to the last one given."""
+    names = list(method.params.model_fields)
+    unknown = set(params) - set(names)
+    if unknown:
+        raise ValueError(f"{method.name}: example params {sorted(unknown)} are not params")
+    last = max((names.index(k) for k in params), default=-1)
+    return [params.get(name) for name in names[: last + 1]]
+
+
+def _example(method: MethodDef, ex: Example) -> dict[str, Any]:
+    """An example pairing whose params are listed in the method's order (tools send
+    them by position), null standing for a param left out."""
+    names = list(method.params.model_fields)
+    values = positional(method, ex.params)
+    out: dict[str, Any] = {"name": ex.name}
+    if ex.summary:
+        out["summary"] = ex.summary
+    if ex.partial:
+        out["description"] = "The result is abbreviated: it holds these members and more."
+    out["params"] = [{"name": n, "value": v} for n, v in zip(names, values, strict=False)]
+    out["result"] = {"name": "result", "value": ex.result}
+    return out
+
+
 def _method(method: MethodDef, components: dict[str, Any]) -> dict[str, Any]:
     description = method.description
     if method.admin:
@@ -86,15 +111,7 @@ def _method(method: MethodDef, components: dict[str, Any]) -> dict[str, Any]:
             for code in method.errors
         ]
     if method.examples:
-        doc["examples"] = [
-            {
-                "name": ex.name,
-                **({"summary": ex.summary} if ex.summary else {}),
-                "params": [{"name": k, "value": v} for k, v in ex.params.items()],
-                "result": {"name": "result", "value": ex.result},
-            }
-            for ex in method.examples
-        ]
+        doc["examples"] = [_example(method, ex) for ex in method.examples]
     doc["x-admin"] = method.admin
     return doc
 

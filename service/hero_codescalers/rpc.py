@@ -53,6 +53,7 @@ class Example:
     params: dict[str, Any]
     result: Any
     summary: str = ""
+    partial: bool = False
 
 
 @dataclass(frozen=True)

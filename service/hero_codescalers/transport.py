@@ -1,7 +1,9 @@
 """The HTTP side: an aiohttp application on a Unix socket.
 
-`POST /rpc` answers JSON-RPC 2.0 (200 with a JSON body; 204 when every request
-was a notification); `GET /health` answers the health summary. Each request
+`POST /rpc` answers JSON-RPC 2.0: 200 with a JSON body, 204 when every request
+was a notification; 413 (body over 1 MiB), 415 (a Content-Type other than JSON)
+and 405 (not a POST) come with a JSON-RPC error body too. `GET /health` answers
+the health summary. Each request
 learns its peer's credentials from the connection (SO_PEERCRED) and gets a
 request id (the `X-Request-Id` header). `serve()` binds the socket with its mode,
 refuses to start when another instance answers on it, and removes it on exit.
@@ -31,6 +33,8 @@ from .unixsock import bind_unix, remove_socket
 log = structlog.get_logger(__name__)
 
 MAX_BODY = 1024 * 1024
+# The media types JSON-RPC over HTTP accepts; no Content-Type at all is taken as JSON too.
+JSON_TYPES = frozenset({"application/json", "application/json-rpc", "application/jsonrequest"})
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", Engine)
@@ -43,6 +47,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_services)
     app.router.add_post("/rpc", _rpc)
+    app.router.add_route("*", "/rpc", _not_post)
     app.router.add_get("/health", _health)
     return app
 
@@ -65,26 +70,33 @@ def peer_of(request: web.Request) -> Peer:
     return Peer.of_socket(transport.get_extra_info("socket") if transport else None)
 
 
+def _refusal(status: int, reason: str, headers: dict[str, str]) -> web.Response:
+    """An HTTP-level refusal that still carries a JSON-RPC error object."""
+    answer = {
+        "jsonrpc": "2.0",
+        "error": {"code": errors.INVALID_REQUEST, "message": "Invalid Request", "data": reason},
+        "id": None,
+    }
+    return web.json_response(answer, status=status, headers=headers)
+
+
 async def _rpc(request: web.Request) -> web.StreamResponse:
     request_id = uuid.uuid4().hex[:16]
     headers = {"X-Request-Id": request_id}
+    if "Content-Type" in request.headers and request.content_type not in JSON_TYPES:
+        return _refusal(415, "Content-Type must be application/json", headers)
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        answer: Any = {
-            "jsonrpc": "2.0",
-            "error": {
-                "code": errors.INVALID_REQUEST,
-                "message": "Invalid Request",
-                "data": f"request body larger than {MAX_BODY} bytes",
-            },
-            "id": None,
-        }
-        return web.json_response(answer, status=413, headers=headers)
+        return _refusal(413, f"request body larger than {MAX_BODY} bytes", headers)
     answer = await request.app[DISPATCHER].dispatch(body, peer_of(request), request_id)
     if answer is None:
         return web.Response(status=204, headers=headers)
     return web.json_response(answer, headers=headers)
+
+
+async def _not_post(request: web.Request) -> web.StreamResponse:
+    return _refusal(405, "JSON-RPC requests are POSTed to /rpc", {"Allow": "POST"})
 
 
 async def _health(request: web.Request) -> web.StreamResponse:

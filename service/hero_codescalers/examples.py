@@ -1,0 +1,262 @@
+"""The OpenRPC document's examples: one story told against an empty hero_proc.
+
+Run in the document's order (method by method, example by example) against a
+fresh simulator, every example's params give its result: `tests/test_examples.py`
+checks it, and so does the @open-rpc/test-coverage run. Fields named in
+`VOLATILE` (clocks, durations, the caller, the socket's path) differ from run to
+run and are compared by type only; a `partial` example shows part of its result.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import __version__
+from .engine import input_hash
+from .rpc import Example
+from .tags import action_name
+
+VOLATILE = frozenset(
+    {
+        "uptime_s",
+        "latency_ms",
+        "duration_ms",
+        "created_at_ms",
+        "finished_at_ms",
+        "started_at_ms",
+        "peer_uid",
+        "peer_pid",
+        "socket",
+    }
+)
+
+HOME_PAGE = action_name("user", input_hash("render --page home", {"page": "home"}))
+RESTART = action_name("service", input_hash("restart router", None))
+T = 1_790_000_000_000  # a time in the examples' results (volatile)
+
+
+def _job(job_id: int, action: str, kind: str, actor: str, target: str | None) -> dict[str, Any]:
+    tags = ["codescaler", f"codescaler_kind_{kind}", f"codescaler_{actor}"]
+    if target:
+        tags.append(f"codescaler_target_{target}")
+    return {
+        "id": job_id,
+        "action_id": action,
+        "status": "pending",
+        "created_at_ms": T,
+        "finished_at_ms": None,
+        "tags": tags,
+        "kind": kind,
+        "actor": actor,
+        "target": target,
+    }
+
+
+def _summary(**fields: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "jobs_deleted": 0,
+        "actions_deleted": 0,
+        "job_ids": [],
+        "action_ids": [],
+        "errors": [],
+        "dry_run": False,
+        "jobs_matched": 0,
+        "jobs_already_gone": 0,
+        "jobs_failed": 0,
+        "actions_matched": 0,
+        "actions_already_gone": 0,
+        "actions_in_use": 0,
+        "actions_failed": 0,
+        "foreign_action_ids": [],
+        "complete": True,
+        "duration_ms": 3,
+    }
+    out.update(fields)
+    return out
+
+
+DISCOVER = (
+    Example(
+        "the-document",
+        {},
+        {"openrpc": "1.3.2", "info": {"title": "hero_codescalers", "version": __version__}},
+        summary="This document (abbreviated here to its first members)",
+        partial=True,
+    ),
+)
+
+HEALTH = (
+    Example(
+        "healthy",
+        {},
+        {
+            "status": "ok",
+            "version": __version__,
+            "uptime_s": 12.5,
+            "hero_proc": {
+                "socket": "/run/hero/hero_proc/rpc.sock",
+                "reachable": True,
+                "latency_ms": 0.4,
+            },
+        },
+    ),
+)
+
+SUBMIT = (
+    Example(
+        "first-submission",
+        {
+            "kind": "user",
+            "actor": "alice",
+            "target": "web",
+            "script": "render --page home",
+            "input": {"page": "home"},
+        },
+        {
+            "job_id": 1,
+            "action_id": HOME_PAGE,
+            "tags": [
+                "codescaler",
+                "codescaler_kind_user",
+                "codescaler_alice",
+                "codescaler_target_web",
+            ],
+            "deduplicated": False,
+        },
+        summary="A new input: a new action and its first job",
+    ),
+    Example(
+        "same-input-again",
+        {"kind": "user", "actor": "bob", "script": "render --page home", "input": {"page": "home"}},
+        {
+            "job_id": 2,
+            "action_id": HOME_PAGE,
+            "tags": ["codescaler", "codescaler_kind_user", "codescaler_bob"],
+            "deduplicated": True,
+        },
+        summary="The same script and input: the action is reused",
+    ),
+    Example(
+        "another-kind",
+        {"kind": "service", "actor": "alice", "script": "restart router"},
+        {
+            "job_id": 3,
+            "action_id": RESTART,
+            "tags": ["codescaler", "codescaler_kind_service", "codescaler_alice"],
+            "deduplicated": False,
+        },
+    ),
+)
+
+LIST = (
+    Example(
+        "one-actor",
+        {"actor": "alice"},
+        {
+            "jobs": [
+                _job(1, HOME_PAGE, "user", "alice", "web"),
+                _job(3, RESTART, "service", "alice", None),
+            ],
+            "next_cursor": None,
+        },
+        summary="alice's jobs, oldest first",
+    ),
+)
+
+STATS = (
+    Example(
+        "after-three-submissions",
+        {},
+        {
+            "codescaler": {
+                "jobs": 3,
+                "actions": 2,
+                "jobs_by_kind": {"service": 1, "user": 2},
+                "actions_by_kind": {"service": 1, "user": 1},
+                "jobs_by_status": {"pending": 3},
+            },
+            "hero_proc": {"job_count": 3, "action_count": 2, "running_count": 0},
+        },
+    ),
+)
+
+CLEANUP = (
+    Example(
+        "dry-run",
+        {"actor": "alice", "dry_run": True},
+        _summary(
+            job_ids=[1, 3],
+            action_ids=[HOME_PAGE, RESTART],
+            dry_run=True,
+            jobs_matched=2,
+            actions_matched=2,
+        ),
+        summary="What removing alice's jobs would do; nothing changes",
+    ),
+    Example(
+        "one-kind",
+        {"kind": "user"},
+        _summary(
+            jobs_deleted=2,
+            actions_deleted=1,
+            job_ids=[1, 2],
+            action_ids=[HOME_PAGE],
+            jobs_matched=2,
+            actions_matched=1,
+        ),
+        summary="Every job of kind user and their action",
+    ),
+    Example(
+        "everything-left",
+        {},
+        _summary(
+            jobs_deleted=1,
+            actions_deleted=1,
+            job_ids=[3],
+            action_ids=[RESTART],
+            jobs_matched=1,
+            actions_matched=1,
+        ),
+        summary="Every codescaler job still there",
+    ),
+)
+
+HISTORY = (
+    Example(
+        "last-two-runs",
+        {"limit": 2},
+        {
+            "runs": [
+                {
+                    "started_at_ms": T,
+                    "finished_at_ms": T,
+                    "peer_uid": 0,
+                    "peer_pid": 4242,
+                    "params": {},
+                    "outcome": "ok",
+                    "error": None,
+                    "jobs_matched": 1,
+                    "jobs_deleted": 1,
+                    "jobs_failed": 0,
+                    "actions_deleted": 1,
+                    "duration_ms": 3,
+                },
+                {
+                    "started_at_ms": T,
+                    "finished_at_ms": T,
+                    "peer_uid": 0,
+                    "peer_pid": 4242,
+                    "params": {"kind": "user"},
+                    "outcome": "ok",
+                    "error": None,
+                    "jobs_matched": 2,
+                    "jobs_deleted": 2,
+                    "jobs_failed": 0,
+                    "actions_deleted": 1,
+                    "duration_ms": 3,
+                },
+            ]
+        },
+        summary="Newest first",
+    ),
+)
