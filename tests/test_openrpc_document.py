@@ -6,9 +6,8 @@ import copy
 import json
 from pathlib import Path
 
-import pytest
-
 import jsonschema
+import pytest
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
 

@@ -15,7 +15,6 @@ import asyncio
 import signal
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import structlog
 from aiohttp import web

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import aiohttp
-from multidict import CIMultiDict
 import pytest
+from multidict import CIMultiDict
 
 from ..conftest import Caller, Service
 
