@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PY_SOURCES := service tests openrpc/sdk
 
-.PHONY: install test lint format typecheck demo openrpc clean
+.PHONY: install test lint format demo openrpc sdk clean
 
 install: $(STAMP)
 
@@ -19,16 +20,19 @@ test: lint
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check service tests
-	$(BIN)/ruff format --check service tests
+	$(BIN)/ruff check $(PY_SOURCES)
+	$(BIN)/ruff format --check $(PY_SOURCES)
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format service tests
-	$(BIN)/ruff check --fix service tests
+	$(BIN)/ruff format $(PY_SOURCES)
+	$(BIN)/ruff check --fix $(PY_SOURCES)
 
 openrpc: $(STAMP)
 	$(BIN)/python -m hero_codescalers.openrpc > openrpc/openrpc.json
+
+sdk: openrpc
+	$(BIN)/python openrpc/sdk/generate.py
 
 demo: $(STAMP)
 	BIN=$(BIN) bash deploy/demo.sh

@@ -10,14 +10,15 @@ import asyncio
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import ValidationError
+from hero_codescalers_sdk import Client, RpcError, TransportError
+from pydantic import BaseModel, ValidationError
 
 from . import __version__, logs
-from .client import RpcError, ServiceClient, Unreachable
 from .settings import Settings
 
 _DURATION = re.compile(r"^(\d{1,15})(ms|s|m|h|d)?$")
@@ -67,19 +68,26 @@ def _settings(**overrides: Any) -> Settings:
         raise click.UsageError(f"invalid settings: {problems}") from None
 
 
-def _call(socket: Path | None, method: str, params: dict[str, Any]) -> None:
-    """Call `method` and print its result as JSON; exit non-zero on errors."""
-    path = socket or _settings().socket
+def _print(socket: Path | None, call: Callable[[Client], Any]) -> None:
+    """Run `call` with an SDK client of the service and print its result as JSON.
+
+    The socket defaults as the SDK's does: $HERO_CODESCALERS_SOCKET, else
+    $HERO_SOCKET_DIR/hero_codescalers/rpc.sock. Exits 1 on an error answer and
+    3 when the service cannot be reached, with one line on stderr.
+    """
     try:
-        result = asyncio.run(ServiceClient(path).call(method, params))
+        with Client(socket) as client:
+            result = call(client)
     except RpcError as exc:
         detail = f": {exc.data}" if exc.data is not None else ""
         click.echo(f"hero_codescalers: {exc.message} ({exc.code}){detail}", err=True)
         sys.exit(1)
-    except Unreachable as exc:
+    except TransportError as exc:
         click.echo(f"hero_codescalers: {exc}", err=True)
         sys.exit(3)
-    click.echo(render_json(result))
+    click.echo(
+        render_json(result.model_dump(mode="json") if isinstance(result, BaseModel) else result)
+    )
 
 
 socket_option = click.option(
@@ -105,13 +113,6 @@ def filter_options(fn: Any) -> Any:
     ):
         fn = option(fn)
     return fn
-
-
-def _filters(
-    kind: str | None, target: str | None, actor: str | None, older_than: int | None
-) -> dict[str, Any]:
-    given = {"kind": kind, "target": target, "actor": actor, "older_than_ms": older_than}
-    return {k: v for k, v in given.items() if v is not None}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -210,7 +211,12 @@ def jobs_cleanup(
     socket: Path | None,
 ) -> None:
     """Delete codescaler jobs (and their actions) matching every filter given (admin)."""
-    _call(socket, "jobs.cleanup", {**_filters(kind, target, actor, older_than), "dry_run": dry_run})
+    _print(
+        socket,
+        lambda c: c.jobs_cleanup(
+            kind=kind, target=target, actor=actor, older_than_ms=older_than, dry_run=dry_run
+        ),
+    )
 
 
 @main.command("jobs-list")
@@ -232,12 +238,18 @@ def jobs_list(
     socket: Path | None,
 ) -> None:
     """List codescaler jobs matching every filter given, oldest first."""
-    params = {**_filters(kind, target, actor, older_than), "limit": limit}
-    if status:
-        params["status"] = status
-    if cursor:
-        params["cursor"] = cursor
-    _call(socket, "jobs.list", params)
+    _print(
+        socket,
+        lambda c: c.jobs_list(
+            kind=kind,
+            target=target,
+            actor=actor,
+            older_than_ms=older_than,
+            status=status,  # type: ignore[arg-type] # click.Choice checked it
+            limit=limit,
+            cursor=cursor,
+        ),
+    )
 
 
 @main.command("jobs-submit")
@@ -251,29 +263,28 @@ def jobs_submit(
     kind: str, actor: str, target: str | None, script: str, input_: str | None, socket: Path | None
 ) -> None:
     """Enqueue a tagged job (the action is reused for an identical script and input)."""
-    params: dict[str, Any] = {"kind": kind, "actor": actor, "script": script}
-    if target:
-        params["target"] = target
-    if input_ is not None:
-        try:
-            params["input"] = json.loads(input_)
-        except ValueError:
-            raise click.BadParameter("not valid JSON", param_hint="--input") from None
-    _call(socket, "jobs.submit", params)
+    try:
+        value = None if input_ is None else json.loads(input_)
+    except ValueError:
+        raise click.BadParameter("not valid JSON", param_hint="--input") from None
+    _print(
+        socket,
+        lambda c: c.jobs_submit(kind=kind, actor=actor, target=target, script=script, input=value),
+    )
 
 
 @main.command()
 @socket_option
 def stats(socket: Path | None) -> None:
     """Codescaler job and action counts, and hero_proc's totals."""
-    _call(socket, "stats", {})
+    _print(socket, lambda c: c.stats())
 
 
 @main.command()
 @socket_option
 def health(socket: Path | None) -> None:
     """The service's version, uptime and hero_proc's reachability."""
-    _call(socket, "system.health", {})
+    _print(socket, lambda c: c.system_health())
 
 
 @main.command("cleanup-history")
@@ -281,4 +292,4 @@ def health(socket: Path | None) -> None:
 @socket_option
 def cleanup_history(limit: int, socket: Path | None) -> None:
     """The last cleanup runs: who, when, what and the result (admin)."""
-    _call(socket, "jobs.cleanup_history", {"limit": limit})
+    _print(socket, lambda c: c.jobs_cleanup_history(limit=limit))

@@ -149,21 +149,41 @@ def upstream_error(code: int, message: str, data: Any = None) -> HeroProcRpcErro
     return UPSTREAM_ERRORS.get(code, HeroProcRpcError)(code, message, data)
 
 
-# The errors a caller can meet, as the OpenRPC document and the README list them.
-DOCUMENTED: dict[int, tuple[str, str]] = {
-    PARSE_ERROR: ("Parse error", "The body is not JSON (or not UTF-8)."),
-    INVALID_REQUEST: ("Invalid Request", "Not a JSON-RPC 2.0 request object, or too large."),
-    METHOD_NOT_FOUND: ("Method not found", "The method is not in the OpenRPC document."),
-    INVALID_PARAMS: ("Invalid params", "`data` names the field and the reason."),
-    INTERNAL_ERROR: (
-        "Internal error",
-        "A fault of the service; `data.request_id` finds it in the log.",
+# The errors a caller can meet: code -> (name, message, when), as the OpenRPC
+# document (components/errors), the generated SDK's exceptions and the README list them.
+DOCUMENTED: dict[int, tuple[str, str, str]] = {
+    PARSE_ERROR: ("ParseError", "Parse error", "The body is not JSON (or not UTF-8)."),
+    INVALID_REQUEST: (
+        "InvalidRequest",
+        "Invalid Request",
+        "Not a JSON-RPC 2.0 request object, an empty or oversized batch, or a body refused "
+        "at the HTTP level (size, Content-Type, method).",
     ),
-    ADMIN_REQUIRED: ("Admin required", "The peer is not uid 0 nor an allowed uid or gid."),
-    CLEANUP_RUNNING: ("A cleanup is already running", "Retry when it has finished."),
+    METHOD_NOT_FOUND: ("MethodNotFound", "Method not found", "Not in the OpenRPC document."),
+    INVALID_PARAMS: ("InvalidParams", "Invalid params", "`data` names the field and the reason."),
+    INTERNAL_ERROR: (
+        "InternalError",
+        "Internal error",
+        "A fault of the service; `data.request_id` finds it in the service's log.",
+    ),
+    ADMIN_REQUIRED: (
+        "AdminRequired",
+        "Admin required",
+        "The caller is not uid 0 nor an allowed uid or gid.",
+    ),
+    CLEANUP_RUNNING: (
+        "CleanupRunning",
+        "A cleanup is already running",
+        "One cleanup at a time; try again when it has finished.",
+    ),
     HERO_PROC_UNAVAILABLE: (
+        "HeroProcUnavailable",
         "hero_proc unavailable",
         "hero_proc could not be reached; `data.socket` is its socket, `data.reason` why.",
     ),
-    HERO_PROC_ERROR: ("hero_proc error", "hero_proc answered an error or broke its contract."),
+    HERO_PROC_ERROR: (
+        "HeroProcError",
+        "hero_proc error",
+        "hero_proc answered an error (`data.code`, `data.message`) or broke its contract.",
+    ),
 }

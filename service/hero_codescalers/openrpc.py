@@ -107,8 +107,7 @@ def _method(method: MethodDef, components: dict[str, Any]) -> dict[str, Any]:
     }
     if method.errors:
         doc["errors"] = [
-            {"code": code, "message": DOCUMENTED[code][0], "data": DOCUMENTED[code][1]}
-            for code in method.errors
+            {"$ref": f"#/components/errors/{DOCUMENTED[code][0]}"} for code in method.errors
         ]
     if method.examples:
         doc["examples"] = [_example(method, ex) for ex in method.examples]
@@ -144,7 +143,13 @@ def build_document(registry: Registry) -> dict[str, Any]:
             }
         ],
         "methods": methods,
-        "components": {"schemas": dict(sorted(components.items()))},
+        "components": {
+            "schemas": dict(sorted(components.items())),
+            "errors": {
+                name: {"code": code, "message": message, "data": when}
+                for code, (name, message, when) in DOCUMENTED.items()
+            },
+        },
     }
 
 

@@ -68,7 +68,7 @@ def test_unreachable_service_exits_3() -> None:
     """A socket nobody listens on is reported in one line, exit status 3."""
     result = CliRunner().invoke(main, ["stats", "--socket", "/tmp/hc-does-not-exist.sock"])
     assert result.exit_code == 3
-    assert "cannot reach the service at /tmp/hc-does-not-exist.sock" in result.output
+    assert "cannot reach hero_codescalers at /tmp/hc-does-not-exist.sock" in result.output
     assert "Traceback" not in result.output
 
 
