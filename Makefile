@@ -5,8 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PY_SOURCES := service tests openrpc/sdk
+# @open-rpc/test-coverage, run against the live service by the tests (needs node and npm)
+NODE_STAMP := openrpc/node_modules/.installed
 
-.PHONY: install test lint format demo openrpc sdk clean
+.PHONY: install test lint format demo openrpc sdk openrpc-coverage clean
 
 install: $(STAMP)
 
@@ -16,8 +18,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,dev]'
 	touch $(STAMP)
 
-test: lint
+$(NODE_STAMP): openrpc/package.json openrpc/package-lock.json
+	cd openrpc && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+test: lint $(NODE_STAMP)
 	$(BIN)/pytest
+
+openrpc-coverage: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python -m tests.conformance.coverage_harness
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(PY_SOURCES)
@@ -38,4 +47,4 @@ demo: $(STAMP)
 	BIN=$(BIN) bash deploy/demo.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache openrpc/node_modules
