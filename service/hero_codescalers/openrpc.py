@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from . import __version__
-from .errors import DOCUMENTED
+from .errors import DOCUMENTED, INTERNAL_ERROR, INVALID_PARAMS
 from .rpc import Example, MethodDef, Registry
 
 REF = "#/components/schemas/{model}"
@@ -105,10 +105,9 @@ def _method(method: MethodDef, components: dict[str, Any]) -> dict[str, Any]:
         "params": _params(method, components),
         "result": _result(method, components),
     }
-    if method.errors:
-        doc["errors"] = [
-            {"$ref": f"#/components/errors/{DOCUMENTED[code][0]}"} for code in method.errors
-        ]
+    # Any method can meet -32602 (unknown or ill-typed params) and -32603 (a fault).
+    codes = dict.fromkeys((INVALID_PARAMS, *method.errors, INTERNAL_ERROR))
+    doc["errors"] = [{"$ref": f"#/components/errors/{DOCUMENTED[code][0]}"} for code in codes]
     if method.examples:
         doc["examples"] = [_example(method, ex) for ex in method.examples]
     doc["x-admin"] = method.admin
