@@ -19,7 +19,7 @@ from aiohttp import web
 
 from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator
-from hero_codescalers.transport import ENGINE, create_app
+from hero_codescalers.transport import ENGINE, create_app, runner_for
 from hero_codescalers.unixsock import bind_unix, remove_socket
 
 
@@ -66,7 +66,7 @@ class Service:
 async def start_service(settings: Settings) -> tuple[Service, web.AppRunner, Any, int]:
     sock, inode = bind_unix(settings.socket, settings.socket_mode)
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = runner_for(app)
     await runner.setup()
     await web.SockSite(runner, sock).start()
     return Service(settings.socket, app), runner, sock, inode

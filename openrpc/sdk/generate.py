@@ -246,6 +246,9 @@ def default_socket() -> Path:
 class AsyncClient:
     """hero_codescalers over its Unix socket (the default) or an HTTP URL.
 
+    `token` is sent as `Authorization: Bearer <token>`, for admin calls through a
+    relay (the service's configured token).
+
     Use it as an async context manager (or call `close()`); the connection is
     kept between calls. A method answers its result model or raises the
     `RpcError` subclass of the error code; `TransportError` when the service
@@ -253,7 +256,12 @@ class AsyncClient:
     """
 
     def __init__(
-        self, socket: str | Path | None = None, *, url: str | None = None, timeout: float = 600.0
+        self,
+        socket: str | Path | None = None,
+        *,
+        url: str | None = None,
+        timeout: float = 600.0,
+        token: str | None = None,
     ) -> None:
         if socket is not None and url is not None:
             raise ValueError("give a socket or a url, not both")
@@ -263,6 +271,7 @@ class AsyncClient:
             self.socket = Path(socket) if socket is not None else default_socket()
         self.url = url or UNIX_URL
         self.timeout = timeout
+        self._headers = {} if token is None else {"Authorization": f"Bearer {token}"}
         self._ids = itertools.count(1)
         self._session: aiohttp.ClientSession | None = None
 
@@ -287,7 +296,9 @@ class AsyncClient:
                 aiohttp.UnixConnector(path=str(self.socket)) if self.socket is not None else None
             )
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout)
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                headers=self._headers,
             )
         return self._session
 
@@ -325,10 +336,15 @@ class Client:
     """
 
     def __init__(
-        self, socket: str | Path | None = None, *, url: str | None = None, timeout: float = 600.0
+        self,
+        socket: str | Path | None = None,
+        *,
+        url: str | None = None,
+        timeout: float = 600.0,
+        token: str | None = None,
     ) -> None:
         self._runner = asyncio.Runner()
-        self._client = AsyncClient(socket, url=url, timeout=timeout)
+        self._client = AsyncClient(socket, url=url, timeout=timeout, token=token)
 
     def __enter__(self) -> Client:
         return self

@@ -3,15 +3,18 @@
 A peer's identity is the one the kernel reports for its end of the Unix socket
 (SO_PEERCRED: pid, uid, gid, plus its supplementary groups where SO_PEERGROUPS
 is available). Admin = uid 0, a uid on the allowlist, or a primary or
-supplementary gid on the allowlist. A refusal raises `AdminRequired`, logged
-with the peer's uid and pid.
+supplementary gid on the allowlist; or, for callers behind a relay, a request
+bearing the configured token (compared in constant time, never logged). A
+presented token that is wrong is refused whoever the peer is. A refusal raises
+`AdminRequired`, logged with the peer's uid and pid and the reason.
 """
 
 from __future__ import annotations
 
+import hmac
 import socket
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -61,10 +64,12 @@ def _peer_groups(sock: Any) -> frozenset[int]:
 
 @dataclass(frozen=True, slots=True)
 class AdminPolicy:
-    """uid 0 is always admin; these uids and gids are too."""
+    """uid 0 is always admin; these uids and gids are too; and, for callers behind a
+    relay, whoever presents the configured bearer token."""
 
     uids: frozenset[int] = frozenset()
     gids: frozenset[int] = frozenset()
+    token: str | None = field(default=None, repr=False)
 
     def is_admin(self, peer: Peer) -> bool:
         if peer.uid is None:
@@ -75,8 +80,27 @@ class AdminPolicy:
             peer.groups
         )
 
-    def require_admin(self, peer: Peer, method: str) -> None:
-        """Raise AdminRequired (and log the refusal) unless `peer` is an admin."""
-        if not self.is_admin(peer):
-            log.warning("admin_refused", method=method, peer_uid=peer.uid, peer_pid=peer.pid)
-            raise AdminRequired(data={"method": method, "uid": peer.uid})
+    def token_matches(self, bearer: str) -> bool:
+        """Constant-time comparison with the configured token (False when none is)."""
+        if self.token is None:
+            return False
+        return hmac.compare_digest(bearer.encode(), self.token.encode())
+
+    def require_admin(self, peer: Peer, method: str, bearer: str | None = None) -> None:
+        """Raise AdminRequired (and log the refusal) unless the caller is an admin.
+
+        A presented bearer token decides alone: right, admin; wrong, refused,
+        whoever the peer is. Without one, the peer's uid and gids decide.
+        """
+        if bearer is not None:
+            if self.token_matches(bearer):
+                return
+            reason = "invalid bearer token"
+        elif self.is_admin(peer):
+            return
+        else:
+            reason = "not an admin uid or gid"
+        log.warning(
+            "admin_refused", method=method, reason=reason, peer_uid=peer.uid, peer_pid=peer.pid
+        )
+        raise AdminRequired(data={"method": method, "uid": peer.uid, "reason": reason})

@@ -96,6 +96,7 @@ class _Run:
 
     selector: Selector
     dry_run: bool
+    deadline: float = float("inf")  # time.monotonic() after which the run stops
     job_ids: list[int] = field(default_factory=list)
     failed_jobs: set[int] = field(default_factory=set)
     actions: dict[tuple[str, str | None], None] = field(default_factory=dict)
@@ -108,7 +109,7 @@ class _Run:
     actions_in_use: int = 0
     actions_failed: int = 0
     complete: bool = True
-    unavailable: bool = False
+    stopped: str | None = None  # why the run stopped early, when it did
 
     def match(self, job: JobSummary) -> None:
         self.job_ids.append(job.id)
@@ -138,6 +139,12 @@ class _Run:
         )
 
 
+class _Stopped(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Engine:
     """What the service does, on top of one hero_proc client."""
 
@@ -147,10 +154,13 @@ class Engine:
         *,
         page_size: int = 2_000,
         history_size: int = 50,
+        deadline: float = 900.0,
         clock: Callable[[], int] = now_ms,
     ) -> None:
         self.client = client
         self.page_size = min(page_size, MAX_LIMIT)
+        self.deadline = deadline
+        self._stopping = False
         self.clock = clock
         self.started_at = time.monotonic()
         self.history: deque[HistoryEntry] = deque(maxlen=history_size)
@@ -183,9 +193,17 @@ class Engine:
             }
             t0 = time.monotonic()
             log.info("cleanup_started", **params, dry_run=dry_run, pushdown_tag=selector.pushdown)
-            run = _Run(selector, dry_run)
+            run = _Run(selector, dry_run, deadline=t0 + self.deadline)
             try:
                 await self._run(run)
+            except asyncio.CancelledError:
+                # Cut short (the shutdown grace ran out): still leave the record.
+                duration = int((time.monotonic() - t0) * 1000)
+                summary = run.summary(duration)
+                counts = summary.model_dump(exclude=_LISTS)
+                log.warning("cleanup_cancelled", **params, **counts, errors=len(summary.errors))
+                self._remember(record, "partial", duration, summary=summary)
+                raise
             except HeroProcError as exc:
                 duration = int((time.monotonic() - t0) * 1000)
                 log.error(
@@ -205,30 +223,57 @@ class Engine:
             self._remember(record, outcome, duration, summary=summary)
             return summary
 
+    def stop(self) -> None:
+        """Ask a running cleanup to stop at its next step (the service is shutting down)."""
+        self._stopping = True
+
     async def _run(self, run: _Run) -> None:
         passes = 1 if run.dry_run else MAX_PASSES
         for _ in range(passes):
             before = len(run.job_ids)
             try:
                 await self._pass(run)
+            except _Stopped as stop:
+                run.complete = False
+                run.stopped = stop.reason
+                run.errors.append(f"stopped: {stop.reason}")
+                log.warning("cleanup_stopped", reason=stop.reason)
+                break
             except HeroProcError as exc:
                 if not run.job_ids:
                     raise  # nothing could be done: the caller gets the error itself
                 run.complete = False
-                run.unavailable = isinstance(exc, HeroProcUnavailable)
+                run.stopped = (
+                    "hero_proc became unavailable" if isinstance(exc, HeroProcUnavailable) else None
+                )
                 run.errors.append(f"listing stopped: {describe(exc)}")
                 log.warning("cleanup_listing_failed", error=exc.detail)
                 break
             if len(run.job_ids) == before:
                 break
         if not run.dry_run:
+            if run.stopped is None:
+                try:
+                    self._check(run)
+                except _Stopped as stop:
+                    run.complete = False
+                    run.stopped = stop.reason
+                    run.errors.append(f"stopped: {stop.reason}")
             await self._delete_actions(run)
+
+    def _check(self, run: _Run) -> None:
+        """Between steps: stop when the service is shutting down or the deadline passed."""
+        if self._stopping:
+            raise _Stopped("the service is shutting down")
+        if time.monotonic() > run.deadline:
+            raise _Stopped(f"the deadline of {self.deadline:g}s was reached")
 
     async def _pass(self, run: _Run) -> None:
         """One walk through the listing, deleting matches as they come."""
         offset = 0
         last_id = 0
         while True:
+            self._check(run)
             page = await self.client.job_list(
                 tag=run.selector.pushdown, limit=self.page_size, offset=offset
             )
@@ -271,11 +316,9 @@ class Engine:
     async def _delete_actions(self, run: _Run) -> None:
         if not run.actions:
             return
-        if run.unavailable:
+        if run.stopped is not None:
             run.actions_failed = len(run.actions)
-            run.errors.append(
-                f"{len(run.actions)} actions not attempted: hero_proc became unavailable"
-            )
+            run.errors.append(f"{len(run.actions)} actions not attempted: {run.stopped}")
             return
         keys = list(run.actions)
         calls = [

@@ -4,6 +4,7 @@
     ├── InvalidParams              -32602  params failed validation (names the field)
     ├── AdminRequired              -32010  an admin method called by a non-admin peer
     ├── CleanupRunning             -32011  a cleanup is already running
+    │                              -32012  server busy (HTTP 503, answered by the transport)
     └── HeroProcError              anything wrong with hero_proc
         ├── HeroProcUnavailable    -32020  socket missing, refused, timed out, dropped
         ├── HeroProcProtocolError  -32021  an answer that is not the contract's JSON-RPC
@@ -29,6 +30,7 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 ADMIN_REQUIRED = -32010
 CLEANUP_RUNNING = -32011
+SERVER_BUSY = -32012
 HERO_PROC_UNAVAILABLE = -32020
 HERO_PROC_ERROR = -32021
 
@@ -175,6 +177,11 @@ DOCUMENTED: dict[int, tuple[str, str, str]] = {
         "CleanupRunning",
         "A cleanup is already running",
         "One cleanup at a time; try again when it has finished.",
+    ),
+    SERVER_BUSY: (
+        "ServerBusy",
+        "Server busy",
+        "Too many requests in flight (HTTP 503); try again shortly.",
     ),
     HERO_PROC_UNAVAILABLE: (
         "HeroProcUnavailable",

@@ -9,6 +9,7 @@ ignored and `null` tags read as no tags.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 from collections.abc import Sequence
@@ -17,11 +18,14 @@ from typing import Annotated, Any, TypeVar
 
 import aiohttp
 from pydantic import BaseModel, BeforeValidator, ConfigDict, TypeAdapter, ValidationError
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from .errors import (
+    INTERNAL_ERROR,
     INVALID_REQUEST,
     HeroProcError,
     HeroProcProtocolError,
+    HeroProcRpcError,
     HeroProcUnavailable,
     upstream_error,
 )
@@ -68,6 +72,33 @@ class HeroProcStats(_Record):
 
 Call = tuple[str, dict[str, Any]]
 
+# Calls that are safe to send again: reads, upserts, and deletes (a delete whose
+# first answer was lost answers "not found" the second time: already gone).
+IDEMPOTENT = frozenset(
+    {
+        "job.list",
+        "job.get",
+        "job.delete",
+        "action.get",
+        "action.list",
+        "action.set",
+        "action.delete",
+        "stats",
+        "rpc.discover",
+    }
+)
+
+
+def transient(outcome: object) -> bool:
+    """A failure that another try may not meet: hero_proc unreachable, or its -32603."""
+    return isinstance(outcome, HeroProcUnavailable) or (
+        isinstance(outcome, HeroProcRpcError) and outcome.rpc_code == INTERNAL_ERROR
+    )
+
+
+class _Pending(Exception):
+    """Some calls of a round failed transiently."""
+
 
 class HeroProcClient:
     """A hero_proc reached at `socket_path`; use as an async context manager."""
@@ -77,13 +108,15 @@ class HeroProcClient:
         socket_path: Path,
         *,
         timeout: float = 10.0,
+        attempts: int = 3,
         batch_size: int = 500,
         concurrency: int = 8,
     ) -> None:
         self.socket_path = socket_path
         self.timeout = timeout
+        self.attempts = attempts
         self.batch_size = batch_size
-        self.concurrency = concurrency
+        self._gate = asyncio.Semaphore(concurrency)  # requests in flight at once
         self.batch_supported: bool | None = None  # learnt from the first batch
         self._ids = itertools.count(1)
         self._session: aiohttp.ClientSession | None = None
@@ -133,10 +166,9 @@ class HeroProcClient:
         except ValueError:
             raise HeroProcProtocolError(f"HTTP {status} with a body that is not JSON") from None
 
-    async def call(
-        self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None
+    async def _call_once(
+        self, method: str, params: dict[str, Any] | None, timeout: float | None = None
     ) -> Any:
-        """Call `method`; its result, or raise the typed error it answered."""
         request_id = next(self._ids)
         answer = await self._post(
             {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or {}},
@@ -144,37 +176,74 @@ class HeroProcClient:
         )
         return _unwrap(answer)
 
+    def _retrying(self) -> AsyncRetrying:
+        """Bounded tries with exponential backoff and jitter, for transient failures."""
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
+            retry=retry_if_exception(lambda exc: isinstance(exc, _Pending) or transient(exc)),
+            reraise=True,
+        )
+
+    async def call(
+        self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Any:
+        """Call `method`; its result, or raise the typed error it answered.
+
+        Idempotent methods are tried again after a transient failure (see `transient`).
+        """
+        if method not in IDEMPOTENT:
+            return await self._call_once(method, params, timeout)
+        async for attempt in self._retrying():
+            with attempt:
+                return await self._call_once(method, params, timeout)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
     async def call_many(self, calls: Sequence[Call]) -> list[Any]:
         """Call each of `calls`; per call its result or the `HeroProcError` it ended with.
 
         One call's error never fails its neighbours. Batches when hero_proc accepts
-        them, otherwise single calls with bounded concurrency.
+        them, otherwise single calls with bounded concurrency. Idempotent calls that
+        failed transiently are tried again, the others keep their first answer.
         """
         results: list[Any] = [None] * len(calls)
         chunks = [
-            range(start, min(start + self.batch_size, len(calls)))
+            list(range(start, min(start + self.batch_size, len(calls))))
             for start in range(0, len(calls), self.batch_size)
         ]
-        gate = asyncio.Semaphore(self.concurrency)
 
-        async def run(chunk: range) -> None:
-            async with gate:
-                batchable = self.batch_supported is not False and len(chunk) > 1
-                if batchable and await self._batch(calls, chunk, results):
-                    return
-                for i in chunk:
-                    results[i] = await self._single(calls[i])
+        async def run(chunk: list[int]) -> None:
+            with contextlib.suppress(_Pending):  # the last transient errors stay in `results`
+                async for attempt in self._retrying():
+                    with attempt:
+                        chunk = await self._round(calls, chunk, results)
+                        if chunk:
+                            raise _Pending
 
         await asyncio.gather(*(run(chunk) for chunk in chunks))
         return results
 
-    async def _single(self, call: Call) -> Any:
-        try:
-            return await self.call(*call)
-        except HeroProcError as exc:
-            return exc
+    async def _round(
+        self, calls: Sequence[Call], pending: list[int], results: list[Any]
+    ) -> list[int]:
+        """One try of the calls at `pending`; every outcome goes to `results`.
 
-    async def _batch(self, calls: Sequence[Call], chunk: range, results: list[Any]) -> bool:
+        Returns the positions worth another try: idempotent calls that failed transiently.
+        """
+        if not (self.batch_supported is not False and len(pending) > 1) or not await self._batch(
+            calls, pending, results
+        ):
+            await asyncio.gather(*(self._single(calls, i, results) for i in pending))
+        return [i for i in pending if transient(results[i]) and calls[i][0] in IDEMPOTENT]
+
+    async def _single(self, calls: Sequence[Call], i: int, results: list[Any]) -> None:
+        async with self._gate:
+            try:
+                results[i] = await self._call_once(*calls[i])
+            except HeroProcError as exc:
+                results[i] = exc
+
+    async def _batch(self, calls: Sequence[Call], chunk: list[int], results: list[Any]) -> bool:
         """One batch POST for `chunk`; False when hero_proc does not accept batches."""
         # Ids only need to be unique within the batch: its position.
         payload = [
@@ -182,7 +251,8 @@ class HeroProcClient:
             for n, i in enumerate(chunk)
         ]
         try:
-            answer = await self._post(payload)
+            async with self._gate:
+                answer = await self._post(payload)
         except HeroProcError as exc:
             for i in chunk:
                 results[i] = exc

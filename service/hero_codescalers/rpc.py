@@ -40,6 +40,7 @@ class CallContext:
     services: Any
     peer: Peer
     request_id: str
+    bearer: str | None = field(default=None, repr=False)
 
 
 Handler = Callable[[CallContext, Any], Awaitable[Any]]
@@ -147,7 +148,9 @@ class Dispatcher:
         self.max_batch = max_batch
         self._table = {name: self._wrap(registry.methods[name]) for name in declared}
 
-    async def dispatch(self, body: bytes, peer: Peer, request_id: str) -> Any:
+    async def dispatch(
+        self, body: bytes, peer: Peer, request_id: str, *, bearer: str | None = None
+    ) -> Any:
         """The JSON-able answer to `body`, or None when nothing is to be sent back."""
         try:
             payload = json.loads(body.decode("utf-8"))
@@ -167,7 +170,7 @@ class Dispatcher:
             items = [payload]
         problems = [_check_request(item) for item in items]
         valid = [item for item, problem in zip(items, problems, strict=True) if problem is None]
-        context = CallContext(self.services, peer, request_id)
+        context = CallContext(self.services, peer, request_id, bearer)
         answers = iter(await self._run(valid, context) if valid else [])
         out = []
         for item, problem in zip(items, problems, strict=True):
@@ -204,7 +207,7 @@ class Dispatcher:
             ):
                 try:
                     if spec.admin:
-                        policy.require_admin(peer, spec.name)
+                        policy.require_admin(peer, spec.name, ctx.bearer)
                     if len(args) > len(names):
                         raise errors.InvalidParams(
                             f"params: at most {len(names)} positional params"

@@ -8,7 +8,16 @@
 | HERO_CODESCALERS_ADMIN_UIDS         | (none; uid 0 is always admin)               |
 | HERO_CODESCALERS_ADMIN_GIDS         | (none)                                      |
 | HERO_CODESCALERS_SOCKET_MODE        | 0660                                        |
+| HERO_CODESCALERS_SOCKET_GROUP       | (unchanged) group name or gid of the socket |
+| HERO_CODESCALERS_TOKEN_FILE         | (none) file with the relay bearer token     |
+| HERO_CODESCALERS_TOKEN              | (none) the token itself (prefer the file)   |
 | HERO_CODESCALERS_HERO_PROC_TIMEOUT  | 10 (seconds, per hero_proc call)            |
+| HERO_CODESCALERS_HERO_PROC_ATTEMPTS | 3 (tries of an idempotent hero_proc call)   |
+| HERO_CODESCALERS_CLEANUP_DEADLINE   | 900 (seconds; then it stops, partial)       |
+| HERO_CODESCALERS_REQUEST_TIMEOUT    | 15 (seconds to send a whole request)        |
+| HERO_CODESCALERS_MAX_INFLIGHT       | 256 (requests handled at once; then 503)    |
+| HERO_CODESCALERS_MAX_BATCH          | 100 (requests in one JSON-RPC batch)        |
+| HERO_CODESCALERS_SHUTDOWN_GRACE     | 30 (seconds to finish work on SIGTERM)      |
 | HERO_CODESCALERS_LOG_LEVEL          | info                                        |
 | HERO_CODESCALERS_LOG_FORMAT         | auto (console on a tty, JSON otherwise)     |
 """
@@ -18,7 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SOCKET_DIR = Path("~/hero/var/sockets")
@@ -54,9 +63,26 @@ class Settings(BaseSettings):
     admin_uids: IdSet = Field(default=frozenset(), description="uids allowed admin methods")
     admin_gids: IdSet = Field(default=frozenset(), description="gids allowed admin methods")
     socket_mode: int = Field(default=0o660, ge=0, le=0o777, description="mode of the socket file")
+    socket_group: str | None = Field(default=None, description="group of the socket file")
+    token: SecretStr | None = Field(default=None, description="bearer token for relayed admins")
+    token_file: Path | None = Field(default=None, description="file holding the bearer token")
     hero_proc_timeout: float = Field(default=10.0, gt=0, le=3600, description="seconds per call")
+    hero_proc_attempts: int = Field(default=3, ge=1, le=10, description="tries per idempotent call")
+    cleanup_deadline: float = Field(default=900.0, gt=0, description="seconds a cleanup may take")
+    request_timeout: float = Field(default=15.0, gt=0, description="seconds to send a request")
+    max_inflight: int = Field(default=256, ge=1, description="requests handled at once")
+    max_batch: int = Field(default=100, ge=1, le=10_000, description="requests in one batch")
+    shutdown_grace: float = Field(default=30.0, ge=0, description="seconds to finish on SIGTERM")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
+
+    def bearer_token(self) -> str | None:
+        """The token from `token`, else from `token_file` (read now), else None."""
+        if self.token is not None:
+            return self.token.get_secret_value() or None
+        if self.token_file is not None:
+            return self.token_file.read_text().strip() or None
+        return None
 
     @field_validator("admin_uids", "admin_gids", mode="before")
     @classmethod

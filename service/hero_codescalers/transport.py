@@ -1,20 +1,30 @@
 """The HTTP side: an aiohttp application on a Unix socket.
 
 `POST /rpc` answers JSON-RPC 2.0: 200 with a JSON body, 204 when every request
-was a notification; 413 (body over 1 MiB), 415 (a Content-Type other than JSON)
-and 405 (not a POST) come with a JSON-RPC error body too. `GET /health` answers
-the health summary. Each request
-learns its peer's credentials from the connection (SO_PEERCRED) and gets a
-request id (the `X-Request-Id` header). `serve()` binds the socket with its mode,
-refuses to start when another instance answers on it, and removes it on exit.
+was a notification. Refusals at the HTTP level carry a JSON-RPC error body too:
+405 (not a POST), 408 (the body did not arrive within the request timeout), 413
+(body over 1 MiB), 415 (a Content-Type other than JSON), 503 (too many requests
+in flight). `GET /health` answers the health summary.
+
+Each request learns its peer's credentials from the connection (SO_PEERCRED),
+its bearer token from `Authorization` (for callers behind a relay), and gets a
+request id (the `X-Request-Id` header). A connection that does not deliver a
+request's headers within the request timeout is closed.
+
+`serve()` binds the socket with its mode and group, refuses to start when
+another instance answers on it, and on SIGINT/SIGTERM stops accepting, lets
+running work finish (a cleanup stops at its next step) within the shutdown
+grace, and removes the socket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import grp
 import signal
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
@@ -35,15 +45,26 @@ MAX_BODY = 1024 * 1024
 # The media types JSON-RPC over HTTP accepts; no Content-Type at all is taken as JSON too.
 JSON_TYPES = frozenset({"application/json", "application/json-rpc", "application/jsonrequest"})
 
+
+@dataclass
+class Inflight:
+    """Requests being handled now, against the cap."""
+
+    limit: int
+    count: int = 0
+
+
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", Engine)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+INFLIGHT = web.AppKey("inflight", Inflight)
 
 
 def create_app(settings: Settings) -> web.Application:
     """The service's aiohttp application; its hero_proc client lives with it."""
     app = web.Application(client_max_size=MAX_BODY)
     app[SETTINGS] = settings
+    app[INFLIGHT] = Inflight(settings.max_inflight)
     app.cleanup_ctx.append(_services)
     app.router.add_post("/rpc", _rpc)
     app.router.add_route("*", "/rpc", _not_post)
@@ -51,16 +72,35 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
+def runner_for(app: web.Application) -> web.AppRunner:
+    """The runner of `app`: idle or header-less connections close after the request
+    timeout, and shutdown waits up to the grace for running requests."""
+    settings = app[SETTINGS]
+    return web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        keepalive_timeout=settings.request_timeout,
+        shutdown_timeout=settings.shutdown_grace,
+    )
+
+
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with HeroProcClient(
-        settings.hero_proc_socket, timeout=settings.hero_proc_timeout
+        settings.hero_proc_socket,
+        timeout=settings.hero_proc_timeout,
+        attempts=settings.hero_proc_attempts,
     ) as client:
-        engine = Engine(client)
+        engine = Engine(client, deadline=settings.cleanup_deadline)
         document = build_document(registry)
-        policy = AdminPolicy(uids=settings.admin_uids, gids=settings.admin_gids)
+        policy = AdminPolicy(
+            uids=settings.admin_uids, gids=settings.admin_gids, token=settings.bearer_token()
+        )
         app[ENGINE] = engine
-        app[DISPATCHER] = Dispatcher(document, registry, Services(engine, document), policy)
+        app[DISPATCHER] = Dispatcher(
+            document, registry, Services(engine, document), policy, max_batch=settings.max_batch
+        )
         yield
 
 
@@ -69,11 +109,23 @@ def peer_of(request: web.Request) -> Peer:
     return Peer.of_socket(transport.get_extra_info("socket") if transport else None)
 
 
-def _refusal(status: int, reason: str, headers: dict[str, str]) -> web.Response:
+def bearer_of(request: web.Request) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header ("" when malformed)."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _refusal(
+    status: int, reason: str, headers: dict[str, str], code: int = errors.INVALID_REQUEST
+) -> web.Response:
     """An HTTP-level refusal that still carries a JSON-RPC error object."""
+    message = errors.DOCUMENTED[code][1]
     answer = {
         "jsonrpc": "2.0",
-        "error": {"code": errors.INVALID_REQUEST, "message": "Invalid Request", "data": reason},
+        "error": {"code": code, "message": message, "data": reason},
         "id": None,
     }
     return web.json_response(answer, status=status, headers=headers)
@@ -84,11 +136,28 @@ async def _rpc(request: web.Request) -> web.StreamResponse:
     headers = {"X-Request-Id": request_id}
     if "Content-Type" in request.headers and request.content_type not in JSON_TYPES:
         return _refusal(415, "Content-Type must be application/json", headers)
+    inflight = request.app[INFLIGHT]
+    if inflight.count >= inflight.limit:
+        log.warning("server_busy", inflight=inflight.count)
+        return _refusal(
+            503, f"more than {inflight.limit} requests in flight", headers, errors.SERVER_BUSY
+        )
+    inflight.count += 1
     try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return _refusal(413, f"request body larger than {MAX_BODY} bytes", headers)
-    answer = await request.app[DISPATCHER].dispatch(body, peer_of(request), request_id)
+        timeout = request.app[SETTINGS].request_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _refusal(413, f"request body larger than {MAX_BODY} bytes", headers)
+        except TimeoutError:
+            log.warning("slow_request_refused", request_id=request_id, timeout_s=timeout)
+            return _refusal(408, f"request body not received within {timeout:g}s", headers)
+        answer = await request.app[DISPATCHER].dispatch(
+            body, peer_of(request), request_id, bearer=bearer_of(request)
+        )
+    finally:
+        inflight.count -= 1
     if answer is None:
         return web.Response(status=204, headers=headers)
     return web.json_response(answer, headers=headers)
@@ -103,10 +172,20 @@ async def _health(request: web.Request) -> web.StreamResponse:
     return web.json_response(health.model_dump(mode="json"))
 
 
+def group_id(group: str | None) -> int | None:
+    """A group name or number as a gid."""
+    if group is None:
+        return None
+    if group.isdigit():
+        return int(group)
+    return grp.getgrnam(group).gr_gid
+
+
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
     """Serve until SIGINT or SIGTERM; the socket file is removed on the way out."""
-    sock, inode = bind_unix(settings.socket, settings.socket_mode)
-    runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None)
+    sock, inode = bind_unix(settings.socket, settings.socket_mode, group_id(settings.socket_group))
+    app = create_app(settings)
+    runner = runner_for(app)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -120,15 +199,17 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
             hero_proc_socket=str(settings.hero_proc_socket),
             admin_uids=sorted(settings.admin_uids),
             admin_gids=sorted(settings.admin_gids),
+            bearer_token="configured" if settings.bearer_token() else "none",
         )
         if ready is not None:
             ready.set()
         await stop.wait()
-        log.info("service_stopping")
+        log.info("service_stopping", grace_s=settings.shutdown_grace)
+        app[ENGINE].stop()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        remove_socket(settings.socket, inode)  # no new callers while the last ones finish
         await runner.cleanup()
         sock.close()
-        remove_socket(settings.socket, inode)
         log.info("service_stopped")

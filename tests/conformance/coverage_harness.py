@@ -25,7 +25,7 @@ from aiohttp import web
 
 from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator
-from hero_codescalers.transport import create_app
+from hero_codescalers.transport import create_app, runner_for
 from hero_codescalers.unixsock import bind_unix, remove_socket
 
 ROOT = Path(__file__).parents[2]
@@ -66,7 +66,7 @@ async def live_service() -> AsyncIterator[tuple[Path, Path]]:
     try:
         async with Simulator().serve(settings.hero_proc_socket):
             sock, inode = bind_unix(settings.socket, 0o600)
-            runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None)
+            runner = runner_for(create_app(settings))
             await runner.setup()
             try:
                 await web.SockSite(runner, sock).start()

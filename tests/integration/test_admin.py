@@ -60,7 +60,11 @@ async def test_a_non_admin_uid_is_refused_and_nothing_is_deleted(
     assert status == 200
     assert answer["error"]["code"] == -32010
     assert answer["error"]["message"] == "Admin required"
-    assert answer["error"]["data"] == {"method": "jobs.cleanup", "uid": NOBODY}
+    assert answer["error"]["data"] == {
+        "method": "jobs.cleanup",
+        "uid": NOBODY,
+        "reason": "not an admin uid or gid",
+    }
     assert set(simulator.store.jobs) == {job}
     assert simulator.calls["job.list"] == 0  # nothing reached the engine
     refusal = next(e for e in logs if e["event"] == "admin_refused")

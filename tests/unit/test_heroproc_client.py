@@ -43,7 +43,7 @@ def answer(result: Any = None, error: dict[str, Any] | None = None, id_: Any = 1
         pytest.param(-32001, NotFound, id="not-found"),
         pytest.param(-32002, InUse, id="in-use"),
         pytest.param(-32003, JobActive, id="active"),
-        pytest.param(-32603, HeroProcRpcError, id="other-code"),
+        pytest.param(-32099, HeroProcRpcError, id="other-code"),
     ],
 )
 async def test_error_codes_become_typed_errors(
@@ -124,8 +124,9 @@ async def test_connection_failure_is_unavailable_and_names_the_socket(
 async def test_dropped_connection_is_unavailable(
     mock_http: CompatAioresponses, client: HeroProcClient
 ) -> None:
-    """A connection closed without an answer is HeroProcUnavailable."""
-    mock_http.post(URL, exception=aiohttp.ServerDisconnectedError())
+    """A connection closed without an answer (each try) is HeroProcUnavailable."""
+    for _ in range(3):
+        mock_http.post(URL, exception=aiohttp.ServerDisconnectedError())
     with pytest.raises(HeroProcUnavailable, match="connection dropped"):
         await client.stats()
 
@@ -140,8 +141,9 @@ async def test_a_slow_answer_times_out(
         await never.wait()
 
     mock_http.post(URL, callback=hang)
-    with pytest.raises(HeroProcUnavailable, match=r"no answer within 0.5s"):
-        await client.stats()
+    async with HeroProcClient(SOCKET, timeout=0.1, attempts=1) as once:
+        with pytest.raises(HeroProcUnavailable, match=r"no answer within 0\.1s"):
+            await once.stats()
 
 
 async def test_call_many_batches_and_keeps_per_item_errors(
@@ -191,3 +193,64 @@ async def test_a_failed_batch_fails_each_of_its_items(
     mock_http.post(URL, exception=aiohttp.ServerDisconnectedError())
     results = await client.call_many([("job.delete", {"id": 1}), ("job.delete", {"id": 2})])
     assert all(isinstance(r, HeroProcUnavailable) for r in results)
+
+
+def requests_made(mock_http: CompatAioresponses) -> int:
+    return sum(len(calls) for calls in mock_http.requests.values())
+
+
+async def test_transient_failures_of_idempotent_calls_are_tried_again(
+    mock_http: CompatAioresponses, client: HeroProcClient
+) -> None:
+    """A dropped connection, then hero_proc's -32603, then an answer: the caller sees the answer."""
+    mock_http.post(URL, exception=aiohttp.ServerDisconnectedError())
+    mock_http.post(URL, payload=answer(error={"code": -32603, "message": "Internal error"}))
+    mock_http.post(URL, payload=answer({"job_count": 1, "action_count": 1, "running_count": 0}))
+    assert (await client.stats()).job_count == 1
+    assert requests_made(mock_http) == 3
+
+
+async def test_retries_are_bounded(mock_http: CompatAioresponses, client: HeroProcClient) -> None:
+    """After `attempts` tries the last transient error is raised."""
+    for _ in range(5):
+        mock_http.post(URL, exception=aiohttp.ServerDisconnectedError())
+    with pytest.raises(HeroProcUnavailable, match="connection dropped"):
+        await client.job_list()
+    assert requests_made(mock_http) == 3
+
+
+async def test_non_idempotent_calls_are_not_repeated(
+    mock_http: CompatAioresponses, client: HeroProcClient
+) -> None:
+    """job.create could run twice if repeated after a lost answer: it is tried once."""
+    mock_http.post(URL, exception=aiohttp.ServerDisconnectedError())
+    with pytest.raises(HeroProcUnavailable):
+        await client.job_create("a")
+    assert requests_made(mock_http) == 1
+
+
+async def test_definite_errors_are_not_repeated(
+    mock_http: CompatAioresponses, client: HeroProcClient
+) -> None:
+    """Not found or in use is an answer, not a hiccup: one request."""
+    mock_http.post(URL, payload=answer(error={"code": -32002, "message": "in use"}))
+    with pytest.raises(InUse):
+        await client.action_delete("a")
+    assert requests_made(mock_http) == 1
+
+
+async def test_call_many_tries_again_only_the_items_that_failed_transiently(
+    mock_http: CompatAioresponses, client: HeroProcClient
+) -> None:
+    """In a batch, an item answered -32603 is sent again; its neighbours are not."""
+    mock_http.post(
+        URL,
+        payload=[
+            answer({"deleted": True}, id_=0),
+            answer(error={"code": -32603, "message": "Internal error"}, id_=1),
+        ],
+    )
+    mock_http.post(URL, payload=answer({"deleted": True}))
+    results = await client.call_many([("job.delete", {"id": 1}), ("job.delete", {"id": 2})])
+    assert results == [{"deleted": True}, {"deleted": True}]
+    assert requests_made(mock_http) == 2

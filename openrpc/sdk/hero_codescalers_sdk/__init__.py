@@ -14,6 +14,7 @@ from .errors import (
     MethodNotFound,
     ParseError,
     RpcError,
+    ServerBusy,
     TransportError,
 )
 from .models import (
@@ -55,6 +56,7 @@ __all__ = [
     "MethodNotFound",
     "ParseError",
     "RpcError",
+    "ServerBusy",
     "StatsResult",
     "SubmitResult",
     "TransportError",

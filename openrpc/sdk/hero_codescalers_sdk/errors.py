@@ -17,6 +17,7 @@ __all__ = [
     "MethodNotFound",
     "ParseError",
     "RpcError",
+    "ServerBusy",
     "TransportError",
     "error_for",
 ]
@@ -102,6 +103,12 @@ class ParseError(RpcError):
     CODE = -32700
 
 
+class ServerBusy(RpcError):
+    """-32012 Server busy: Too many requests in flight (HTTP 503); try again shortly."""
+
+    CODE = -32012
+
+
 ERRORS: dict[int, type[RpcError]] = {
     AdminRequired.CODE: AdminRequired,
     CleanupRunning.CODE: CleanupRunning,
@@ -112,6 +119,7 @@ ERRORS: dict[int, type[RpcError]] = {
     InvalidRequest.CODE: InvalidRequest,
     MethodNotFound.CODE: MethodNotFound,
     ParseError.CODE: ParseError,
+    ServerBusy.CODE: ServerBusy,
 }
 
 

@@ -51,6 +51,7 @@ class Simulator:
         self.calls: Counter[str] = Counter()
         self.hooks: list[Hook] = []
         self.socket_path: Path | None = None
+        self.crashed = False
         s = self.store
         self.methods: dict[str, Callable[[dict[str, Any]], Any]] = {
             "action.set": s.action_set,
@@ -107,10 +108,10 @@ class Simulator:
             if pending is not None:
                 await pending
         faults = self.faults
+        if self.crashed:
+            raise DropConnection
         if faults.latency_ms:
             await asyncio.sleep(faults.latency_ms / 1000)
-        if faults.drop_rate and self.rng.random() < _rate(faults.drop_rate, method):
-            raise DropConnection
         if faults.fail_rate and self.rng.random() < _rate(faults.fail_rate, method):
             return _error(INTERNAL_ERROR, "Internal error", id_, "injected failure")
         fn = self.methods.get(method)
@@ -124,7 +125,16 @@ class Simulator:
             answer = _error(fault.code, fault.message, id_, fault.data)
         else:
             answer = {"jsonrpc": "2.0", "result": result, "id": id_}
+        # A dropped connection loses the answer, not the effect: the call was carried out.
+        if faults.drop_rate and self.rng.random() < _rate(faults.drop_rate, method):
+            raise DropConnection
         return None if notification else answer
+
+    def crash(self) -> None:
+        """Die as a killed process would: the socket file goes, every connection drops."""
+        self.crashed = True
+        if self.socket_path is not None:
+            remove_socket(self.socket_path)
 
     # simulator-only methods --------------------------------------------------
 
