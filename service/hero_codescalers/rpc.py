@@ -108,11 +108,16 @@ class Registry:
         return register
 
 
+MAX_REASON = 500
+
+
 def readable(exc: ValidationError) -> str:
-    """A pydantic error as one line per field: `field: reason`."""
+    """A pydantic error as `field: reason` parts, short even for deeply nested input."""
     parts = []
     for err in exc.errors(include_url=False, include_context=False, include_input=False):
         where = ".".join(str(p) for p in err["loc"]) or "params"
+        if len(where) > 60:
+            where = f"{where[:30]}…{where[-20:]}"
         if err["type"] == "extra_forbidden":
             reason = "unknown parameter"
         elif err["type"] == "missing":
@@ -120,7 +125,8 @@ def readable(exc: ValidationError) -> str:
         else:
             reason = err["msg"].removeprefix("Value error, ")
         parts.append(f"{where}: {reason}")
-    return "; ".join(parts)
+    text = "; ".join(parts)
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
 
 
 class Dispatcher:
