@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +127,27 @@ class Caller:
         answer = await self.answer(method, params)
         assert "error" in answer, answer
         return answer["error"]
+
+
+ServiceFactory = Callable[..., Awaitable[Service]]
+
+
+@pytest.fixture
+async def make_service(settings: Settings, simulator: Simulator) -> AsyncIterator[ServiceFactory]:
+    """Start services with settings of the test's choosing (each on its own socket)."""
+    running: list[tuple[web.AppRunner, Any]] = []
+
+    async def make(**overrides: Any) -> Service:
+        name = f"svc{len(running) + 1}.sock"
+        values = {**settings.model_dump(), "socket": settings.socket.with_name(name), **overrides}
+        svc, runner, sock, _ = await start_service(Settings(**values))
+        running.append((runner, sock))
+        return svc
+
+    yield make
+    for runner, sock in running:
+        await runner.cleanup()
+        sock.close()
 
 
 @pytest.fixture

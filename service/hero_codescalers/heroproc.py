@@ -9,7 +9,6 @@ ignored and `null` tags read as no tags.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 from collections.abc import Sequence
@@ -96,10 +95,6 @@ def transient(outcome: object) -> bool:
     )
 
 
-class _Pending(Exception):
-    """Some calls of a round failed transiently."""
-
-
 class HeroProcClient:
     """A hero_proc reached at `socket_path`; use as an async context manager."""
 
@@ -147,7 +142,7 @@ class HeroProcClient:
             raise RuntimeError("HeroProcClient used before open()")
         socket = str(self.socket_path)
         try:
-            async with asyncio.timeout(timeout):
+            async with self._gate, asyncio.timeout(timeout):
                 async with self._session.post(URL, json=payload) as resp:
                     status = resp.status
                     body = await resp.read()
@@ -181,7 +176,7 @@ class HeroProcClient:
         return AsyncRetrying(
             stop=stop_after_attempt(self.attempts),
             wait=wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
-            retry=retry_if_exception(lambda exc: isinstance(exc, _Pending) or transient(exc)),
+            retry=retry_if_exception(transient),
             reraise=True,
         )
 
@@ -202,69 +197,61 @@ class HeroProcClient:
     async def call_many(self, calls: Sequence[Call]) -> list[Any]:
         """Call each of `calls`; per call its result or the `HeroProcError` it ended with.
 
-        One call's error never fails its neighbours. Batches when hero_proc accepts
-        them, otherwise single calls with bounded concurrency. Idempotent calls that
-        failed transiently are tried again, the others keep their first answer.
+        One call's error never fails its neighbours. Chunks go as JSON-RPC batches when
+        hero_proc accepts them; a call the batch could not settle (an item failing
+        transiently, or the whole batch lost with its connection) is tried again on its
+        own, as `call` does: idempotent calls only. Without batch support every call
+        goes on its own. At most `concurrency` requests are in flight.
         """
         results: list[Any] = [None] * len(calls)
-        chunks = [
-            list(range(start, min(start + self.batch_size, len(calls))))
-            for start in range(0, len(calls), self.batch_size)
-        ]
 
         async def run(chunk: list[int]) -> None:
-            with contextlib.suppress(_Pending):  # the last transient errors stay in `results`
-                async for attempt in self._retrying():
-                    with attempt:
-                        chunk = await self._round(calls, chunk, results)
-                        if chunk:
-                            raise _Pending
+            again = chunk
+            if self.batch_supported is not False and len(chunk) > 1:
+                settled = await self._batch(calls, chunk, results)
+                if settled is not None:
+                    again = [i for i in chunk if i not in settled and calls[i][0] in IDEMPOTENT]
+            await asyncio.gather(*(self._single(calls, i, results) for i in again))
 
-        await asyncio.gather(*(run(chunk) for chunk in chunks))
+        await asyncio.gather(
+            *(
+                run(list(range(start, min(start + self.batch_size, len(calls)))))
+                for start in range(0, len(calls), self.batch_size)
+            )
+        )
         return results
 
-    async def _round(
-        self, calls: Sequence[Call], pending: list[int], results: list[Any]
-    ) -> list[int]:
-        """One try of the calls at `pending`; every outcome goes to `results`.
-
-        Returns the positions worth another try: idempotent calls that failed transiently.
-        """
-        if not (self.batch_supported is not False and len(pending) > 1) or not await self._batch(
-            calls, pending, results
-        ):
-            await asyncio.gather(*(self._single(calls, i, results) for i in pending))
-        return [i for i in pending if transient(results[i]) and calls[i][0] in IDEMPOTENT]
-
     async def _single(self, calls: Sequence[Call], i: int, results: list[Any]) -> None:
-        async with self._gate:
-            try:
-                results[i] = await self._call_once(*calls[i])
-            except HeroProcError as exc:
-                results[i] = exc
+        try:
+            results[i] = await self.call(*calls[i])
+        except HeroProcError as exc:
+            results[i] = exc
 
-    async def _batch(self, calls: Sequence[Call], chunk: list[int], results: list[Any]) -> bool:
-        """One batch POST for `chunk`; False when hero_proc does not accept batches."""
+    async def _batch(
+        self, calls: Sequence[Call], chunk: list[int], results: list[Any]
+    ) -> set[int] | None:
+        """One batch POST for `chunk`: the positions it settled (their outcome is in
+        `results`, a transient failure is not settled); None when hero_proc does not
+        accept batches."""
         # Ids only need to be unique within the batch: its position.
         payload = [
             {"jsonrpc": "2.0", "id": n, "method": calls[i][0], "params": calls[i][1]}
             for n, i in enumerate(chunk)
         ]
         try:
-            async with self._gate:
-                answer = await self._post(payload)
+            answer = await self._post(payload)
         except HeroProcError as exc:
             for i in chunk:
                 results[i] = exc
-            return True
+            return set() if transient(exc) else set(chunk)
         if isinstance(answer, dict) and answer.get("error", {}).get("code") == INVALID_REQUEST:
             self.batch_supported = False
-            return False
+            return None
         if not isinstance(answer, list):
             err = HeroProcProtocolError("a batch answered with something other than a list")
             for i in chunk:
                 results[i] = err
-            return True
+            return set(chunk)
         self.batch_supported = True
         by_id = {item.get("id"): item for item in answer if isinstance(item, dict)}
         for n, i in enumerate(chunk):
@@ -276,7 +263,7 @@ class HeroProcClient:
                 results[i] = _unwrap(item)
             except HeroProcError as exc:
                 results[i] = exc
-        return True
+        return {i for i in chunk if not transient(results[i])}
 
     # the contract's methods --------------------------------------------------
 

@@ -131,6 +131,14 @@ def _refusal(
     return web.json_response(answer, status=status, headers=headers)
 
 
+def _closing(request: web.Request, response: web.Response) -> web.Response:
+    """Close the connection after `response`: the rest of its request body is not wanted
+    (aiohttp would otherwise linger, reading it, for up to ten seconds)."""
+    response.force_close()
+    request.protocol.force_close()
+    return response
+
+
 async def _rpc(request: web.Request) -> web.StreamResponse:
     request_id = uuid.uuid4().hex[:16]
     headers = {"X-Request-Id": request_id}
@@ -149,10 +157,14 @@ async def _rpc(request: web.Request) -> web.StreamResponse:
             async with asyncio.timeout(timeout):
                 body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return _refusal(413, f"request body larger than {MAX_BODY} bytes", headers)
+            return _closing(
+                request, _refusal(413, f"request body larger than {MAX_BODY} bytes", headers)
+            )
         except TimeoutError:
             log.warning("slow_request_refused", request_id=request_id, timeout_s=timeout)
-            return _refusal(408, f"request body not received within {timeout:g}s", headers)
+            return _closing(
+                request, _refusal(408, f"request body not received within {timeout:g}s", headers)
+            )
         answer = await request.app[DISPATCHER].dispatch(
             body, peer_of(request), request_id, bearer=bearer_of(request)
         )

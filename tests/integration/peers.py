@@ -14,12 +14,17 @@ NOBODY = 65534
 IS_ROOT = os.geteuid() == 0
 
 
-def _http_post(path: Path, body: bytes) -> bytes:
+def _http_post(path: Path, body: bytes, headers: dict[str, str]) -> bytes:
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(os.fspath(path))
         s.sendall(
             b"POST /rpc HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-            b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            + extra
+            + b"Connection: close\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
         )
         chunks = []
         while chunk := s.recv(65536):
@@ -27,7 +32,13 @@ def _http_post(path: Path, body: bytes) -> bytes:
     return b"".join(chunks)
 
 
-async def post_as(uid: int, gid: int, path: Path, request: Any) -> tuple[int, Any]:
+class PeerCannotConnect(Exception):  # noqa: N818 -- names what happened
+    """The child process could not open the socket."""
+
+
+async def post_as(
+    uid: int, gid: int, path: Path, request: Any, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     """POST `request` from a child process running as uid/gid; its HTTP status and JSON answer.
 
     The child is forked (nothing to exec), drops its groups, gid and uid, connects,
@@ -44,8 +55,11 @@ async def post_as(uid: int, gid: int, path: Path, request: Any) -> tuple[int, An
             os.setgroups([])
             os.setgid(gid)
             os.setuid(uid)
-            raw = _http_post(path, json.dumps(request).encode())
-        except BaseException as exc:
+            try:
+                raw = _http_post(path, json.dumps(request).encode(), headers or {})
+            except (PermissionError, ConnectionRefusedError, FileNotFoundError) as exc:
+                raw = f"CANNOT-CONNECT {type(exc).__name__}".encode()
+        except BaseException as exc:  # noqa: BLE001 -- the parent reports it
             raw = f"CHILD-ERROR {type(exc).__name__}: {exc}".encode()
             code = 1
         with os.fdopen(write_fd, "wb") as out:
@@ -62,6 +76,8 @@ async def post_as(uid: int, gid: int, path: Path, request: Any) -> tuple[int, An
         transport.close()
     _, status = os.waitpid(pid, 0)  # noqa: ASYNC222 -- the child closed its pipe: it is exiting
     assert os.waitstatus_to_exitcode(status) == 0, raw.decode(errors="replace")
+    if raw.startswith(b"CANNOT-CONNECT "):
+        raise PeerCannotConnect(raw.decode().split(" ", 1)[1])
     head, _, body = raw.partition(b"\r\n\r\n")
     http_status = int(head.split(b" ", 2)[1])
     return http_status, (json.loads(body) if body else None)
