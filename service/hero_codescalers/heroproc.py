@@ -142,10 +142,13 @@ class HeroProcClient:
             raise RuntimeError("HeroProcClient used before open()")
         socket = str(self.socket_path)
         try:
-            async with self._gate, asyncio.timeout(timeout):
-                async with self._session.post(URL, json=payload) as resp:
-                    status = resp.status
-                    body = await resp.read()
+            async with (
+                self._gate,
+                asyncio.timeout(timeout),
+                self._session.post(URL, json=payload) as resp,
+            ):
+                status = resp.status
+                body = await resp.read()
         except TimeoutError:
             raise HeroProcUnavailable(socket, f"no answer within {timeout:g}s") from None
         except aiohttp.ClientConnectorError as exc:

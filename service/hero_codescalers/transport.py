@@ -81,6 +81,7 @@ def runner_for(app: web.Application) -> web.AppRunner:
         handle_signals=False,
         access_log=None,
         keepalive_timeout=settings.request_timeout,
+        lingering_time=settings.request_timeout,
         shutdown_timeout=settings.shutdown_grace,
     )
 
@@ -131,11 +132,13 @@ def _refusal(
     return web.json_response(answer, status=status, headers=headers)
 
 
-def _closing(request: web.Request, response: web.Response) -> web.Response:
-    """Close the connection after `response`: the rest of its request body is not wanted
-    (aiohttp would otherwise linger, reading it, for up to ten seconds)."""
+def _closing(response: web.Response) -> web.Response:
+    """Close the connection after `response`: the rest of its request body is not wanted.
+
+    aiohttp still reads and drops what the client sends for a while (the request
+    timeout), so that a client still writing its body gets to read the answer.
+    """
     response.force_close()
-    request.protocol.force_close()
     return response
 
 
@@ -157,14 +160,11 @@ async def _rpc(request: web.Request) -> web.StreamResponse:
             async with asyncio.timeout(timeout):
                 body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return _closing(
-                request, _refusal(413, f"request body larger than {MAX_BODY} bytes", headers)
-            )
+            return _closing(_refusal(413, f"request body larger than {MAX_BODY} bytes", headers))
         except TimeoutError:
             log.warning("slow_request_refused", request_id=request_id, timeout_s=timeout)
-            return _closing(
-                request, _refusal(408, f"request body not received within {timeout:g}s", headers)
-            )
+            reason = f"request body not received within {timeout:g}s"
+            return _closing(_refusal(408, reason, headers))
         answer = await request.app[DISPATCHER].dispatch(
             body, peer_of(request), request_id, bearer=bearer_of(request)
         )

@@ -32,7 +32,7 @@ def _http_post(path: Path, body: bytes, headers: dict[str, str]) -> bytes:
     return b"".join(chunks)
 
 
-class PeerCannotConnect(Exception):  # noqa: N818 -- names what happened
+class PeerCannotConnect(Exception):
     """The child process could not open the socket."""
 
 
@@ -59,7 +59,7 @@ async def post_as(
                 raw = _http_post(path, json.dumps(request).encode(), headers or {})
             except (PermissionError, ConnectionRefusedError, FileNotFoundError) as exc:
                 raw = f"CANNOT-CONNECT {type(exc).__name__}".encode()
-        except BaseException as exc:  # noqa: BLE001 -- the parent reports it
+        except BaseException as exc:
             raw = f"CHILD-ERROR {type(exc).__name__}: {exc}".encode()
             code = 1
         with os.fdopen(write_fd, "wb") as out:

@@ -72,7 +72,10 @@ async def test_a_connection_that_never_finishes_its_headers_is_closed(
 async def test_a_body_that_never_arrives_gets_408(make_service: ServiceFactory) -> None:
     """Headers promising 100 bytes, then 10: 408 and a JSON-RPC error, not a held connection."""
     svc = await make_service(request_timeout=0.2)
-    head = b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    head = (
+        b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n"
+    )
     reply = await raw_exchange(svc.socket, head + b'{"jsonrpc"')
     status_line, _, rest = reply.partition(b"\r\n")
     assert status_line == b"HTTP/1.1 408 Request Timeout"
@@ -112,7 +115,7 @@ async def test_too_many_requests_in_flight_get_503(
 async def test_a_well_behaved_client_is_served_while_others_misbehave(
     make_service: ServiceFactory,
 ) -> None:
-    """Stalled connections, oversized and garbage bodies at once: a good client's calls all succeed."""
+    """Stalled connections, oversized and garbage bodies at once: a good client is served."""
     svc = await make_service(request_timeout=0.5)
     good = Caller(svc.socket)
     stalled = [
