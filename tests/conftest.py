@@ -19,8 +19,8 @@ from aiohttp import web
 
 from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator
-from hero_codescalers.transport import ENGINE, create_app, runner_for
-from hero_codescalers.unixsock import bind_unix, remove_socket
+from hero_codescalers.transport import ENGINE, create_app, listen, runner_for
+from hero_codescalers.unixsock import remove_socket
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ class Service:
 
 
 async def start_service(settings: Settings) -> tuple[Service, web.AppRunner, Any, int]:
-    sock, inode = bind_unix(settings.socket, settings.socket_mode)
+    sock, inode = listen(settings)
     app = create_app(settings)
     runner = runner_for(app)
     await runner.setup()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import grp
 import signal
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -193,9 +194,14 @@ def group_id(group: str | None) -> int | None:
     return grp.getgrnam(group).gr_gid
 
 
+def listen(settings: Settings) -> tuple[socket.socket, int]:
+    """The service's listening socket, with its mode and group, and the file's inode."""
+    return bind_unix(settings.socket, settings.socket_mode, group_id(settings.socket_group))
+
+
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
     """Serve until SIGINT or SIGTERM; the socket file is removed on the way out."""
-    sock, inode = bind_unix(settings.socket, settings.socket_mode, group_id(settings.socket_group))
+    sock, inode = listen(settings)
     app = create_app(settings)
     runner = runner_for(app)
     stop = asyncio.Event()
