@@ -222,12 +222,13 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         if ready is not None:
             ready.set()
         await stop.wait()
-        log.info("service_stopping", grace_s=settings.shutdown_grace)
+        remove_socket(settings.socket, inode)  # no new callers while the last ones finish
         app[ENGINE].stop()
+        log.info("service_stopping", grace_s=settings.shutdown_grace)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        remove_socket(settings.socket, inode)  # no new callers while the last ones finish
+        remove_socket(settings.socket, inode)
         await runner.cleanup()
         sock.close()
         log.info("service_stopped")

@@ -13,9 +13,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
-from ..conftest import Caller
+from hero_codescalers.simulator import Simulator, seed_population
+
+from ..conftest import Caller, simulator_socket
 
 
 class Proc:
@@ -42,6 +45,10 @@ class Proc:
 
     async def stop(self, sig: int = signal.SIGTERM) -> int:
         self.process.send_signal(sig)
+        return await self.stop_waited()
+
+    async def stop_waited(self) -> int:
+        """Wait for the stop line (a signal was sent) and the exit status."""
         await self.wait_for("service_stopped" if self._is_service else "simulator_stopped")
         return await self.process.wait()
 
@@ -151,3 +158,89 @@ async def test_bad_settings_are_usage_errors(sock_dir: Path, args: list[str], me
         _, err = await svc.process.communicate()
     assert svc.process.returncode == 2
     assert message in err.decode()
+
+
+def service_env(sock_dir: Path, simulator: Simulator, **extra: str) -> dict[str, str]:
+    """The environment of a service process in front of the in-process `simulator`."""
+    return command_env(
+        sock_dir, HERO_CODESCALERS_HERO_PROC_SOCKET=str(simulator_socket(simulator)), **extra
+    )
+
+
+class HoldDeletes:
+    """A simulator hook that holds the first job.delete until released."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, method: str, params: dict[str, Any]) -> None:
+        if method == "job.delete" and not self.release.is_set():
+            self.entered.set()
+            await self.release.wait()
+
+
+async def test_sigterm_during_a_cleanup_finishes_it_cleanly(
+    sock_dir: Path, simulator: Simulator
+) -> None:
+    """SIGTERM mid-run: the cleanup stops at its next step, answers and logs its summary; exit 0."""
+    seed_population(simulator.store, 100)
+    hold = HoldDeletes()
+    simulator.hooks.append(hold)
+    path = sock_dir / "hero_codescalers" / "rpc.sock"
+    async with command("serve", env=service_env(sock_dir, simulator)) as svc:
+        await svc.wait_for("service_started")
+        running = asyncio.create_task(Caller(path).call("jobs.cleanup", {}))
+        await hold.entered.wait()
+        svc.process.send_signal(signal.SIGTERM)
+        await svc.wait_for("service_stopping")
+        assert not path.exists(), "the socket should go first: no new callers"
+        hold.release.set()
+        summary = await running
+        finished = await svc.wait_for("cleanup_finished")
+        assert await svc.stop_waited() == 0
+    assert summary["complete"] is False
+    assert "stopped: the service is shutting down" in summary["errors"]
+    assert summary["jobs_deleted"] == 100  # the page under way was finished
+    assert finished["jobs_deleted"] == 100
+    assert not path.exists()
+
+
+async def test_the_grace_period_bounds_a_stuck_cleanup(
+    sock_dir: Path, simulator: Simulator
+) -> None:
+    """A cleanup stuck on hero_proc past the grace is cancelled, logged, and the process exits 0."""
+    seed_population(simulator.store, 20)
+    hold = HoldDeletes()
+    simulator.hooks.append(hold)
+    path = sock_dir / "hero_codescalers" / "rpc.sock"
+    env = service_env(sock_dir, simulator, HERO_CODESCALERS_SHUTDOWN_GRACE="0.3")
+    try:
+        async with command("serve", env=env) as svc:
+            await svc.wait_for("service_started")
+            running = asyncio.create_task(Caller(path).answer("jobs.cleanup", {}))
+            await hold.entered.wait()
+            svc.process.send_signal(signal.SIGTERM)
+            cancelled = await svc.wait_for("cleanup_cancelled")
+            assert await svc.stop_waited() == 0
+            with pytest.raises(aiohttp.ClientError):
+                await running
+    finally:
+        hold.release.set()
+    assert cancelled["jobs_matched"] == 20
+    assert not path.exists()
+
+
+async def test_a_killed_service_restarts(sock_dir: Path, simulator: Simulator) -> None:
+    """SIGKILL leaves the socket file behind; the next start replaces it and serves."""
+    env = service_env(sock_dir, simulator)
+    path = sock_dir / "hero_codescalers" / "rpc.sock"
+    async with command("serve", env=env) as first:
+        await first.wait_for("service_started")
+        first.process.kill()
+        await first.process.wait()
+    assert path.exists()
+    async with command("serve", env=env) as second:
+        await second.wait_for("service_started")
+        assert (await Caller(path).call("system.health"))["status"] == "ok"
+        assert await second.stop() == 0
