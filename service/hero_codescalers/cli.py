@@ -147,6 +147,12 @@ def main() -> None:
     help="A gid allowed admin methods (repeatable).",
 )
 @click.option("--socket-mode", help="Mode of the socket file, octal [default 0660].")
+@click.option("--socket-group", help="Group (name or gid) of the socket file.")
+@click.option(
+    "--token-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="File holding the bearer token that makes relayed callers admins.",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]))
 def serve(**options: Any) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -25,7 +26,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,10 +131,8 @@ async def sample(
     t0 = time.monotonic()
     while not stop.is_set():
         out.append((time.monotonic() - t0, rss_mb(pid)))
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every)
-        except TimeoutError:
-            pass
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -217,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{report['calls']} calls in {report['seconds']} s ({report['calls_per_s']}/s) from "
         f"{report['callers']} callers; p50 {report['p50_ms']} ms, p99 {report['p99_ms']} ms; "
-        f"service RSS {report['rss_mb_start']} -> {report['rss_mb_end']} MB (max {report['rss_mb_max']})"
+        f"service RSS {report['rss_mb_start']} -> {report['rss_mb_end']} MB "
+        f"(max {report['rss_mb_max']})"
     )
     print(f"errors: {report['errors'] or 'none'}; failures: {report['failures'] or 'none'}")
     print(json.dumps(report))
