@@ -1,0 +1,288 @@
+"""Cleanup at scale: the specification's algorithm, the practical limit, and the service.
+
+    python -m tests.bench.cleanup_bench [--jobs 100000] [--reps 3] [--modes cheap,slow,nobatch]
+
+The simulator runs in its own process, the service in its own, this script is
+the caller. Before every measurement the simulator is reset and seeded
+identically: `--jobs` codescaler jobs (about ten per action) plus a tenth as
+many unrelated and look-alike jobs. Then, for each simulator mode:
+
+- seed:    the algorithm of jobs-cleanup-spec.txt as written: list with limit
+           10,000 (repeated until nothing is left, so it finishes), one
+           `job.delete` per request, sequentially, then one `action.delete` each;
+- limit:   a raw client, no service in between, deleting the same jobs and
+           actions the fastest way the contract allows: JSON-RPC batches and
+           concurrency (without batch support: concurrent single calls). Its
+           batch size and concurrency are calibrated per mode on a smaller run;
+- service: `jobs.cleanup` through the service's socket, end to end.
+
+Modes: `cheap` (no faults), `slow` (`latency_ms: 1`: every call 1 ms, a
+batch's calls one after another), `nobatch` (`batch: false`). The table shows
+jobs/s (codescaler jobs deleted per second, their actions included in the time),
+wall time and the service's peak RSS growth; the last line is JSON with every
+figure (medians of `--reps`) and the ratios service/seed and service/limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+MODES: dict[str, dict[str, Any]] = {
+    "cheap": {},
+    "slow": {"latency_ms": 1},
+    "nobatch": {"batch": False},
+}
+# (batch size, requests in flight) tried for the limit; 1 = single calls.
+LIMIT_CANDIDATES: dict[str, list[tuple[int, int]]] = {
+    "cheap": [(1000, 2), (1000, 4), (500, 8), (2000, 2)],
+    "slow": [(50, 64), (100, 64), (25, 128), (50, 256)],
+    "nobatch": [(1, 16), (1, 64), (1, 128)],
+}
+URL = "http://localhost/rpc"
+
+
+class Rpc:
+    """A raw JSON-RPC client of a Unix socket: one keep-alive session."""
+
+    def __init__(self, socket: Path, connections: int = 256) -> None:
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(path=str(socket), limit=connections),
+            timeout=aiohttp.ClientTimeout(total=3600),
+        )
+        self.ids = itertools.count(1)
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def post(self, payload: Any) -> Any:
+        async with self.session.post(URL, json=payload) as resp:
+            return await resp.json(content_type=None) if resp.status != 204 else None
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        answer = await self.post({"jsonrpc": "2.0", "id": next(self.ids), "method": method, "params": params or {}})
+        if "error" in answer:
+            raise RuntimeError(f"{method}: {answer['error']}")
+        return answer["result"]
+
+    async def many(self, calls: list[tuple[str, dict[str, Any]]], batch: int, inflight: int) -> None:
+        """Send `calls` as batches of `batch` (1: single calls), `inflight` requests at once."""
+        gate = asyncio.Semaphore(inflight)
+
+        async def send(chunk: list[tuple[str, dict[str, Any]]]) -> None:
+            async with gate:
+                if batch == 1:
+                    method, params = chunk[0]
+                    await self.post({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+                else:
+                    await self.post(
+                        [{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(chunk)]
+                    )
+
+        await asyncio.gather(*(send(calls[i : i + batch]) for i in range(0, len(calls), batch)))
+
+
+async def seed_algorithm(hp: Rpc) -> None:
+    """jobs-cleanup-spec.txt as written (its list repeated until empty so that it finishes)."""
+    while True:
+        jobs = await hp.call("job.list", {"filter": {"tag": "codescaler", "limit": 10_000}})
+        matched = [j for j in jobs if "codescaler" in (j.get("tags") or [])]
+        if not matched:
+            return
+        actions = {j["action_id"] for j in matched}
+        for job in matched:
+            await hp.post({"jsonrpc": "2.0", "id": 1, "method": "job.delete", "params": {"id": job["id"], "force": True}})
+        for name in actions:
+            await hp.post({"jsonrpc": "2.0", "id": 1, "method": "action.delete", "params": {"name": name}})
+
+
+async def limit_algorithm(hp: Rpc, batch: int, inflight: int) -> None:
+    """Page through the codescaler jobs, deleting each page as batches/concurrent calls."""
+    actions: set[str] = set()
+    offset = 0
+    while True:
+        jobs = await hp.call("job.list", {"filter": {"tag": "codescaler", "limit": 10_000, "offset": offset}})
+        matched = [j for j in jobs if "codescaler" in (j.get("tags") or [])]
+        actions.update(j["action_id"] for j in matched)
+        await hp.many([("job.delete", {"id": j["id"], "force": True}) for j in matched], batch, inflight)
+        offset += len(jobs) - len(matched)
+        if len(jobs) < 10_000:
+            break
+    await hp.many([("action.delete", {"name": a}) for a in sorted(actions)], batch, inflight)
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def peak_rss_while(pid: int, work: Awaitable[Any]) -> tuple[Any, int]:
+    """Run `work`, sampling `pid`'s RSS every 10 ms; its result and the peak growth in kB."""
+    base = rss_kb(pid)
+    peak = base
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        peak = max(peak, rss_kb(pid))
+        await asyncio.wait({task}, timeout=0.01)
+    return task.result(), peak - base
+
+
+class Bench:
+    def __init__(self, scratch: Path, jobs: int) -> None:
+        self.scratch = scratch
+        self.jobs = jobs
+        self.procs: list[asyncio.subprocess.Process] = []
+
+    async def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HERO_")}
+        env.update(HERO_SOCKET_DIR=str(self.scratch), HERO_CODESCALERS_LOG_FORMAT="json")
+        self.sim = await self._spawn(["simulator"], env, "simulator_started")
+        env["HERO_CODESCALERS_HERO_PROC_TIMEOUT"] = "120"
+        self.service = await self._spawn(["serve"], env, "service_started")
+        self.hp = Rpc(self.scratch / "hero_proc" / "rpc.sock")
+        self.svc = Rpc(self.scratch / "hero_codescalers" / "rpc.sock")
+
+    async def _spawn(self, args: list[str], env: dict[str, str], ready: str) -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hero_codescalers", *args,
+            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+        self.procs.append(proc)
+        assert proc.stderr is not None
+        while json.loads(await proc.stderr.readline() or b'{"event": "exit"}').get("event") != ready:
+            if proc.returncode is not None:
+                raise RuntimeError(f"{args[0]} did not start")
+        asyncio.get_running_loop().create_task(self._drain(proc.stderr))
+        return proc
+
+    @staticmethod
+    async def _drain(stream: asyncio.StreamReader) -> None:
+        while await stream.readline():
+            pass
+
+    async def stop(self) -> None:
+        await self.hp.close()
+        await self.svc.close()
+        for proc in reversed(self.procs):
+            proc.send_signal(signal.SIGTERM)
+            await proc.wait()
+
+    async def reseed(self, jobs: int, faults: dict[str, Any]) -> int:
+        await self.hp.call("sim.faults", {})
+        await self.hp.call("sim.reset")
+        extra = max(1, jobs // 20)
+        await self.hp.call("sim.seed", {"codescaler": jobs, "unrelated": extra, "lookalike": extra, "seed": 1})
+        await self.hp.call("sim.faults", faults)
+        return 2 * extra
+
+    async def measure(self, jobs: int, faults: dict[str, Any], run: Callable[[], Awaitable[Any]]) -> dict[str, float]:
+        others = await self.reseed(jobs, faults)
+        t0 = time.perf_counter()
+        _, growth_kb = await peak_rss_while(self.service.pid, run())
+        wall = time.perf_counter() - t0
+        await self.hp.call("sim.faults", {})
+        left = await self.hp.call("stats")
+        if left["job_count"] != others:
+            raise RuntimeError(f"{left['job_count']} jobs left, expected the {others} others")
+        return {"seconds": wall, "jobs_per_s": jobs / wall, "rss_growth_mb": growth_kb / 1024}
+
+    async def service_cleanup(self) -> None:
+        summary = await self.svc.call("jobs.cleanup", {})
+        if summary["jobs_deleted"] + summary["jobs_already_gone"] != self.jobs or summary["errors"]:
+            raise RuntimeError(f"service cleanup incomplete: {summary['jobs_deleted']} deleted")
+
+    async def calibrate(self, mode: str) -> tuple[int, int]:
+        faults = MODES[mode]
+        small = max(5_000, self.jobs // 20)
+        best: tuple[float, tuple[int, int]] = (0.0, LIMIT_CANDIDATES[mode][0])
+        for batch, inflight in LIMIT_CANDIDATES[mode]:
+            rate = (await self.measure(small, faults, lambda: limit_algorithm(self.hp, batch, inflight)))["jobs_per_s"]
+            best = max(best, (rate, (batch, inflight)))
+        return best[1]
+
+
+def median(runs: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+async def run(jobs: int, reps: int, seed_reps: int, modes: list[str]) -> dict[str, Any]:
+    scratch = Path(tempfile.mkdtemp(prefix="hc-bench-", dir="/tmp"))
+    bench = Bench(scratch, jobs)
+    results: dict[str, Any] = {"jobs": jobs, "reps": reps, "modes": {}}
+    try:
+        await bench.start()
+        for mode in modes:
+            faults = MODES[mode]
+            batch, inflight = await bench.calibrate(mode)
+            rows: dict[str, Any] = {"limit_batch": batch, "limit_inflight": inflight}
+            plans: list[tuple[str, int, Callable[[], Awaitable[Any]]]] = [
+                ("seed", seed_reps, lambda: seed_algorithm(bench.hp)),
+                ("limit", reps, lambda: limit_algorithm(bench.hp, batch, inflight)),
+                ("service", reps, bench.service_cleanup),
+            ]
+            for name, count, work in plans:
+                runs = [await bench.measure(jobs, faults, work) for _ in range(count)]
+                rows[name] = {
+                    "jobs_per_s": round(median(runs, "jobs_per_s")),
+                    "seconds": round(median(runs, "seconds"), 3),
+                    "rss_growth_mb": round(max(r["rss_growth_mb"] for r in runs), 1),
+                    "runs_jobs_per_s": [round(r["jobs_per_s"]) for r in runs],
+                }
+                print(f"  {mode:8} {name:8} {rows[name]['jobs_per_s']:>9} jobs/s", file=sys.stderr)
+            rows["service_over_seed"] = round(rows["service"]["jobs_per_s"] / rows["seed"]["jobs_per_s"], 2)
+            rows["service_over_limit"] = round(rows["service"]["jobs_per_s"] / rows["limit"]["jobs_per_s"], 3)
+            results["modes"][mode] = rows
+    finally:
+        await bench.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        f"N = {results['jobs']} codescaler jobs, medians of {results['reps']} runs",
+        f"{'mode':<9}{'approach':<10}{'jobs/s':>10}{'wall s':>10}{'svc RSS +MB':>13}",
+    ]
+    for mode, rows in results["modes"].items():
+        for name in ("seed", "limit", "service"):
+            row = rows[name]
+            rss = f"{row['rss_growth_mb']:.1f}" if name == "service" else "-"
+            lines.append(f"{mode:<9}{name:<10}{row['jobs_per_s']:>10}{row['seconds']:>10.3f}{rss:>13}")
+        lines.append(
+            f"{'':<9}service/seed {rows['service_over_seed']}x   service/limit {rows['service_over_limit']}"
+            f"   (limit: batch {rows['limit_batch']}, {rows['limit_inflight']} in flight)"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--seed-reps", type=int, default=1, help="runs of the (slow) seed algorithm")
+    parser.add_argument("--modes", default="cheap,slow,nobatch")
+    args = parser.parse_args(argv)
+    results = asyncio.run(run(args.jobs, args.reps, args.seed_reps, args.modes.split(",")))
+    print(table(results))
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
