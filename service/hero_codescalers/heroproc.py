@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NamedTuple, TypeVar
 
 import aiohttp
+import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, TypeAdapter, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
@@ -30,6 +30,7 @@ from .errors import (
 )
 
 URL = "http://localhost/rpc"
+_JSON = {"Content-Type": "application/json"}
 MAX_LIMIT = 10_000
 
 Tags = Annotated[list[str], BeforeValidator(lambda v: [] if v is None else v)]
@@ -39,16 +40,54 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class JobSummary(_Record):
-    """A job as `job.list` and `job.get` return it."""
+class JobSummary(NamedTuple):
+    """A job as `job.list` and `job.get` return it (parsed without pydantic: it is the
+    hot path of a cleanup)."""
 
     id: int
     action_id: str
-    context: str | None = None
-    tags: Tags = []
-    status: str | None = None
-    created_at_ms: int | None = None
-    finished_at_ms: int | None = None
+    context: str | None
+    tags: list[str]
+    status: str | None
+    created_at_ms: int | None
+    finished_at_ms: int | None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if type(value) is int else None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if type(value) is str else None
+
+
+def job_summaries(value: Any, method: str) -> list[JobSummary]:
+    """Jobs from an answer, tolerantly: extra fields ignored, `null` tags as no tags, a
+    malformed optional field as absent; a job without an integer id and a string
+    action is a protocol error."""
+    if not isinstance(value, list):
+        raise HeroProcProtocolError(f"{method} answered a result of the wrong shape")
+    jobs = []
+    for item in value:
+        try:
+            job_id, action = item["id"], item["action_id"]
+            tags = item.get("tags") or []
+        except (KeyError, TypeError, AttributeError):
+            raise HeroProcProtocolError(f"{method} answered a job of the wrong shape") from None
+        if type(job_id) is not int or type(action) is not str or type(tags) is not list:
+            raise HeroProcProtocolError(f"{method} answered a job of the wrong shape")
+        jobs.append(
+            JobSummary(
+                job_id,
+                action,
+                _str_or_none(item.get("context")),
+                tags,
+                _str_or_none(item.get("status")),
+                _int_or_none(item.get("created_at_ms")),
+                _int_or_none(item.get("finished_at_ms")),
+            )
+        )
+    return jobs
 
 
 class ActionSpec(_Record):
@@ -145,7 +184,7 @@ class HeroProcClient:
             async with (
                 self._gate,
                 asyncio.timeout(timeout),
-                self._session.post(URL, json=payload) as resp,
+                self._session.post(URL, data=orjson.dumps(payload), headers=_JSON) as resp,
             ):
                 status = resp.status
                 body = await resp.read()
@@ -160,8 +199,8 @@ class HeroProcClient:
         if status == 204 or not body:
             return None
         try:
-            return json.loads(body)
-        except ValueError:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
             raise HeroProcProtocolError(f"HTTP {status} with a body that is not JSON") from None
 
     async def _call_once(
@@ -290,10 +329,10 @@ class HeroProcClient:
             )
             if v is not None
         }
-        return _parse(_JOBS, await self.call("job.list", {"filter": flt}), "job.list")
+        return job_summaries(await self.call("job.list", {"filter": flt}), "job.list")
 
     async def job_get(self, job_id: int) -> JobSummary:
-        return _parse(_JOB, await self.call("job.get", {"id": job_id}), "job.get")
+        return job_summaries([await self.call("job.get", {"id": job_id})], "job.get")[0]
 
     async def job_create(
         self, action: str, *, tags: Sequence[str] = (), context: str | None = None
@@ -339,8 +378,6 @@ class _Id(_Record):
 
 
 T = TypeVar("T")
-_JOBS = TypeAdapter(list[JobSummary])
-_JOB = TypeAdapter(JobSummary)
 _ACTIONS = TypeAdapter(list[Action])
 _ACTION = TypeAdapter(Action)
 _STATS = TypeAdapter(HeroProcStats)

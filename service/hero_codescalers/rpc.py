@@ -12,13 +12,13 @@ with a request id (the detail goes to the log, never to the caller).
 from __future__ import annotations
 
 import inspect
-import json
 import time
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import structlog
 from jsonrpcserver import Error as ErrorResult
 from jsonrpcserver import Success, async_dispatch_to_serializable
@@ -159,11 +159,9 @@ class Dispatcher:
     ) -> Any:
         """The JSON-able answer to `body`, or None when nothing is to be sent back."""
         try:
-            payload = json.loads(body.decode("utf-8"))
-        except UnicodeDecodeError:
-            return _error(errors.PARSE_ERROR, "Parse error", "the body is not valid UTF-8")
-        except (ValueError, RecursionError) as exc:
-            return _error(errors.PARSE_ERROR, "Parse error", _parse_reason(exc))
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return _error(errors.PARSE_ERROR, "Parse error", _parse_reason(body, exc))
         if isinstance(payload, list):
             if not payload:
                 return _error(errors.INVALID_REQUEST, "Invalid Request", "empty batch")
@@ -258,12 +256,14 @@ def _error(code: int, message: str, data: Any = None, id_: Any = None) -> dict[s
     return {"jsonrpc": "2.0", "error": err, "id": id_}
 
 
-def _parse_reason(exc: Exception) -> str:
-    if isinstance(exc, json.JSONDecodeError):
-        return f"invalid JSON at line {exc.lineno} column {exc.colno}"
-    if isinstance(exc, RecursionError):
+def _parse_reason(body: bytes, exc: orjson.JSONDecodeError) -> str:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "the body is not valid UTF-8"
+    if "depth" in exc.msg or "recursion" in exc.msg:
         return "JSON nested too deeply"
-    return "invalid JSON"
+    return f"invalid JSON at line {exc.lineno} column {exc.colno}"
 
 
 def _valid_id(value: Any) -> bool:

@@ -26,7 +26,9 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
 import structlog
 from aiohttp import web
 
@@ -173,7 +175,13 @@ async def _rpc(request: web.Request) -> web.StreamResponse:
         inflight.count -= 1
     if answer is None:
         return web.Response(status=204, headers=headers)
-    return web.json_response(answer, headers=headers)
+    return _json(answer, headers=headers)
+
+
+def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(value), status=status, headers=headers, content_type="application/json"
+    )
 
 
 async def _not_post(request: web.Request) -> web.StreamResponse:
@@ -182,7 +190,7 @@ async def _not_post(request: web.Request) -> web.StreamResponse:
 
 async def _health(request: web.Request) -> web.StreamResponse:
     health = await request.app[ENGINE].health()
-    return web.json_response(health.model_dump(mode="json"))
+    return _json(health.model_dump(mode="json"))
 
 
 def group_id(group: str | None) -> int | None:

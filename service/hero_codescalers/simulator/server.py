@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from ..unixsock import bind_unix, remove_socket
@@ -193,8 +193,8 @@ class Simulator:
     async def _http(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
             answer: Any = _error(PARSE_ERROR, "Parse error", None)
         else:
             try:
@@ -205,7 +205,7 @@ class Simulator:
                 raise asyncio.CancelledError from None
         if answer is None:
             return web.Response(status=204)
-        return web.Response(body=json.dumps(answer).encode(), content_type="application/json")
+        return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
     @contextlib.asynccontextmanager
     async def serve(self, path: Path, mode: int = 0o660) -> AsyncIterator[Simulator]:
