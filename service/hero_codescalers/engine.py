@@ -62,6 +62,8 @@ from .tags import (
 log = structlog.get_logger(__name__)
 
 MAX_PASSES = 3
+PAGES_IN_FLIGHT = 2  # pages whose deletions may run while the next page is listed
+_UNKNOWN = object()  # the outcome of a deletion cut short by cancellation
 # Summary fields that hold one entry per job or action: counted, not logged.
 _LISTS = {"job_ids", "action_ids", "errors", "foreign_action_ids"}
 HEALTH_TIMEOUT = 1.0
@@ -84,7 +86,7 @@ def describe(exc: HeroProcError) -> str:
     if isinstance(exc, InUse):
         return "in use by another job"
     if isinstance(exc, HeroProcUnavailable):
-        return f"hero_proc unavailable ({exc.reason})"
+        return f"hero_proc unavailable ({exc.reason}); outcome unknown"
     if isinstance(exc, HeroProcRpcError):
         return f"hero_proc error {exc.rpc_code}: {exc.rpc_message[:200]}"
     return "hero_proc answered outside the contract"
@@ -139,6 +141,21 @@ class _Run:
         )
 
 
+@dataclass
+class _Walk:
+    """Where one pass through the listing is."""
+
+    seen: int = 0  # distinct jobs listed so far
+    removed: int = 0  # of those, deleted or found gone
+    pending: int = 0  # of those, deletion under way
+    last_id: int = 0  # the highest id listed (ids only grow)
+    fresh: int = 0  # new jobs in the last page
+
+    @property
+    def offset(self) -> int:
+        return self.seen - self.removed - self.pending
+
+
 class _Stopped(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -152,7 +169,7 @@ class Engine:
         self,
         client: HeroProcClient,
         *,
-        page_size: int = 2_000,
+        page_size: int = MAX_LIMIT,
         history_size: int = 50,
         deadline: float = 900.0,
         clock: Callable[[], int] = now_ms,
@@ -198,6 +215,8 @@ class Engine:
                 await self._run(run)
             except asyncio.CancelledError:
                 # Cut short (the shutdown grace ran out): still leave the record.
+                run.complete = False
+                run.errors.append("cancelled: the shutdown grace ran out")
                 duration = int((time.monotonic() - t0) * 1000)
                 summary = run.summary(duration)
                 counts = summary.model_dump(exclude=_LISTS)
@@ -226,6 +245,11 @@ class Engine:
     def stop(self) -> None:
         """Ask a running cleanup to stop at its next step (the service is shutting down)."""
         self._stopping = True
+
+    async def idle(self) -> None:
+        """Wait until no cleanup runs (one being cancelled records itself first)."""
+        async with self._cleanup_lock:
+            pass
 
     async def _run(self, run: _Run) -> None:
         passes = 1 if run.dry_run else MAX_PASSES
@@ -269,49 +293,99 @@ class Engine:
             raise _Stopped(f"the deadline of {self.deadline:g}s was reached")
 
     async def _pass(self, run: _Run) -> None:
-        """One walk through the listing, deleting matches as they come."""
-        offset = 0
-        last_id = 0
-        while True:
-            self._check(run)
-            page = await self.client.job_list(
-                tag=run.selector.pushdown, limit=self.page_size, offset=offset
-            )
-            matches = []
-            for job in page:
-                if job.id <= last_id:
-                    continue  # seen in this pass already: the window moved back
-                last_id = job.id
-                if job.id not in run.failed_jobs and run.selector.matches(
-                    job.tags, job.created_at_ms
-                ):
-                    matches.append(job)
-                    run.match(job)
-            removed = 0 if run.dry_run else await self._delete_jobs(run, matches)
-            offset += len(page) - removed
-            if len(page) < self.page_size:
-                return
+        """One walk through the listing, deleting matches while the next page is listed.
 
-    async def _delete_jobs(self, run: _Run, jobs: list[JobSummary]) -> int:
-        """Delete `jobs`; how many are no longer listed (deleted or already gone)."""
-        if not jobs:
-            return 0
+        The next page starts at `seen - removed - pending`: the jobs of this pass seen
+        so far, less those known deleted and those whose deletion is under way. That
+        is never past the first unseen job, whichever deletions hero_proc has carried
+        out when it serves the list; an overlap is recognised by the ids (they only
+        grow) and skipped.
+        """
+        walk = _Walk()
+        deleting: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                self._check(run)
+                if len(deleting) >= PAGES_IN_FLIGHT:
+                    await asyncio.wait(deleting, return_when=asyncio.FIRST_COMPLETED)
+                page = await self.client.job_list(
+                    tag=run.selector.pushdown, limit=self.page_size, offset=walk.offset
+                )
+                matches = self._select(run, walk, page)
+                if matches and not run.dry_run:
+                    walk.pending += len(matches)
+                    task = asyncio.create_task(self._delete_jobs(run, walk, matches))
+                    deleting.add(task)
+                    task.add_done_callback(deleting.discard)
+                if len(page) < self.page_size:
+                    break
+                if walk.fresh == 0 and deleting:
+                    # Only jobs already seen: let a deletion land before listing again.
+                    await asyncio.wait(deleting, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            for task in deleting:
+                task.cancel()
+            raise
+        finally:
+            if deleting:
+                await asyncio.gather(*deleting, return_exceptions=True)
+        for task in list(deleting):
+            task.result()
+
+    @staticmethod
+    def _select(run: _Run, walk: _Walk, page: list[JobSummary]) -> list[JobSummary]:
+        """The page's matches, each recorded once; updates what the walk has seen."""
+        matches = []
+        required = run.selector.required
+        cutoff = run.selector.created_before_ms
+        failed = run.failed_jobs
+        fresh = 0
+        for job in page:
+            if job.id <= walk.last_id:
+                continue  # seen in this pass already: the window started early
+            walk.last_id = job.id
+            fresh += 1
+            if job.id in failed or not required.issubset(job.tags):
+                continue
+            if cutoff is not None and (job.created_at_ms is None or job.created_at_ms > cutoff):
+                continue
+            matches.append(job)
+            run.match(job)
+        walk.seen += fresh
+        walk.fresh = fresh
+        return matches
+
+    async def _delete_jobs(self, run: _Run, walk: _Walk, jobs: list[JobSummary]) -> None:
+        """Delete `jobs`, tally the outcomes, and tell the walk how many left the listing."""
         calls = [("job.delete", {"id": job.id, "force": True}) for job in jobs]
-        outcomes = await self.client.call_many(calls)
+        try:
+            outcomes = await self.client.call_many(calls)
+        except BaseException:
+            self._tally(run, walk, jobs, [_UNKNOWN] * len(jobs))  # cancelled mid-way
+            raise
+        self._tally(run, walk, jobs, outcomes)
+
+    @staticmethod
+    def _tally(run: _Run, walk: _Walk, jobs: list[JobSummary], outcomes: list[Any]) -> None:
         removed = 0
         for job, outcome in zip(jobs, outcomes, strict=True):
-            if isinstance(outcome, NotFound):
-                run.jobs_gone += 1
-                removed += 1
-            elif isinstance(outcome, HeroProcError):
-                run.failed_jobs.add(job.id)
-                reason = describe(outcome)
-                run.errors.append(f"job {job.id}: {reason}")
-                log.warning("cleanup_job_failed", job_id=job.id, reason=reason)
-            else:
+            if not isinstance(outcome, HeroProcError) and outcome is not _UNKNOWN:
                 run.jobs_deleted += 1
                 removed += 1
-        return removed
+            elif isinstance(outcome, NotFound):
+                run.jobs_gone += 1
+                removed += 1
+            else:
+                run.failed_jobs.add(job.id)
+                reason = (
+                    describe(outcome)
+                    if isinstance(outcome, HeroProcError)
+                    else "stopped before hero_proc answered; outcome unknown"
+                )
+                run.errors.append(f"job {job.id}: {reason}")
+                log.warning("cleanup_job_failed", job_id=job.id, reason=reason)
+        walk.pending -= len(jobs)
+        walk.removed += removed
 
     async def _delete_actions(self, run: _Run) -> None:
         if not run.actions:

@@ -20,6 +20,7 @@ grace, and removes the socket.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import grp
 import signal
 import socket
@@ -238,5 +239,10 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
             loop.remove_signal_handler(sig)
         remove_socket(settings.socket, inode)
         await runner.cleanup()
+        if ENGINE in app:
+            # A cleanup cancelled by the end of the grace still logs its summary.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await app[ENGINE].idle()
         sock.close()
         log.info("service_stopped")
