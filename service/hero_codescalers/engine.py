@@ -49,12 +49,12 @@ from .models import (
     SubmitResult,
 )
 from .tags import (
+    ACTION_PREFIX,
     KIND_PREFIX,
     SCOPE_TAG,
     Selector,
     action_name,
     action_tags,
-    is_codescaler_action,
     job_tags,
     labels,
 )
@@ -62,7 +62,6 @@ from .tags import (
 log = structlog.get_logger(__name__)
 
 MAX_PASSES = 3
-PAGES_IN_FLIGHT = 2  # pages whose deletions may run while the next page is listed
 _UNKNOWN = object()  # the outcome of a deletion cut short by cancellation
 # Summary fields that hold one entry per job or action: counted, not logged.
 _LISTS = {"job_ids", "action_ids", "errors", "foreign_action_ids"}
@@ -113,13 +112,6 @@ class _Run:
     complete: bool = True
     stopped: str | None = None  # why the run stopped early, when it did
 
-    def match(self, job: JobSummary) -> None:
-        self.job_ids.append(job.id)
-        if is_codescaler_action(job.action_id):
-            self.actions[(job.action_id, job.context)] = None
-        else:
-            self.foreign_actions[job.action_id] = None
-
     def summary(self, duration_ms: int) -> CleanupSummary:
         return CleanupSummary(
             jobs_deleted=self.jobs_deleted,
@@ -147,13 +139,11 @@ class _Walk:
 
     seen: int = 0  # distinct jobs listed so far
     removed: int = 0  # of those, deleted or found gone
-    pending: int = 0  # of those, deletion under way
     last_id: int = 0  # the highest id listed (ids only grow)
-    fresh: int = 0  # new jobs in the last page
 
     @property
     def offset(self) -> int:
-        return self.seen - self.removed - self.pending
+        return self.seen - self.removed
 
 
 class _Stopped(Exception):
@@ -253,10 +243,9 @@ class Engine:
 
     async def _run(self, run: _Run) -> None:
         passes = 1 if run.dry_run else MAX_PASSES
-        for _ in range(passes):
-            before = len(run.job_ids)
+        for number in range(1, passes + 1):
             try:
-                await self._pass(run)
+                found = await self._pass(run)
             except _Stopped as stop:
                 run.complete = False
                 run.stopped = stop.reason
@@ -273,8 +262,12 @@ class Engine:
                 run.errors.append(f"listing stopped: {describe(exc)}")
                 log.warning("cleanup_listing_failed", error=exc.detail)
                 break
-            if len(run.job_ids) == before:
+            if not found:
                 break
+            if number == passes and not run.dry_run:
+                # Still finding new matches (jobs keep being created): say so, do not loop.
+                run.complete = False
+                run.errors.append(f"stopped after {passes} passes: new matches kept appearing")
         if not run.dry_run:
             if run.stopped is None:
                 try:
@@ -292,72 +285,75 @@ class Engine:
         if time.monotonic() > run.deadline:
             raise _Stopped(f"the deadline of {self.deadline:g}s was reached")
 
-    async def _pass(self, run: _Run) -> None:
-        """One walk through the listing, deleting matches while the next page is listed.
+    async def _pass(self, run: _Run) -> bool:
+        """One walk through the listing; whether it matched jobs not seen before.
 
-        The next page starts at `seen - removed - pending`: the jobs of this pass seen
-        so far, less those known deleted and those whose deletion is under way. That
-        is never past the first unseen job, whichever deletions hero_proc has carried
-        out when it serves the list; an overlap is recognised by the ids (they only
-        grow) and skipped.
+        Each page's matches are deleted before the next page is listed, so that the
+        next page starts exactly after the jobs of this pass still listed: those
+        seen, less those deleted or found gone. (Listing ahead while deletions run
+        would need to know which of them hero_proc has carried out when it serves
+        the list; it cannot be known, and guessing wrong skips or repeats jobs.)
+        A job listed twice (someone else deleted jobs before the offset) is
+        recognised by its id, which only grows.
         """
         walk = _Walk()
-        deleting: set[asyncio.Task[None]] = set()
-        try:
-            while True:
-                self._check(run)
-                if len(deleting) >= PAGES_IN_FLIGHT:
-                    await asyncio.wait(deleting, return_when=asyncio.FIRST_COMPLETED)
-                page = await self.client.job_list(
-                    tag=run.selector.pushdown, limit=self.page_size, offset=walk.offset
-                )
-                matches = self._select(run, walk, page)
-                if matches and not run.dry_run:
-                    walk.pending += len(matches)
-                    task = asyncio.create_task(self._delete_jobs(run, walk, matches))
-                    deleting.add(task)
-                    task.add_done_callback(deleting.discard)
-                if len(page) < self.page_size:
-                    break
-                if walk.fresh == 0 and deleting:
-                    # Only jobs already seen: let a deletion land before listing again.
-                    await asyncio.wait(deleting, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            for task in deleting:
-                task.cancel()
-            raise
-        finally:
-            if deleting:
-                await asyncio.gather(*deleting, return_exceptions=True)
-        for task in list(deleting):
-            task.result()
+        matched_before = len(run.job_ids)
+        while True:
+            self._check(run)
+            page = await self.client.job_list_raw(
+                tag=run.selector.pushdown, limit=self.page_size, offset=walk.offset
+            )
+            matches = self._select(run, walk, page)
+            if matches and not run.dry_run:
+                await self._delete_jobs(run, walk, matches)
+            if len(page) < self.page_size:
+                return len(run.job_ids) > matched_before
 
     @staticmethod
-    def _select(run: _Run, walk: _Walk, page: list[JobSummary]) -> list[JobSummary]:
-        """The page's matches, each recorded once; updates what the walk has seen."""
-        matches = []
+    def _select(run: _Run, walk: _Walk, page: list[Any]) -> list[int]:
+        """The ids of the page's matches, each recorded once; updates what the walk has seen.
+
+        Works on the jobs as hero_proc sent them (this loop sees every listed job):
+        a job must have an integer id and a list of tags to be seen at all, a string
+        action to match, and an integer `created_at_ms` to pass an age filter.
+        """
+        matches: list[int] = []
+        actions = run.actions
         required = run.selector.required
         cutoff = run.selector.created_before_ms
         failed = run.failed_jobs
+        last_id = walk.last_id
         fresh = 0
         for job in page:
-            if job.id <= walk.last_id:
-                continue  # seen in this pass already: the window started early
-            walk.last_id = job.id
+            job_id = job.get("id") if type(job) is dict else None
+            if type(job_id) is not int or job_id <= last_id:
+                continue  # not a job, or seen in this pass already (the window started early)
+            last_id = job_id
             fresh += 1
-            if job.id in failed or not required.issubset(job.tags):
+            tags = job.get("tags")
+            if job_id in failed or type(tags) is not list or not required.issubset(tags):
                 continue
-            if cutoff is not None and (job.created_at_ms is None or job.created_at_ms > cutoff):
-                continue
-            matches.append(job)
-            run.match(job)
+            if cutoff is not None:
+                created = job.get("created_at_ms")
+                if type(created) is not int or created > cutoff:
+                    continue
+            action = job.get("action_id")
+            if type(action) is not str:
+                continue  # a job without its action cannot be accounted for: not ours to delete
+            matches.append(job_id)
+            context = job.get("context")
+            if action.startswith(ACTION_PREFIX):
+                actions[(action, context if type(context) is str else None)] = None
+            else:
+                run.foreign_actions[action] = None
+        run.job_ids.extend(matches)
+        walk.last_id = last_id
         walk.seen += fresh
-        walk.fresh = fresh
         return matches
 
-    async def _delete_jobs(self, run: _Run, walk: _Walk, jobs: list[JobSummary]) -> None:
+    async def _delete_jobs(self, run: _Run, walk: _Walk, jobs: list[int]) -> None:
         """Delete `jobs`, tally the outcomes, and tell the walk how many left the listing."""
-        calls = [("job.delete", {"id": job.id, "force": True}) for job in jobs]
+        calls = [("job.delete", {"id": job_id, "force": True}) for job_id in jobs]
         try:
             outcomes = await self.client.call_many(calls)
         except BaseException:
@@ -366,9 +362,9 @@ class Engine:
         self._tally(run, walk, jobs, outcomes)
 
     @staticmethod
-    def _tally(run: _Run, walk: _Walk, jobs: list[JobSummary], outcomes: list[Any]) -> None:
+    def _tally(run: _Run, walk: _Walk, jobs: list[int], outcomes: list[Any]) -> None:
         removed = 0
-        for job, outcome in zip(jobs, outcomes, strict=True):
+        for job_id, outcome in zip(jobs, outcomes, strict=True):
             if not isinstance(outcome, HeroProcError) and outcome is not _UNKNOWN:
                 run.jobs_deleted += 1
                 removed += 1
@@ -376,15 +372,14 @@ class Engine:
                 run.jobs_gone += 1
                 removed += 1
             else:
-                run.failed_jobs.add(job.id)
+                run.failed_jobs.add(job_id)
                 reason = (
                     describe(outcome)
                     if isinstance(outcome, HeroProcError)
                     else "stopped before hero_proc answered; outcome unknown"
                 )
-                run.errors.append(f"job {job.id}: {reason}")
-                log.warning("cleanup_job_failed", job_id=job.id, reason=reason)
-        walk.pending -= len(jobs)
+                run.errors.append(f"job {job_id}: {reason}")
+                log.warning("cleanup_job_failed", job_id=job_id, reason=reason)
         walk.removed += removed
 
     async def _delete_actions(self, run: _Run) -> None:

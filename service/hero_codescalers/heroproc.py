@@ -150,6 +150,7 @@ class HeroProcClient:
         self.timeout = timeout
         self.attempts = attempts
         self.batch_size = batch_size
+        self.concurrency = concurrency
         self._gate = asyncio.Semaphore(concurrency)  # requests in flight at once
         self.batch_supported: bool | None = None  # learnt from the first batch
         self._ids = itertools.count(1)
@@ -229,10 +230,19 @@ class HeroProcClient:
 
         Idempotent methods are tried again after a transient failure (see `transient`).
         """
-        if method not in IDEMPOTENT:
+        try:
             return await self._call_once(method, params, timeout)
+        except HeroProcError as exc:
+            if method not in IDEMPOTENT or not transient(exc) or self.attempts < 2:
+                raise
+            failed: HeroProcError | None = exc
+        # The first try failed transiently (rare): the retry policy takes over, counting
+        # that try as its first so that it backs off before the next.
         async for attempt in self._retrying():
             with attempt:
+                if failed is not None:
+                    first, failed = failed, None
+                    raise first
                 return await self._call_once(method, params, timeout)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -247,34 +257,50 @@ class HeroProcClient:
         """
         results: list[Any] = [None] * len(calls)
 
-        async def run(chunk: list[int]) -> None:
-            again = chunk
-            if self.batch_supported is not False and len(chunk) > 1:
-                settled = await self._batch(calls, chunk, results)
-                if settled is not None:
-                    again = [i for i in chunk if i not in settled and calls[i][0] in IDEMPOTENT]
-            await asyncio.gather(*(self._single(calls, i, results) for i in again))
+        if self.batch_supported is False or len(calls) == 1:
+            await self._singles(calls, range(len(calls)), results)
+            return results
 
+        async def run(chunk: range) -> None:
+            if len(chunk) == 1:
+                await self._singles(calls, chunk, results)
+                return
+            unsettled = await self._batch(calls, chunk, results)
+            if unsettled is None:  # no batch support: this chunk, and all from now on, one by one
+                await self._singles(calls, chunk, results)
+            elif unsettled:
+                again = [i for i in unsettled if calls[i][0] in IDEMPOTENT]
+                await self._singles(calls, again, results)
+
+        size = self.batch_size
         await asyncio.gather(
             *(
-                run(list(range(start, min(start + self.batch_size, len(calls)))))
-                for start in range(0, len(calls), self.batch_size)
+                run(range(start, min(start + size, len(calls))))
+                for start in range(0, len(calls), size)
             )
         )
         return results
 
-    async def _single(self, calls: Sequence[Call], i: int, results: list[Any]) -> None:
-        try:
-            results[i] = await self.call(*calls[i])
-        except HeroProcError as exc:
-            results[i] = exc
+    async def _singles(
+        self, calls: Sequence[Call], positions: Sequence[int], results: list[Any]
+    ) -> None:
+        """Each call at `positions` on its own, by a few workers (not a task per call)."""
+        todo = iter(positions)
+
+        async def worker() -> None:
+            for i in todo:
+                try:
+                    results[i] = await self.call(*calls[i])
+                except HeroProcError as exc:
+                    results[i] = exc
+
+        await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(positions)))))
 
     async def _batch(
-        self, calls: Sequence[Call], chunk: list[int], results: list[Any]
-    ) -> set[int] | None:
-        """One batch POST for `chunk`: the positions it settled (their outcome is in
-        `results`, a transient failure is not settled); None when hero_proc does not
-        accept batches."""
+        self, calls: Sequence[Call], chunk: Sequence[int], results: list[Any]
+    ) -> list[int] | None:
+        """One batch POST for `chunk`, outcomes into `results`: the positions it left
+        unsettled (a transient failure), or None when hero_proc does not take batches."""
         # Ids only need to be unique within the batch: its position.
         payload = [
             {"jsonrpc": "2.0", "id": n, "method": calls[i][0], "params": calls[i][1]}
@@ -285,7 +311,7 @@ class HeroProcClient:
         except HeroProcError as exc:
             for i in chunk:
                 results[i] = exc
-            return set() if transient(exc) else set(chunk)
+            return list(chunk) if transient(exc) else []
         if isinstance(answer, dict) and answer.get("error", {}).get("code") == INVALID_REQUEST:
             self.batch_supported = False
             return None
@@ -293,19 +319,9 @@ class HeroProcClient:
             err = HeroProcProtocolError("a batch answered with something other than a list")
             for i in chunk:
                 results[i] = err
-            return set(chunk)
+            return []
         self.batch_supported = True
-        by_id = {item.get("id"): item for item in answer if isinstance(item, dict)}
-        for n, i in enumerate(chunk):
-            item = by_id.get(n)
-            if item is None:
-                results[i] = HeroProcProtocolError("a batch answer is missing an item")
-                continue
-            try:
-                results[i] = _unwrap(item)
-            except HeroProcError as exc:
-                results[i] = exc
-        return {i for i in chunk if not transient(results[i])}
+        return _settle(answer, chunk, results)
 
     # the contract's methods --------------------------------------------------
 
@@ -318,6 +334,22 @@ class HeroProcClient:
         limit: int | None = None,
         offset: int | None = None,
     ) -> list[JobSummary]:
+        raw = await self.job_list_raw(
+            tag=tag, status=status, action=action, limit=limit, offset=offset
+        )
+        return job_summaries(raw, "job.list")
+
+    async def job_list_raw(
+        self,
+        *,
+        tag: str | None = None,
+        status: str | None = None,
+        action: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[Any]:
+        """`job.list` as hero_proc answered it: a list, its items unchecked (see
+        `job_summaries`, or check what you use), for callers that go through many."""
         flt = {
             k: v
             for k, v in (
@@ -329,7 +361,10 @@ class HeroProcClient:
             )
             if v is not None
         }
-        return job_summaries(await self.call("job.list", {"filter": flt}), "job.list")
+        result = await self.call("job.list", {"filter": flt})
+        if not isinstance(result, list):
+            raise HeroProcProtocolError("job.list answered a result of the wrong shape")
+        return result
 
     async def job_get(self, job_id: int) -> JobSummary:
         return job_summaries([await self.call("job.get", {"id": job_id})], "job.get")[0]
@@ -386,6 +421,30 @@ _ID = TypeAdapter(_Id)
 
 def _named(name: str, context: str | None) -> dict[str, Any]:
     return {"name": name} if context is None else {"name": name, "context": context}
+
+
+def _settle(answer: list[Any], chunk: Sequence[int], results: list[Any]) -> list[int]:
+    """Each item of a batch answer into `results`; the positions that failed transiently."""
+    by_id: dict[Any, Any] | None = None
+    unsettled = []
+    for n, i in enumerate(chunk):
+        item = answer[n] if n < len(answer) else None
+        if type(item) is not dict or item.get("id") != n:  # answers out of order: match ids
+            if by_id is None:
+                by_id = {a.get("id"): a for a in answer if isinstance(a, dict)}
+            item = by_id.get(n)
+        if item is None:
+            results[i] = HeroProcProtocolError("a batch answer is missing an item")
+        elif "result" in item and "error" not in item and item.get("jsonrpc") == "2.0":
+            results[i] = item["result"]
+        else:
+            try:
+                results[i] = _unwrap(item)
+            except HeroProcError as exc:
+                results[i] = exc
+                if transient(exc):
+                    unsettled.append(i)
+    return unsettled
 
 
 def _unwrap(answer: Any) -> Any:

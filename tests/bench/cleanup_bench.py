@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import itertools
 import json
 import os
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 
 MODES: dict[str, dict[str, Any]] = {
     "cheap": {},
@@ -54,6 +56,7 @@ LIMIT_CANDIDATES: dict[str, list[tuple[int, int]]] = {
     "nobatch": [(1, 16), (1, 64), (1, 128)],
 }
 URL = "http://localhost/rpc"
+JSON = {"Content-Type": "application/json"}
 
 
 class Rpc:
@@ -70,16 +73,21 @@ class Rpc:
         await self.session.close()
 
     async def post(self, payload: Any) -> Any:
-        async with self.session.post(URL, json=payload) as resp:
-            return await resp.json(content_type=None) if resp.status != 204 else None
+        async with self.session.post(URL, data=orjson.dumps(payload), headers=JSON) as resp:
+            body = await resp.read()
+        return orjson.loads(body) if body else None
 
     async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        answer = await self.post({"jsonrpc": "2.0", "id": next(self.ids), "method": method, "params": params or {}})
+        answer = await self.post(
+            {"jsonrpc": "2.0", "id": next(self.ids), "method": method, "params": params or {}}
+        )
         if "error" in answer:
             raise RuntimeError(f"{method}: {answer['error']}")
         return answer["result"]
 
-    async def many(self, calls: list[tuple[str, dict[str, Any]]], batch: int, inflight: int) -> None:
+    async def many(
+        self, calls: list[tuple[str, dict[str, Any]]], batch: int, inflight: int
+    ) -> None:
         """Send `calls` as batches of `batch` (1: single calls), `inflight` requests at once."""
         gate = asyncio.Semaphore(inflight)
 
@@ -90,7 +98,10 @@ class Rpc:
                     await self.post({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
                 else:
                     await self.post(
-                        [{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(chunk)]
+                        [
+                            {"jsonrpc": "2.0", "id": i, "method": m, "params": p}
+                            for i, (m, p) in enumerate(chunk)
+                        ]
                     )
 
         await asyncio.gather(*(send(calls[i : i + batch]) for i in range(0, len(calls), batch)))
@@ -105,20 +116,33 @@ async def seed_algorithm(hp: Rpc) -> None:
             return
         actions = {j["action_id"] for j in matched}
         for job in matched:
-            await hp.post({"jsonrpc": "2.0", "id": 1, "method": "job.delete", "params": {"id": job["id"], "force": True}})
+            await hp.post(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "job.delete",
+                    "params": {"id": job["id"], "force": True},
+                }
+            )
         for name in actions:
-            await hp.post({"jsonrpc": "2.0", "id": 1, "method": "action.delete", "params": {"name": name}})
+            await hp.post(
+                {"jsonrpc": "2.0", "id": 1, "method": "action.delete", "params": {"name": name}}
+            )
 
 
 async def limit_algorithm(hp: Rpc, batch: int, inflight: int) -> None:
-    """Page through the codescaler jobs, deleting each page as batches/concurrent calls."""
+    """The service's algorithm with none of its bookkeeping nor checks: page through the
+    codescaler jobs, deleting each page (as batches or concurrent calls) before the next."""
     actions: set[str] = set()
     offset = 0
     while True:
-        jobs = await hp.call("job.list", {"filter": {"tag": "codescaler", "limit": 10_000, "offset": offset}})
+        flt = {"tag": "codescaler", "limit": 10_000, "offset": offset}
+        jobs = await hp.call("job.list", {"filter": flt})
         matched = [j for j in jobs if "codescaler" in (j.get("tags") or [])]
         actions.update(j["action_id"] for j in matched)
-        await hp.many([("job.delete", {"id": j["id"], "force": True}) for j in matched], batch, inflight)
+        await hp.many(
+            [("job.delete", {"id": j["id"], "force": True}) for j in matched], batch, inflight
+        )
         offset += len(jobs) - len(matched)
         if len(jobs) < 10_000:
             break
@@ -158,14 +182,23 @@ class Bench:
         self.hp = Rpc(self.scratch / "hero_proc" / "rpc.sock")
         self.svc = Rpc(self.scratch / "hero_codescalers" / "rpc.sock")
 
-    async def _spawn(self, args: list[str], env: dict[str, str], ready: str) -> asyncio.subprocess.Process:
+    async def _spawn(
+        self, args: list[str], env: dict[str, str], ready: str
+    ) -> asyncio.subprocess.Process:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hero_codescalers", *args,
-            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "hero_codescalers",
+            *args,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
         )
         self.procs.append(proc)
         assert proc.stderr is not None
-        while json.loads(await proc.stderr.readline() or b'{"event": "exit"}').get("event") != ready:
+        while (
+            json.loads(await proc.stderr.readline() or b'{"event": "exit"}').get("event") != ready
+        ):
             if proc.returncode is not None:
                 raise RuntimeError(f"{args[0]} did not start")
         asyncio.get_running_loop().create_task(self._drain(proc.stderr))
@@ -187,11 +220,15 @@ class Bench:
         await self.hp.call("sim.faults", {})
         await self.hp.call("sim.reset")
         extra = max(1, jobs // 20)
-        await self.hp.call("sim.seed", {"codescaler": jobs, "unrelated": extra, "lookalike": extra, "seed": 1})
+        await self.hp.call(
+            "sim.seed", {"codescaler": jobs, "unrelated": extra, "lookalike": extra, "seed": 1}
+        )
         await self.hp.call("sim.faults", faults)
         return 2 * extra
 
-    async def measure(self, jobs: int, faults: dict[str, Any], run: Callable[[], Awaitable[Any]]) -> dict[str, float]:
+    async def measure(
+        self, jobs: int, faults: dict[str, Any], run: Callable[[], Awaitable[Any]]
+    ) -> dict[str, float]:
         others = await self.reseed(jobs, faults)
         t0 = time.perf_counter()
         _, growth_kb = await peak_rss_while(self.service.pid, run())
@@ -212,7 +249,8 @@ class Bench:
         small = max(5_000, self.jobs // 20)
         best: tuple[float, tuple[int, int]] = (0.0, LIMIT_CANDIDATES[mode][0])
         for batch, inflight in LIMIT_CANDIDATES[mode]:
-            rate = (await self.measure(small, faults, lambda: limit_algorithm(self.hp, batch, inflight)))["jobs_per_s"]
+            work = functools.partial(limit_algorithm, self.hp, batch, inflight)
+            rate = (await self.measure(small, faults, work))["jobs_per_s"]
             best = max(best, (rate, (batch, inflight)))
         return best[1]
 
@@ -233,7 +271,7 @@ async def run(jobs: int, reps: int, seed_reps: int, modes: list[str]) -> dict[st
             rows: dict[str, Any] = {"limit_batch": batch, "limit_inflight": inflight}
             plans: list[tuple[str, int, Callable[[], Awaitable[Any]]]] = [
                 ("seed", seed_reps, lambda: seed_algorithm(bench.hp)),
-                ("limit", reps, lambda: limit_algorithm(bench.hp, batch, inflight)),
+                ("limit", reps, functools.partial(limit_algorithm, bench.hp, batch, inflight)),
                 ("service", reps, bench.service_cleanup),
             ]
             for name, count, work in plans:
@@ -245,8 +283,12 @@ async def run(jobs: int, reps: int, seed_reps: int, modes: list[str]) -> dict[st
                     "runs_jobs_per_s": [round(r["jobs_per_s"]) for r in runs],
                 }
                 print(f"  {mode:8} {name:8} {rows[name]['jobs_per_s']:>9} jobs/s", file=sys.stderr)
-            rows["service_over_seed"] = round(rows["service"]["jobs_per_s"] / rows["seed"]["jobs_per_s"], 2)
-            rows["service_over_limit"] = round(rows["service"]["jobs_per_s"] / rows["limit"]["jobs_per_s"], 3)
+            rows["service_over_seed"] = round(
+                rows["service"]["jobs_per_s"] / rows["seed"]["jobs_per_s"], 2
+            )
+            rows["service_over_limit"] = round(
+                rows["service"]["jobs_per_s"] / rows["limit"]["jobs_per_s"], 3
+            )
             results["modes"][mode] = rows
     finally:
         await bench.stop()
@@ -263,9 +305,12 @@ def table(results: dict[str, Any]) -> str:
         for name in ("seed", "limit", "service"):
             row = rows[name]
             rss = f"{row['rss_growth_mb']:.1f}" if name == "service" else "-"
-            lines.append(f"{mode:<9}{name:<10}{row['jobs_per_s']:>10}{row['seconds']:>10.3f}{rss:>13}")
+            lines.append(
+                f"{mode:<9}{name:<10}{row['jobs_per_s']:>10}{row['seconds']:>10.3f}{rss:>13}"
+            )
         lines.append(
-            f"{'':<9}service/seed {rows['service_over_seed']}x   service/limit {rows['service_over_limit']}"
+            f"{'':<9}service/seed {rows['service_over_seed']}x   "
+            f"service/limit {rows['service_over_limit']}"
             f"   (limit: batch {rows['limit_batch']}, {rows['limit_inflight']} in flight)"
         )
     return "\n".join(lines)
@@ -275,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--seed-reps", type=int, default=1, help="runs of the (slow) seed algorithm")
+    parser.add_argument(
+        "--seed-reps", type=int, default=1, help="runs of the (slow) seed algorithm"
+    )
     parser.add_argument("--modes", default="cheap,slow,nobatch")
     args = parser.parse_args(argv)
     results = asyncio.run(run(args.jobs, args.reps, args.seed_reps, args.modes.split(",")))
