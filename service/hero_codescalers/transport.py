@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import grp
 import signal
 import socket
@@ -220,6 +221,9 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     try:
         await runner.setup()
         await web.SockSite(runner, sock).start()
+        # What is alive now lives as long as the service: keep it out of the cyclic
+        # collector, which otherwise rescans it again and again during a large cleanup.
+        gc.freeze()
         log.info(
             "service_started",
             socket=str(settings.socket),

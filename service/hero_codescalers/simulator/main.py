@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from pathlib import Path
 
@@ -19,6 +20,7 @@ async def run(path: Path, seed_jobs: int, rng_seed: int) -> None:
     if seed_jobs:
         mix = split_mix(seed_jobs)
         seed_population(sim.store, mix.codescaler, mix.unrelated, mix.lookalike, rng_seed=rng_seed)
+        gc.freeze()  # the seeded store is long-lived: keep the cyclic collector off it
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

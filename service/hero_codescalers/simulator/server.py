@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -167,6 +168,7 @@ class Simulator:
         if min(counts.values()) < 0:
             raise RpcFault(-32602, "Invalid params", "counts must be >= 0")
         pop = seed_population(self.store, **counts, rng_seed=rng_seed, now=now)
+        gc.freeze()  # the seeded store is long-lived: keep the cyclic collector off it
         return {
             "codescaler": pop.codescaler,
             "unrelated": pop.unrelated,
