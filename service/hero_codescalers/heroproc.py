@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple, TypeVar
 
@@ -134,6 +136,34 @@ def transient(outcome: object) -> bool:
     )
 
 
+MAX_IN_FLIGHT = 128  # requests to hero_proc at once, at most (the connection pool)
+SINGLES_IN_FLIGHT = 32  # single calls at once when hero_proc takes no batches
+SLOW_CALL = 50e-6  # seconds per call in a batch above which hero_proc is latency-bound
+
+
+@dataclass
+class Pacing:
+    """How `call_many` batches: the size of a batch and how many are in flight.
+
+    Learnt from how long hero_proc takes per call of a batch. Cheap calls (the time
+    is the requests' own overhead): few large batches, the overhead spread thin.
+    Slow calls (hero_proc takes its time per call, and a batch's calls run one
+    after another): many small batches at once. It starts in between.
+    """
+
+    batch: int = 200
+    inflight: int = 2
+    per_call: float | None = None  # seconds per call inside a batch, smoothed
+
+    def learn(self, calls: int, seconds: float) -> None:
+        sample = seconds / calls
+        self.per_call = sample if self.per_call is None else 0.7 * self.per_call + 0.3 * sample
+        if self.per_call > SLOW_CALL:
+            self.batch, self.inflight = 32, MAX_IN_FLIGHT
+        else:
+            self.batch, self.inflight = 2_000, 2
+
+
 class HeroProcClient:
     """A hero_proc reached at `socket_path`; use as an async context manager."""
 
@@ -143,15 +173,12 @@ class HeroProcClient:
         *,
         timeout: float = 10.0,
         attempts: int = 3,
-        batch_size: int = 500,
-        concurrency: int = 8,
+        pacing: Pacing | None = None,
     ) -> None:
         self.socket_path = socket_path
         self.timeout = timeout
         self.attempts = attempts
-        self.batch_size = batch_size
-        self.concurrency = concurrency
-        self._gate = asyncio.Semaphore(concurrency)  # requests in flight at once
+        self.pacing = pacing or Pacing()
         self.batch_supported: bool | None = None  # learnt from the first batch
         self._ids = itertools.count(1)
         self._session: aiohttp.ClientSession | None = None
@@ -165,7 +192,7 @@ class HeroProcClient:
 
     async def open(self) -> None:
         if self._session is None:
-            connector = aiohttp.UnixConnector(path=str(self.socket_path), limit=64)
+            connector = aiohttp.UnixConnector(path=str(self.socket_path), limit=MAX_IN_FLIGHT)
             self._session = aiohttp.ClientSession(connector=connector)
 
     async def close(self) -> None:
@@ -183,7 +210,6 @@ class HeroProcClient:
         socket = str(self.socket_path)
         try:
             async with (
-                self._gate,
                 asyncio.timeout(timeout),
                 self._session.post(URL, data=orjson.dumps(payload), headers=_JSON) as resp,
             ):
@@ -249,42 +275,66 @@ class HeroProcClient:
     async def call_many(self, calls: Sequence[Call]) -> list[Any]:
         """Call each of `calls`; per call its result or the `HeroProcError` it ended with.
 
-        One call's error never fails its neighbours. Chunks go as JSON-RPC batches when
-        hero_proc accepts them; a call the batch could not settle (an item failing
-        transiently, or the whole batch lost with its connection) is tried again on its
-        own, as `call` does: idempotent calls only. Without batch support every call
-        goes on its own. At most `concurrency` requests are in flight.
+        One call's error never fails its neighbours. Calls go as JSON-RPC batches when
+        hero_proc accepts them, sized and overlapped as `Pacing` learns hero_proc's
+        speed; a call a batch could not settle (an item failing transiently, or the
+        whole batch lost with its connection) is tried again on its own, as `call`
+        does: idempotent calls only. Without batch support every call goes on its
+        own, `SINGLES_IN_FLIGHT` at a time.
         """
-        results: list[Any] = [None] * len(calls)
-
-        if self.batch_supported is False or len(calls) == 1:
-            await self._singles(calls, range(len(calls)), results)
-            return results
-
-        async def run(chunk: range) -> None:
-            if len(chunk) == 1:
-                await self._singles(calls, chunk, results)
-                return
-            unsettled = await self._batch(calls, chunk, results)
-            if unsettled is None:  # no batch support: this chunk, and all from now on, one by one
-                await self._singles(calls, chunk, results)
-            elif unsettled:
-                again = [i for i in unsettled if calls[i][0] in IDEMPOTENT]
-                await self._singles(calls, again, results)
-
-        size = self.batch_size
-        await asyncio.gather(
-            *(
-                run(range(start, min(start + size, len(calls))))
-                for start in range(0, len(calls), size)
-            )
-        )
+        n = len(calls)
+        results: list[Any] = [None] * n
+        alone: list[int] = []
+        if self.batch_supported is False or n == 1:
+            alone = list(range(n))
+        else:
+            await self._batches(calls, results, alone)
+        if alone:
+            await self._singles(calls, alone, results)
         return results
+
+    async def _batches(self, calls: Sequence[Call], results: list[Any], alone: list[int]) -> None:
+        """Send `calls` as batches by a pool of workers that grows to what `pacing` asks;
+        positions left to be called alone go to `alone`."""
+        n = len(calls)
+        cursor = 0
+        workers: set[asyncio.Task[None]] = set()
+
+        def grow() -> None:
+            while len(workers) < self.pacing.inflight and cursor < n:
+                task = asyncio.create_task(worker())
+                workers.add(task)
+                task.add_done_callback(workers.discard)
+
+        async def worker() -> None:
+            nonlocal cursor
+            while cursor < n:
+                if self.batch_supported is False:  # learnt meanwhile: the rest one by one
+                    alone.extend(range(cursor, n))
+                    cursor = n
+                    return
+                start, cursor = cursor, min(n, cursor + self.pacing.batch)
+                chunk = range(start, cursor)
+                if len(chunk) == 1:
+                    alone.append(start)
+                    continue
+                t0 = time.monotonic()
+                unsettled = await self._batch(calls, chunk, results)
+                if unsettled is None:
+                    alone.extend(chunk)
+                    continue
+                self.pacing.learn(len(chunk), time.monotonic() - t0)
+                alone.extend(i for i in unsettled if calls[i][0] in IDEMPOTENT)
+                grow()
+
+        grow()
+        while workers:
+            await asyncio.wait(set(workers))
 
     async def _singles(
         self, calls: Sequence[Call], positions: Sequence[int], results: list[Any]
     ) -> None:
-        """Each call at `positions` on its own, by a few workers (not a task per call)."""
+        """Each call at `positions` on its own, by a pool of workers (not a task per call)."""
         todo = iter(positions)
 
         async def worker() -> None:
@@ -294,7 +344,7 @@ class HeroProcClient:
                 except HeroProcError as exc:
                     results[i] = exc
 
-        await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(positions)))))
+        await asyncio.gather(*(worker() for _ in range(min(SINGLES_IN_FLIGHT, len(positions)))))
 
     async def _batch(
         self, calls: Sequence[Call], chunk: Sequence[int], results: list[Any]

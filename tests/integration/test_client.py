@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from hero_codescalers.errors import HeroProcUnavailable, InUse, JobActive, NotFound
-from hero_codescalers.heroproc import HeroProcClient
+from hero_codescalers.heroproc import HeroProcClient, Pacing
 from hero_codescalers.simulator import Simulator
 
 from ..conftest import simulator_socket
@@ -18,7 +18,9 @@ from .population import add_job
 
 @pytest.fixture
 async def client(simulator: Simulator) -> AsyncIterator[HeroProcClient]:
-    async with HeroProcClient(simulator_socket(simulator), timeout=2.0, batch_size=3) as c:
+    async with HeroProcClient(
+        simulator_socket(simulator), timeout=2.0, pacing=Pacing(batch=3, inflight=2)
+    ) as c:
         yield c
 
 

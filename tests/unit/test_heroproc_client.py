@@ -18,7 +18,7 @@ from hero_codescalers.errors import (
     JobActive,
     NotFound,
 )
-from hero_codescalers.heroproc import URL, HeroProcClient
+from hero_codescalers.heroproc import URL, HeroProcClient, Pacing
 
 from .conftest import CompatAioresponses
 
@@ -27,7 +27,7 @@ SOCKET = Path("/run/hero/hero_proc/rpc.sock")
 
 @pytest.fixture
 async def client() -> AsyncIterator[HeroProcClient]:
-    async with HeroProcClient(SOCKET, timeout=0.5, batch_size=2) as c:
+    async with HeroProcClient(SOCKET, timeout=0.5, pacing=Pacing(batch=2, inflight=1)) as c:
         yield c
 
 
