@@ -8,7 +8,7 @@ PY_SOURCES := service tests openrpc/sdk
 # @open-rpc/test-coverage, run against the live service by the tests (needs node and npm)
 NODE_STAMP := openrpc/node_modules/.installed
 
-.PHONY: install test lint format demo openrpc sdk openrpc-coverage soak clean
+.PHONY: install test lint format demo openrpc sdk openrpc-coverage soak bench bench-rpc clean
 
 install: $(STAMP)
 
@@ -24,6 +24,12 @@ $(NODE_STAMP): openrpc/package.json openrpc/package-lock.json
 
 test: lint $(NODE_STAMP)
 	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench.cleanup_bench $(BENCH_ARGS)
+
+bench-rpc: $(STAMP)
+	$(BIN)/python -m tests.bench.rpc_bench $(BENCH_ARGS)
 
 soak: $(STAMP)
 	$(BIN)/python -m tests.soak.soak $(SOAK_ARGS)

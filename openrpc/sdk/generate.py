@@ -59,9 +59,9 @@ def py_type(schema: dict[str, Any], schemas: dict[str, Any]) -> str:  # noqa: PL
                 parts.append(part)
         return "Any" if "Any" in parts else " | ".join(parts)
     if "enum" in schema:
-        return "Literal[" + ", ".join(json.dumps(v) for v in schema["enum"]) + "]"
+        return "Literal[" + ", ".join(literal(v) for v in schema["enum"]) + "]"
     if "const" in schema:
-        return f"Literal[{json.dumps(schema['const'])}]"
+        return f"Literal[{literal(schema['const'])}]"
     kind = schema.get("type")
     simple = {
         "string": "str",
@@ -81,6 +81,11 @@ def py_type(schema: dict[str, Any], schemas: dict[str, Any]) -> str:  # noqa: PL
         value = py_type(extra, schemas) if isinstance(extra, dict) else "Any"
         return f"dict[str, {value}]"
     return "Any"
+
+
+def literal(value: Any) -> str:
+    """A JSON value as a Python literal (strings double-quoted, as the formatter likes)."""
+    return json.dumps(value) if isinstance(value, str) else repr(value)
 
 
 def optional(annotation: str) -> str:

@@ -140,10 +140,25 @@ class _Walk:
     seen: int = 0  # distinct jobs listed so far
     removed: int = 0  # of those, deleted or found gone
     last_id: int = 0  # the highest id listed (ids only grow)
+    present: list[int] = field(default_factory=list)  # the new ids of the last page
+    last_present: int | None = None  # the last job listed and not removed
+    before_page: int | None = None  # `last_present` before the last page
+    shifted: bool = False  # the listing moved under the walk: jobs may have been skipped
 
     @property
     def offset(self) -> int:
         return self.seen - self.removed
+
+    def forget(self, gone: set[int]) -> None:
+        """Jobs of the last page that left the listing: the anchor moves back past them."""
+        if self.last_present in gone:
+            keep = [job_id for job_id in self.present if job_id not in gone]
+            self.last_present = keep[-1] if keep else self.before_page
+        self.present = []
+
+
+def _job_id(job: Any) -> Any:
+    return job.get("id") if type(job) is dict else None
 
 
 class _Stopped(Exception):
@@ -245,7 +260,7 @@ class Engine:
         passes = 1 if run.dry_run else MAX_PASSES
         for number in range(1, passes + 1):
             try:
-                found = await self._pass(run)
+                shifted = await self._pass(run)
             except _Stopped as stop:
                 run.complete = False
                 run.stopped = stop.reason
@@ -262,12 +277,14 @@ class Engine:
                 run.errors.append(f"listing stopped: {describe(exc)}")
                 log.warning("cleanup_listing_failed", error=exc.detail)
                 break
-            if not found:
+            if not shifted:
                 break
-            if number == passes and not run.dry_run:
-                # Still finding new matches (jobs keep being created): say so, do not loop.
+            if number == passes:
+                # The listing kept moving under this run: say so rather than loop.
                 run.complete = False
-                run.errors.append(f"stopped after {passes} passes: new matches kept appearing")
+                run.errors.append(
+                    f"stopped after {passes} passes: jobs kept disappearing during the run"
+                )
         if not run.dry_run:
             if run.stopped is None:
                 try:
@@ -286,28 +303,32 @@ class Engine:
             raise _Stopped(f"the deadline of {self.deadline:g}s was reached")
 
     async def _pass(self, run: _Run) -> bool:
-        """One walk through the listing; whether it matched jobs not seen before.
+        """One walk through the listing; whether it may have skipped jobs.
 
-        Each page's matches are deleted before the next page is listed, so that the
-        next page starts exactly after the jobs of this pass still listed: those
-        seen, less those deleted or found gone. (Listing ahead while deletions run
-        would need to know which of them hero_proc has carried out when it serves
-        the list; it cannot be known, and guessing wrong skips or repeats jobs.)
-        A job listed twice (someone else deleted jobs before the offset) is
-        recognised by its id, which only grows.
+        Each page's matches are deleted before the next page is listed, and the next
+        page starts after the jobs of this pass still listed: those seen, less those
+        deleted or found gone. If someone else deletes listed jobs meanwhile, every
+        later position moves and the next page would start too far. So each page
+        starts one job early, on the last job known to be still there: when that
+        is not what hero_proc lists first, the listing moved, this pass may have
+        skipped jobs, and another pass follows. A job listed twice is recognised by
+        its id, which only grows.
         """
         walk = _Walk()
-        matched_before = len(run.job_ids)
         while True:
             self._check(run)
+            anchor = walk.last_present
+            offset = walk.offset - 1 if anchor is not None else walk.offset
             page = await self.client.job_list_raw(
-                tag=run.selector.pushdown, limit=self.page_size, offset=walk.offset
+                tag=run.selector.pushdown, limit=self.page_size, offset=offset
             )
+            if anchor is not None and (not page or _job_id(page[0]) != anchor):
+                walk.shifted = True
             matches = self._select(run, walk, page)
             if matches and not run.dry_run:
                 await self._delete_jobs(run, walk, matches)
             if len(page) < self.page_size:
-                return len(run.job_ids) > matched_before
+                return walk.shifted
 
     @staticmethod
     def _select(run: _Run, walk: _Walk, page: list[Any]) -> list[int]:
@@ -318,6 +339,7 @@ class Engine:
         action to match, and an integer `created_at_ms` to pass an age filter.
         """
         matches: list[int] = []
+        present: list[int] = []
         actions = run.actions
         required = run.selector.required
         cutoff = run.selector.created_before_ms
@@ -330,6 +352,7 @@ class Engine:
                 continue  # not a job, or seen in this pass already (the window started early)
             last_id = job_id
             fresh += 1
+            present.append(job_id)
             tags = job.get("tags")
             if job_id in failed or type(tags) is not list or not required.issubset(tags):
                 continue
@@ -349,6 +372,10 @@ class Engine:
         run.job_ids.extend(matches)
         walk.last_id = last_id
         walk.seen += fresh
+        walk.before_page = walk.last_present
+        walk.present = present
+        if present:
+            walk.last_present = present[-1]
         return matches
 
     async def _delete_jobs(self, run: _Run, walk: _Walk, jobs: list[int]) -> None:
@@ -364,13 +391,16 @@ class Engine:
     @staticmethod
     def _tally(run: _Run, walk: _Walk, jobs: list[int], outcomes: list[Any]) -> None:
         removed = 0
+        gone: set[int] = set()
         for job_id, outcome in zip(jobs, outcomes, strict=True):
             if not isinstance(outcome, HeroProcError) and outcome is not _UNKNOWN:
                 run.jobs_deleted += 1
                 removed += 1
+                gone.add(job_id)
             elif isinstance(outcome, NotFound):
                 run.jobs_gone += 1
                 removed += 1
+                gone.add(job_id)
             else:
                 run.failed_jobs.add(job_id)
                 reason = (
@@ -381,6 +411,7 @@ class Engine:
                 run.errors.append(f"job {job_id}: {reason}")
                 log.warning("cleanup_job_failed", job_id=job_id, reason=reason)
         walk.removed += removed
+        walk.forget(gone)
 
     async def _delete_actions(self, run: _Run) -> None:
         if not run.actions:

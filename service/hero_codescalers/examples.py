@@ -102,6 +102,8 @@ HEALTH = (
     ),
 )
 
+PING = (Example("pong", {}, {"pong": True}),)
+
 SUBMIT = (
     Example(
         "first-submission",

@@ -12,6 +12,7 @@ import logging
 import sys
 from typing import Literal
 
+import orjson
 import structlog
 
 LEVELS = {
@@ -23,31 +24,45 @@ LEVELS = {
 
 
 def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "auto") -> None:
-    """Route structlog and stdlib logging to stderr at `level`, rendered as `fmt`."""
+    """Route structlog and stdlib logging to stderr at `level`, rendered as `fmt`.
+
+    The service's own lines go straight from structlog to stderr (JSON by orjson,
+    written as bytes: the cheap path, taken once per RPC call); lines of other
+    libraries (aiohttp, asyncio, jsonrpcserver) go through stdlib logging and the
+    same processors, so every line looks alike.
+    """
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
+        structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
-    )
-    structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
-        cache_logger_on_first_use=True,
-    )
+    if as_json:
+        structlog.configure(
+            processors=[
+                *shared,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(serializer=orjson.dumps),
+            ],
+            logger_factory=structlog.BytesLoggerFactory(sys.stderr.buffer),
+            wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
+            cache_logger_on_first_use=True,
+        )
+    else:
+        structlog.configure(
+            processors=[*shared, structlog.dev.ConsoleRenderer()],
+            logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+            wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
+            cache_logger_on_first_use=True,
+        )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info
             if as_json
             else structlog.processors.StackInfoRenderer(),
-            renderer,
+            structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(),
         ],
     )
     handler = logging.StreamHandler(sys.stderr)

@@ -18,6 +18,7 @@ from .models import (
     ListParams,
     ListResult,
     NoParams,
+    PingResult,
     StatsResult,
     SubmitParams,
     SubmitResult,
@@ -67,6 +68,20 @@ async def system_health(ctx: CallContext, params: NoParams) -> HealthResult:
     """Version, uptime, and hero_proc's reachability and latency from a quick `stats` call
     (at most one second). `status` is `degraded` while hero_proc does not answer."""
     return await _services(ctx).engine.health()
+
+
+PONG = PingResult()
+
+
+@registry.method(
+    "system.ping",
+    summary="Answer at once, touching nothing",
+    examples=ex.PING,
+)
+async def system_ping(ctx: CallContext, params: NoParams) -> PingResult:
+    """A trivial call: for liveness checks, and for measuring the cost of the RPC layer
+    itself (it does not reach hero_proc)."""
+    return PONG
 
 
 @registry.method(

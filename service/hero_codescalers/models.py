@@ -186,6 +186,12 @@ class StatsResult(Result):
     hero_proc: HeroProcCounts
 
 
+class PingResult(Result):
+    """The answer to `system.ping`."""
+
+    pong: Literal[True] = True
+
+
 class HeroProcHealth(Result):
     socket: str
     reachable: bool

@@ -257,10 +257,11 @@ async def test_hero_proc_down_answers_32020_naming_the_socket(sock_dir: Path) ->
 
 
 async def test_hero_proc_failing_midway_gives_a_partial_summary(
-    simulator: Simulator, caller: Caller
+    simulator: Simulator, service: Service, caller: Caller
 ) -> None:
     """hero_proc drops every connection after the first page: a partial summary, then recovery."""
     seed_population(simulator.store, 5_000)
+    service.engine.page_size = 1_000
     service_pages = 0
 
     def break_after_first_page(method: str, params: dict[str, Any]) -> None:

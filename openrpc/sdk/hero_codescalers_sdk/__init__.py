@@ -27,6 +27,7 @@ from .models import (
     HistoryResult,
     JobView,
     ListResult,
+    PingResult,
     StatsResult,
     SubmitResult,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "ListResult",
     "MethodNotFound",
     "ParseError",
+    "PingResult",
     "RpcError",
     "ServerBusy",
     "StatsResult",

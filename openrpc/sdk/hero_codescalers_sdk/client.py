@@ -18,6 +18,7 @@ from .models import (
     HealthResult,
     HistoryResult,
     ListResult,
+    PingResult,
     StatsResult,
     SubmitResult,
 )
@@ -138,6 +139,15 @@ class AsyncClient:
         """
         result = await self.call("system.health")
         return HealthResult.model_validate(result)
+
+    async def system_ping(self) -> PingResult:
+        """Answer at once, touching nothing
+
+        A trivial call: for liveness checks, and for measuring the cost of the RPC layer
+        itself (it does not reach hero_proc).
+        """
+        result = await self.call("system.ping")
+        return PingResult.model_validate(result)
 
     async def jobs_submit(
         self, *, kind: str, actor: str, target: str | None = None, script: str, input: Any = None
@@ -300,6 +310,10 @@ class Client:
     def system_health(self) -> HealthResult:
         """Version, uptime and whether hero_proc answers"""
         return self._runner.run(self._client.system_health())
+
+    def system_ping(self) -> PingResult:
+        """Answer at once, touching nothing"""
+        return self._runner.run(self._client.system_ping())
 
     def jobs_submit(
         self, *, kind: str, actor: str, target: str | None = None, script: str, input: Any = None

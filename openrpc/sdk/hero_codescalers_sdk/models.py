@@ -18,6 +18,7 @@ __all__ = [
     "HistoryResult",
     "JobView",
     "ListResult",
+    "PingResult",
     "StatsResult",
     "SubmitResult",
 ]
@@ -143,6 +144,14 @@ class ListResult(BaseModel):
     next_cursor: str | None = Field(
         description="Pass it as `cursor` for the next page; null at the end"
     )
+
+
+class PingResult(BaseModel):
+    """The answer to `system.ping`."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    pong: Literal[True] | None = Field(default=True)
 
 
 class StatsResult(BaseModel):
