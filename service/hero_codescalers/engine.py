@@ -100,7 +100,9 @@ class _Run:
     deadline: float = float("inf")  # time.monotonic() after which the run stops
     job_ids: list[int] = field(default_factory=list)
     failed_jobs: set[int] = field(default_factory=set)
-    actions: dict[tuple[str, str | None], None] = field(default_factory=dict)
+    # The codescaler actions of the matched jobs: the name alone when the context is
+    # null (the usual case: no tuple a job), else (name, context).
+    actions: dict[str | tuple[str, str | None], None] = field(default_factory=dict)
     foreign_actions: dict[str, None] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     jobs_deleted: int = 0
@@ -117,7 +119,7 @@ class _Run:
             jobs_deleted=self.jobs_deleted,
             actions_deleted=self.actions_deleted,
             job_ids=self.job_ids,
-            action_ids=[name for name, _ in self.actions],
+            action_ids=[key if isinstance(key, str) else key[0] for key in self.actions],
             errors=self.errors,
             dry_run=self.dry_run,
             jobs_matched=len(self.job_ids),
@@ -140,21 +142,20 @@ class _Walk:
     seen: int = 0  # distinct jobs listed so far
     removed: int = 0  # of those, deleted or found gone
     last_id: int = 0  # the highest id listed (ids only grow)
-    present: list[int] = field(default_factory=list)  # the new ids of the last page
     last_present: int | None = None  # the last job listed and not removed
-    before_page: int | None = None  # `last_present` before the last page
+    kept: int | None = None  # the last page's last new job that stays (it did not match)
+    before: int | None = None  # `last_present` before the last page
     shifted: bool = False  # the listing moved under the walk: jobs may have been skipped
 
     @property
     def offset(self) -> int:
         return self.seen - self.removed
 
-    def forget(self, gone: set[int]) -> None:
-        """Jobs of the last page that left the listing: the anchor moves back past them."""
-        if self.last_present in gone:
-            keep = [job_id for job_id in self.present if job_id not in gone]
-            self.last_present = keep[-1] if keep else self.before_page
-        self.present = []
+    def settle(self, still_there: int | None) -> None:
+        """The last page's matches were deleted, but for those up to `still_there`:
+        the last job known present is the later of that and the last that stayed."""
+        candidates = [i for i in (self.kept, still_there) if i is not None]
+        self.last_present = max(candidates) if candidates else self.before
 
 
 def _job_id(job: Any) -> Any:
@@ -339,7 +340,7 @@ class Engine:
         action to match, and an integer `created_at_ms` to pass an age filter.
         """
         matches: list[int] = []
-        present: list[int] = []
+        kept = None
         actions = run.actions
         required = run.selector.required
         cutoff = run.selector.created_before_ms
@@ -347,35 +348,49 @@ class Engine:
         last_id = walk.last_id
         fresh = 0
         for job in page:
-            job_id = job.get("id") if type(job) is dict else None
+            try:
+                job_id = job["id"]
+                tags = job["tags"]
+            except (KeyError, TypeError):
+                job_id = job.get("id") if type(job) is dict else None
+                tags = None
             if type(job_id) is not int or job_id <= last_id:
                 continue  # not a job, or seen in this pass already (the window started early)
             last_id = job_id
             fresh += 1
-            present.append(job_id)
-            tags = job.get("tags")
-            if job_id in failed or type(tags) is not list or not required.issubset(tags):
+            if (
+                type(tags) is not list
+                or not required.issubset(tags)
+                or (failed and job_id in failed)
+            ):
+                kept = job_id
                 continue
             if cutoff is not None:
                 created = job.get("created_at_ms")
                 if type(created) is not int or created > cutoff:
+                    kept = job_id
                     continue
             action = job.get("action_id")
             if type(action) is not str:
+                kept = job_id
                 continue  # a job without its action cannot be accounted for: not ours to delete
             matches.append(job_id)
             context = job.get("context")
-            if action.startswith(ACTION_PREFIX):
-                actions[(action, context if type(context) is str else None)] = None
-            else:
+            if context is None and action in actions:
+                continue  # the common case: an action already recorded
+            if not action.startswith(ACTION_PREFIX):
                 run.foreign_actions[action] = None
+            elif context is None:
+                actions[action] = None
+            else:
+                actions[(action, context if type(context) is str else None)] = None
         run.job_ids.extend(matches)
         walk.last_id = last_id
         walk.seen += fresh
-        walk.before_page = walk.last_present
-        walk.present = present
-        if present:
-            walk.last_present = present[-1]
+        walk.kept = kept
+        walk.before = walk.last_present
+        if fresh:
+            walk.last_present = last_id  # until deletions say otherwise (`settle`)
         return matches
 
     async def _delete_jobs(self, run: _Run, walk: _Walk, jobs: list[int]) -> None:
@@ -390,18 +405,17 @@ class Engine:
 
     @staticmethod
     def _tally(run: _Run, walk: _Walk, jobs: list[int], outcomes: list[Any]) -> None:
-        removed = 0
-        gone: set[int] = set()
+        deleted = gone = 0
+        still_there = None  # the highest id of the page's matches that could not be deleted
         for job_id, outcome in zip(jobs, outcomes, strict=True):
-            if not isinstance(outcome, HeroProcError) and outcome is not _UNKNOWN:
-                run.jobs_deleted += 1
-                removed += 1
-                gone.add(job_id)
+            if type(outcome) is dict or (
+                not isinstance(outcome, HeroProcError) and outcome is not _UNKNOWN
+            ):
+                deleted += 1
             elif isinstance(outcome, NotFound):
-                run.jobs_gone += 1
-                removed += 1
-                gone.add(job_id)
+                gone += 1
             else:
+                still_there = job_id
                 run.failed_jobs.add(job_id)
                 reason = (
                     describe(outcome)
@@ -410,8 +424,10 @@ class Engine:
                 )
                 run.errors.append(f"job {job_id}: {reason}")
                 log.warning("cleanup_job_failed", job_id=job_id, reason=reason)
-        walk.removed += removed
-        walk.forget(gone)
+        run.jobs_deleted += deleted
+        run.jobs_gone += gone
+        walk.removed += deleted + gone
+        walk.settle(still_there)
 
     async def _delete_actions(self, run: _Run) -> None:
         if not run.actions:
@@ -420,7 +436,9 @@ class Engine:
             run.actions_failed = len(run.actions)
             run.errors.append(f"{len(run.actions)} actions not attempted: {run.stopped}")
             return
-        keys = list(run.actions)
+        keys: list[tuple[str, str | None]] = [
+            (key, None) if isinstance(key, str) else key for key in run.actions
+        ]
         calls = [
             ("action.delete", {"name": name} if ctx is None else {"name": name, "context": ctx})
             for name, ctx in keys

@@ -477,8 +477,12 @@ def _settle(answer: list[Any], chunk: Sequence[int], results: list[Any]) -> list
     """Each item of a batch answer into `results`; the positions that failed transiently."""
     by_id: dict[Any, Any] | None = None
     unsettled = []
+    answers = len(answer)
     for n, i in enumerate(chunk):
-        item = answer[n] if n < len(answer) else None
+        item = answer[n] if n < answers else None
+        if type(item) is dict and item.get("id") == n and "result" in item and "error" not in item:
+            results[i] = item["result"]  # the common case: in order, a result
+            continue
         if type(item) is not dict or item.get("id") != n:  # answers out of order: match ids
             if by_id is None:
                 by_id = {a.get("id"): a for a in answer if isinstance(a, dict)}

@@ -86,26 +86,30 @@ class Rpc:
             raise RuntimeError(f"{method}: {answer['error']}")
         return answer["result"]
 
-    async def many(
-        self, calls: list[tuple[str, dict[str, Any]]], batch: int, inflight: int
-    ) -> None:
-        """Send `calls` as batches of `batch` (1: single calls), `inflight` requests at once."""
+    async def many(self, calls: list[tuple[str, dict[str, Any]]], batch: int, inflight: int) -> int:
+        """Send `calls` as batches of `batch` (1: single calls), `inflight` requests at once;
+        how many were answered with an error (the least a client must know)."""
         gate = asyncio.Semaphore(inflight)
+        failed = 0
 
         async def send(chunk: list[tuple[str, dict[str, Any]]]) -> None:
+            nonlocal failed
             async with gate:
                 if batch == 1:
                     method, params = chunk[0]
-                    await self.post({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+                    one = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+                    failed += "error" in await self.post(one)
                 else:
-                    await self.post(
+                    answers = await self.post(
                         [
                             {"jsonrpc": "2.0", "id": i, "method": m, "params": p}
                             for i, (m, p) in enumerate(chunk)
                         ]
                     )
+                    failed += sum("error" in a for a in answers)
 
         await asyncio.gather(*(send(calls[i : i + batch]) for i in range(0, len(calls), batch)))
+        return failed
 
 
 async def seed_algorithm(hp: Rpc) -> None:
