@@ -139,6 +139,7 @@ def transient(outcome: object) -> bool:
 MAX_IN_FLIGHT = 128  # requests to hero_proc at once, at most (the connection pool)
 SINGLES_IN_FLIGHT = 32  # single calls at once when hero_proc takes no batches
 SLOW_CALL = 50e-6  # seconds per call in a batch above which hero_proc is latency-bound
+PROBE = 200  # calls in the first batch of a `call_many`
 
 
 @dataclass
@@ -297,7 +298,10 @@ class HeroProcClient:
         """Send `calls` as batches by a pool of workers that grows to what `pacing` asks;
         positions left to be called alone go to `alone`."""
         n = len(calls)
+        # The first batch is small: should hero_proc have become slow, finding out costs
+        # one small batch, not a large one (once slow, every batch is small anyway).
         cursor = 0
+        probe = min(PROBE, self.pacing.batch)
         workers: set[asyncio.Task[None]] = set()
 
         def grow() -> None:
@@ -313,7 +317,8 @@ class HeroProcClient:
                     alone.extend(range(cursor, n))
                     cursor = n
                     return
-                start, cursor = cursor, min(n, cursor + self.pacing.batch)
+                size = probe if cursor == 0 else self.pacing.batch
+                start, cursor = cursor, min(n, cursor + size)
                 chunk = range(start, cursor)
                 if len(chunk) == 1:
                     alone.append(start)

@@ -6,6 +6,7 @@ seeding call it directly. Methods raise `RpcFault` with hero_proc's codes.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ IN_USE = -32002
 JOB_ACTIVE = -32003
 INVALID_PARAMS = -32602
 
+MAX_INDEXES = 32  # tag prefixes indexed at once (the oldest is dropped)
 DEFAULT_LIMIT = 1_000
 MAX_LIMIT = 10_000
 STATUSES = ("pending", "running", "succeeded", "failed", "cancelled")
@@ -94,6 +96,10 @@ class Store:
         self.actions: dict[ActionKey, dict[str, Any]] = {}
         self.jobs: dict[int, dict[str, Any]] = {}
         self.refs: Counter[ActionKey] = Counter()
+        # Ids of the jobs with a tag starting with each prefix asked for, in id order:
+        # an index, so that a page at an offset skips the jobs before it in C (as a
+        # database's index would), not one Python comparison per job.
+        self.by_prefix: dict[str, dict[int, None]] = {}
         self.next_id = 1
         self.faults = Faults()
 
@@ -169,6 +175,9 @@ class Store:
             "finished_at_ms": None if status in ACTIVE_STATUSES else created,
         }
         self.refs[key] += 1
+        for prefix, members in self.by_prefix.items():
+            if _has_prefix(self.jobs[job_id]["tags"], prefix):
+                members[job_id] = None
         return {"id": job_id}
 
     def job_get(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -182,6 +191,9 @@ class Store:
         status = _opt_str(flt, "status")
         action = _opt_str(flt, "action")
         limit, offset = self._page(flt)
+        if tag is not None and status is None and action is None:
+            page = itertools.islice(self._tagged(tag), offset, offset + limit)
+            return [self.jobs[job_id] for job_id in page]
         found = (
             j
             for j in self.jobs.values()
@@ -190,6 +202,16 @@ class Store:
             and (action is None or j["action_id"] == action)
         )
         return _slice(found, offset, limit)
+
+    def _tagged(self, prefix: str) -> dict[int, None]:
+        """The ids of the jobs with a tag starting with `prefix`, indexed on first use."""
+        members = self.by_prefix.get(prefix)
+        if members is None:
+            if len(self.by_prefix) >= MAX_INDEXES:
+                self.by_prefix.pop(next(iter(self.by_prefix)))
+            members = {i: None for i, j in self.jobs.items() if _has_prefix(j["tags"], prefix)}
+            self.by_prefix[prefix] = members
+        return members
 
     def job_cancel(self, params: dict[str, Any]) -> dict[str, Any]:
         job = self._job(params)
@@ -204,6 +226,8 @@ class Store:
         if job["status"] in ACTIVE_STATUSES and force is not True:
             raise RpcFault(JOB_ACTIVE, "Job is active; delete with force", {"id": job["id"]})
         del self.jobs[job["id"]]
+        for members in self.by_prefix.values():
+            members.pop(job["id"], None)
         key = (job["action_id"], job["context"])
         self.refs[key] -= 1
         if self.refs[key] <= 0:
