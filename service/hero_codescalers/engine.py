@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import json
 import time
+from array import array
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -98,7 +99,7 @@ class _Run:
     selector: Selector
     dry_run: bool
     deadline: float = float("inf")  # time.monotonic() after which the run stops
-    job_ids: list[int] = field(default_factory=list)
+    job_ids: array[int] = field(default_factory=lambda: array("q"))  # 8 bytes an id
     failed_jobs: set[int] = field(default_factory=set)
     # The codescaler actions of the matched jobs: the name alone when the context is
     # null (the usual case: no tuple a job), else (name, context).
@@ -118,7 +119,7 @@ class _Run:
         return CleanupSummary(
             jobs_deleted=self.jobs_deleted,
             actions_deleted=self.actions_deleted,
-            job_ids=self.job_ids,
+            job_ids=self.job_ids.tolist(),
             action_ids=[key if isinstance(key, str) else key[0] for key in self.actions],
             errors=self.errors,
             dry_run=self.dry_run,

@@ -95,11 +95,14 @@ class Store:
     def reset(self) -> None:
         self.actions: dict[ActionKey, dict[str, Any]] = {}
         self.jobs: dict[int, dict[str, Any]] = {}
-        self.refs: Counter[ActionKey] = Counter()
+        # Jobs per action, keyed by name alone when the context is null (the usual case):
+        # a string key is hashed once and compared by identity, where a tuple is not.
+        self.refs: Counter[str | ActionKey] = Counter()
         # Ids of the jobs with a tag starting with each prefix asked for, in id order:
         # an index, so that a page at an offset skips the jobs before it in C (as a
         # database's index would), not one Python comparison per job.
         self.by_prefix: dict[str, dict[int, None]] = {}
+        self._dead: dict[str, int] = {}  # keys deleted from each index since it was built
         self.next_id = 1
         self.faults = Faults()
 
@@ -144,10 +147,11 @@ class Store:
         key = (_req_str(params, "name"), _opt_str(params, "context"))
         if key not in self.actions:
             raise RpcFault(NOT_FOUND, "Action not found", {"name": key[0]})
-        if self.refs[key] > 0 or key[0] in self.faults.in_use_actions:
-            raise RpcFault(IN_USE, "Action in use", {"name": key[0], "jobs": self.refs[key]})
+        refs = self.refs[_ref(*key)]
+        if refs > 0 or key[0] in self.faults.in_use_actions:
+            raise RpcFault(IN_USE, "Action in use", {"name": key[0], "jobs": refs})
         del self.actions[key]
-        self.refs.pop(key, None)
+        self.refs.pop(_ref(*key), None)
         return {"deleted": True}
 
     # jobs ------------------------------------------------------------------
@@ -174,7 +178,7 @@ class Store:
             "created_at_ms": created,
             "finished_at_ms": None if status in ACTIVE_STATUSES else created,
         }
-        self.refs[key] += 1
+        self.refs[_ref(*key)] += 1
         for prefix, members in self.by_prefix.items():
             if _has_prefix(self.jobs[job_id]["tags"], prefix):
                 members[job_id] = None
@@ -192,7 +196,8 @@ class Store:
         action = _opt_str(flt, "action")
         limit, offset = self._page(flt)
         if tag is not None and status is None and action is None:
-            page = itertools.islice(self._tagged(tag), offset, offset + limit)
+            members = self._tagged(tag)
+            page = itertools.islice(members, offset, offset + limit)
             return [self.jobs[job_id] for job_id in page]
         found = (
             j
@@ -206,6 +211,11 @@ class Store:
     def _tagged(self, prefix: str) -> dict[int, None]:
         """The ids of the jobs with a tag starting with `prefix`, indexed on first use."""
         members = self.by_prefix.get(prefix)
+        if members is not None and self._dead.get(prefix, 0) > len(members):
+            # A dict keeps the slots of deleted keys, and iterating walks them: once
+            # they outnumber the living, copy it (compact) so pages stay cheap.
+            members = self.by_prefix[prefix] = dict(members)
+            self._dead[prefix] = 0
         if members is None:
             if len(self.by_prefix) >= MAX_INDEXES:
                 self.by_prefix.pop(next(iter(self.by_prefix)))
@@ -226,12 +236,15 @@ class Store:
         if job["status"] in ACTIVE_STATUSES and force is not True:
             raise RpcFault(JOB_ACTIVE, "Job is active; delete with force", {"id": job["id"]})
         del self.jobs[job["id"]]
-        for members in self.by_prefix.values():
-            members.pop(job["id"], None)
-        key = (job["action_id"], job["context"])
-        self.refs[key] -= 1
-        if self.refs[key] <= 0:
-            del self.refs[key]
+        for prefix, members in self.by_prefix.items():
+            if members.pop(job["id"], 0) is None:
+                self._dead[prefix] = self._dead.get(prefix, 0) + 1
+        ref = _ref(job["action_id"], job["context"])
+        left = self.refs[ref] - 1
+        if left > 0:
+            self.refs[ref] = left
+        else:
+            del self.refs[ref]
         return {"deleted": True}
 
     def stats(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -266,6 +279,10 @@ class Store:
             "jobs": {i: dict(j, tags=list(j["tags"])) for i, j in self.jobs.items()},
             "actions": {f"{k[0]}@{k[1]}": dict(a) for k, a in self.actions.items()},
         }
+
+
+def _ref(name: str, context: str | None) -> str | ActionKey:
+    return name if context is None else (name, context)
 
 
 def _has_prefix(tags: list[str], prefix: str) -> bool:
