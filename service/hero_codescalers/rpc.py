@@ -11,6 +11,7 @@ with a request id (the detail goes to the log, never to the caller).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 import typing
@@ -21,8 +22,13 @@ from typing import Any
 import orjson
 import structlog
 from jsonrpcserver import Error as ErrorResult
-from jsonrpcserver import Success, async_dispatch_to_serializable
+from jsonrpcserver import Success
+from jsonrpcserver.async_dispatcher import dispatch_request
+from jsonrpcserver.dispatcher import create_request, to_response
+from jsonrpcserver.response import to_serializable_one
+from jsonrpcserver.sentinels import NOID
 from pydantic import BaseModel, ValidationError
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from . import errors
 from .auth import AdminPolicy, Peer
@@ -187,17 +193,23 @@ class Dispatcher:
         return out[0] if out else None
 
     async def _run(self, valid: list[dict[str, Any]], context: CallContext) -> list[Any]:
-        """Dispatch valid request objects; their answers, notifications left out."""
-        answer = await async_dispatch_to_serializable(
-            "",
-            self._table,
-            context=context,
-            deserializer=lambda _: valid,
-            validator=lambda request: request,
-        )
-        if answer is None:
-            return []
-        return answer if isinstance(answer, list) else [answer]
+        """Dispatch valid request objects with jsonrpcserver (method lookup, arguments,
+        call, error and response objects); their answers, notifications left out.
+
+        Its request-level entry point is bypassed: the framing is done here already,
+        and its batch machinery would make a task of every request, a single one too.
+        """
+        if len(valid) == 1:
+            answers = [await self._one(valid[0], context)]
+        else:
+            answers = await asyncio.gather(*(self._one(item, context) for item in valid))
+        return [answer for answer in answers if answer is not None]
+
+    async def _one(self, item: dict[str, Any], context: CallContext) -> Any:
+        request, result = await dispatch_request(self._table, context, create_request(item))
+        if request.id is NOID:
+            return None
+        return to_serializable_one(to_response(request, result))
 
     def _wrap(self, spec: MethodDef) -> Callable[..., Awaitable[Any]]:
         names = tuple(spec.params.model_fields)
@@ -206,37 +218,43 @@ class Dispatcher:
         async def call(ctx: CallContext, *args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter()
             peer = ctx.peer
-            with structlog.contextvars.bound_contextvars(
+            # Every line logged during the call carries these (bound without a context
+            # manager: this runs on every call).
+            tokens = bind_contextvars(
                 request_id=ctx.request_id, method=spec.name, peer_uid=peer.uid, peer_pid=peer.pid
-            ):
+            )
+            try:
+                if spec.admin:
+                    policy.require_admin(peer, spec.name, ctx.bearer)
+                if len(args) > len(names):
+                    raise errors.InvalidParams(f"params: at most {len(names)} positional params")
+                raw = dict(zip(names, args, strict=False)) if args else kwargs
                 try:
-                    if spec.admin:
-                        policy.require_admin(peer, spec.name, ctx.bearer)
-                    if len(args) > len(names):
-                        raise errors.InvalidParams(
-                            f"params: at most {len(names)} positional params"
-                        )
-                    raw = dict(zip(names, args, strict=False)) if args else kwargs
-                    try:
-                        params = spec.params.model_validate(raw)
-                    except ValidationError as exc:
-                        raise errors.InvalidParams(readable(exc)) from None
-                    result = await spec.handler(ctx, params)
-                except errors.Error as exc:
-                    _log_call(t0, exc.code)
-                    data = exc.public_data()
-                    return ErrorResult(exc.code, exc.message, *(() if data is None else (data,)))
-                except Exception:
-                    log.exception("rpc_internal_error")
-                    _log_call(t0, errors.INTERNAL_ERROR)
-                    return ErrorResult(
-                        errors.INTERNAL_ERROR, "Internal error", {"request_id": ctx.request_id}
-                    )
+                    params = spec.params.model_validate(raw)
+                except ValidationError as exc:
+                    raise errors.InvalidParams(readable(exc)) from None
+                result = await spec.handler(ctx, params)
+            except errors.Error as exc:
+                _log_call(t0, exc.code)
+                data = exc.public_data()
+                return ErrorResult(exc.code, exc.message, *(() if data is None else (data,)))
+            except Exception:
+                log.exception("rpc_internal_error")
+                _log_call(t0, errors.INTERNAL_ERROR)
+                return ErrorResult(
+                    errors.INTERNAL_ERROR, "Internal error", {"request_id": ctx.request_id}
+                )
+            else:
                 _log_call(t0, None)
                 if isinstance(result, BaseModel):
                     return Success(result.model_dump(mode="json"))
                 return Success(result)
+            finally:
+                reset_contextvars(**tokens)
 
+        # jsonrpcserver checks each call's arguments against the method's signature:
+        # give it ready-made, instead of inspecting the function on every call.
+        call.__signature__ = inspect.signature(call)  # type: ignore[attr-defined]
         return call
 
 

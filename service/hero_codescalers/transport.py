@@ -23,9 +23,11 @@ import asyncio
 import contextlib
 import gc
 import grp
+import itertools
+import secrets
 import signal
 import socket
-import uuid
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -110,9 +112,26 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+_PEERS: weakref.WeakKeyDictionary[asyncio.BaseTransport, Peer] = weakref.WeakKeyDictionary()
+
+
 def peer_of(request: web.Request) -> Peer:
+    """The peer of the request's connection, asked of the kernel once per connection."""
     transport = request.transport
-    return Peer.of_socket(transport.get_extra_info("socket") if transport else None)
+    if transport is None:
+        return Peer.unknown()
+    peer = _PEERS.get(transport)
+    if peer is None:
+        peer = _PEERS[transport] = Peer.of_socket(transport.get_extra_info("socket"))
+    return peer
+
+
+_REQUEST_IDS = itertools.count(1)
+_PROCESS = secrets.token_hex(4)  # request ids differ from one start to the next
+
+
+def request_id() -> str:
+    return f"{_PROCESS}-{next(_REQUEST_IDS):x}"
 
 
 def bearer_of(request: web.Request) -> str | None:
@@ -148,8 +167,8 @@ def _closing(response: web.Response) -> web.Response:
 
 
 async def _rpc(request: web.Request) -> web.StreamResponse:
-    request_id = uuid.uuid4().hex[:16]
-    headers = {"X-Request-Id": request_id}
+    rid = request_id()
+    headers = {"X-Request-Id": rid}
     if "Content-Type" in request.headers and request.content_type not in JSON_TYPES:
         return _refusal(415, "Content-Type must be application/json", headers)
     inflight = request.app[INFLIGHT]
@@ -167,11 +186,11 @@ async def _rpc(request: web.Request) -> web.StreamResponse:
         except web.HTTPRequestEntityTooLarge:
             return _closing(_refusal(413, f"request body larger than {MAX_BODY} bytes", headers))
         except TimeoutError:
-            log.warning("slow_request_refused", request_id=request_id, timeout_s=timeout)
+            log.warning("slow_request_refused", request_id=rid, timeout_s=timeout)
             reason = f"request body not received within {timeout:g}s"
             return _closing(_refusal(408, reason, headers))
         answer = await request.app[DISPATCHER].dispatch(
-            body, peer_of(request), request_id, bearer=bearer_of(request)
+            body, peer_of(request), rid, bearer=bearer_of(request)
         )
     finally:
         inflight.count -= 1
