@@ -63,6 +63,8 @@ from .tags import (
 log = structlog.get_logger(__name__)
 
 MAX_PASSES = 3
+SLICE = 2_000  # jobs of a page selected before their deletions are sent
+SEND_STEPS = 4  # event loop turns given to a slice's deletions to get on the wire
 _UNKNOWN = object()  # the outcome of a deletion cut short by cancellation
 # Summary fields that hold one entry per job or action: counted, not logged.
 _LISTS = {"job_ids", "action_ids", "errors", "foreign_action_ids"}
@@ -146,17 +148,25 @@ class _Walk:
     last_present: int | None = None  # the last job listed and not removed
     kept: int | None = None  # the last page's last new job that stays (it did not match)
     before: int | None = None  # `last_present` before the last page
+    still_there: int | None = None  # the last page's last match that could not be deleted
+    fresh: bool = False  # the last page had jobs not seen before
     shifted: bool = False  # the listing moved under the walk: jobs may have been skipped
 
     @property
     def offset(self) -> int:
         return self.seen - self.removed
 
-    def settle(self, still_there: int | None) -> None:
-        """The last page's matches were deleted, but for those up to `still_there`:
-        the last job known present is the later of that and the last that stayed."""
-        candidates = [i for i in (self.kept, still_there) if i is not None]
-        self.last_present = max(candidates) if candidates else self.before
+    def start_page(self) -> None:
+        self.before = self.last_present
+        self.kept = self.still_there = None
+        self.fresh = False
+
+    def end_page(self) -> None:
+        """The page's matches were deleted, but for those up to `still_there`: the last
+        job known present is the later of that and the last that did not match."""
+        if self.fresh:
+            candidates = [i for i in (self.kept, self.still_there) if i is not None]
+            self.last_present = max(candidates) if candidates else self.before
 
 
 def _job_id(job: Any) -> Any:
@@ -326,11 +336,30 @@ class Engine:
             )
             if anchor is not None and (not page or _job_id(page[0]) != anchor):
                 walk.shifted = True
-            matches = self._select(run, walk, page)
-            if matches and not run.dry_run:
-                await self._delete_jobs(run, walk, matches)
+            await self._page(run, walk, page)
             if len(page) < self.page_size:
                 return walk.shifted
+
+    async def _page(self, run: _Run, walk: _Walk, page: list[Any]) -> None:
+        """Select a page's matches a slice at a time; each slice's deletions are on their
+        way while the next slice is selected. All are settled before the page ends."""
+        walk.start_page()
+        deleting: list[asyncio.Task[None]] = []
+        try:
+            for start in range(0, len(page), SLICE):
+                matches = self._select(run, walk, page[start : start + SLICE])
+                if matches and not run.dry_run:
+                    deleting.append(asyncio.create_task(self._delete_jobs(run, walk, matches)))
+                    for _ in range(SEND_STEPS):  # let the deletions reach hero_proc
+                        await asyncio.sleep(0)
+            if deleting:
+                await asyncio.gather(*deleting)
+        except BaseException:
+            for task in deleting:
+                task.cancel()
+            await asyncio.gather(*deleting, return_exceptions=True)
+            raise
+        walk.end_page()
 
     @staticmethod
     def _select(run: _Run, walk: _Walk, page: list[Any]) -> list[int]:
@@ -388,10 +417,9 @@ class Engine:
         run.job_ids.extend(matches)
         walk.last_id = last_id
         walk.seen += fresh
-        walk.kept = kept
-        walk.before = walk.last_present
-        if fresh:
-            walk.last_present = last_id  # until deletions say otherwise (`settle`)
+        if kept is not None:
+            walk.kept = kept
+        walk.fresh = walk.fresh or fresh > 0
         return matches
 
     async def _delete_jobs(self, run: _Run, walk: _Walk, jobs: list[int]) -> None:
@@ -428,7 +456,8 @@ class Engine:
         run.jobs_deleted += deleted
         run.jobs_gone += gone
         walk.removed += deleted + gone
-        walk.settle(still_there)
+        if still_there is not None:
+            walk.still_there = max(still_there, walk.still_there or 0)
 
     async def _delete_actions(self, run: _Run) -> None:
         if not run.actions:

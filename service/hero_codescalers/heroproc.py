@@ -139,7 +139,8 @@ def transient(outcome: object) -> bool:
 MAX_IN_FLIGHT = 128  # requests to hero_proc at once, at most (the connection pool)
 SINGLES_IN_FLIGHT = 32  # single calls at once when hero_proc takes no batches
 SLOW_CALL = 50e-6  # seconds per call in a batch above which hero_proc is latency-bound
-PROBE = 200  # calls in the first batch of a `call_many`
+PROBE = 200  # calls in a batch while what `Pacing` knows is stale
+STALE_AFTER = 2.0  # seconds after which `Pacing` probes again
 
 
 @dataclass
@@ -155,8 +156,13 @@ class Pacing:
     batch: int = 200
     inflight: int = 2
     per_call: float | None = None  # seconds per call inside a batch, smoothed
+    learnt_at: float = float("-inf")  # time.monotonic() of the last lesson
+
+    def stale(self) -> bool:
+        return time.monotonic() - self.learnt_at > STALE_AFTER
 
     def learn(self, calls: int, seconds: float) -> None:
+        self.learnt_at = time.monotonic()
         sample = seconds / calls
         self.per_call = sample if self.per_call is None else 0.7 * self.per_call + 0.3 * sample
         if self.per_call > SLOW_CALL:
@@ -298,10 +304,11 @@ class HeroProcClient:
         """Send `calls` as batches by a pool of workers that grows to what `pacing` asks;
         positions left to be called alone go to `alone`."""
         n = len(calls)
-        # The first batch is small: should hero_proc have become slow, finding out costs
-        # one small batch, not a large one (once slow, every batch is small anyway).
         cursor = 0
-        probe = min(PROBE, self.pacing.batch)
+        # When what `pacing` knows is old (hero_proc may have changed), batches stay
+        # small until one has been timed: finding out that hero_proc became slow then
+        # costs a small batch, not large ones. Within a cleanup it is always fresh.
+        probing = self.pacing.stale()
         workers: set[asyncio.Task[None]] = set()
 
         def grow() -> None:
@@ -312,12 +319,13 @@ class HeroProcClient:
 
         async def worker() -> None:
             nonlocal cursor
+            nonlocal probing
             while cursor < n:
                 if self.batch_supported is False:  # learnt meanwhile: the rest one by one
                     alone.extend(range(cursor, n))
                     cursor = n
                     return
-                size = probe if cursor == 0 else self.pacing.batch
+                size = min(PROBE, self.pacing.batch) if probing else self.pacing.batch
                 start, cursor = cursor, min(n, cursor + size)
                 chunk = range(start, cursor)
                 if len(chunk) == 1:
@@ -329,6 +337,7 @@ class HeroProcClient:
                     alone.extend(chunk)
                     continue
                 self.pacing.learn(len(chunk), time.monotonic() - t0)
+                probing = False
                 alone.extend(i for i in unsettled if calls[i][0] in IDEMPOTENT)
                 grow()
 

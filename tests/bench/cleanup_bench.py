@@ -137,18 +137,25 @@ async def seed_algorithm(hp: Rpc) -> None:
 
 async def limit_algorithm(hp: Rpc, batch: int, inflight: int) -> None:
     """The service's algorithm with none of its bookkeeping nor checks: page through the
-    codescaler jobs, deleting each page (as batches or concurrent calls) before the next."""
+    codescaler jobs, each page's deletions (as batches or concurrent calls) sent a slice
+    at a time while the next slice is picked, all done before the next page."""
     actions: set[str] = set()
     offset = 0
     while True:
         flt = {"tag": "codescaler", "limit": 10_000, "offset": offset}
         jobs = await hp.call("job.list", {"filter": flt})
-        matched = [j for j in jobs if "codescaler" in (j.get("tags") or [])]
-        actions.update(j["action_id"] for j in matched)
-        await hp.many(
-            [("job.delete", {"id": j["id"], "force": True}) for j in matched], batch, inflight
-        )
-        offset += len(jobs) - len(matched)
+        sending = []
+        matched = 0
+        for start in range(0, len(jobs), 2_000):
+            mine = [j for j in jobs[start : start + 2_000] if "codescaler" in (j.get("tags") or [])]
+            matched += len(mine)
+            actions.update(j["action_id"] for j in mine)
+            deletes = [("job.delete", {"id": j["id"], "force": True}) for j in mine]
+            sending.append(asyncio.create_task(hp.many(deletes, batch, inflight)))
+            for _ in range(4):
+                await asyncio.sleep(0)
+        await asyncio.gather(*sending)
+        offset += len(jobs) - matched
         if len(jobs) < 10_000:
             break
     await hp.many([("action.delete", {"name": a}) for a in sorted(actions)], batch, inflight)
