@@ -45,6 +45,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from .processes import hero, start
+
 MODES: dict[str, dict[str, Any]] = {
     "cheap": {},
     "slow": {"latency_ms": 1},
@@ -146,8 +148,8 @@ async def limit_algorithm(hp: Rpc, batch: int, inflight: int) -> None:
         jobs = await hp.call("job.list", {"filter": flt})
         sending = []
         matched = 0
-        for start in range(0, len(jobs), 2_000):
-            mine = [j for j in jobs[start : start + 2_000] if "codescaler" in (j.get("tags") or [])]
+        for first in range(0, len(jobs), 2_000):
+            mine = [j for j in jobs[first : first + 2_000] if "codescaler" in (j.get("tags") or [])]
             matched += len(mine)
             actions.update(j["action_id"] for j in mine)
             deletes = [("job.delete", {"id": j["id"], "force": True}) for j in mine]
@@ -188,38 +190,13 @@ class Bench:
     async def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HERO_")}
         env.update(HERO_SOCKET_DIR=str(self.scratch), HERO_CODESCALERS_LOG_FORMAT="json")
-        self.sim = await self._spawn(["simulator"], env, "simulator_started")
+        self.sim = await start(hero("simulator"), env, b"simulator_started")
+        self.procs.append(self.sim)
         env["HERO_CODESCALERS_HERO_PROC_TIMEOUT"] = "120"
-        self.service = await self._spawn(["serve"], env, "service_started")
+        self.service = await start(hero("serve"), env, b"service_started")
+        self.procs.append(self.service)
         self.hp = Rpc(self.scratch / "hero_proc" / "rpc.sock")
         self.svc = Rpc(self.scratch / "hero_codescalers" / "rpc.sock")
-
-    async def _spawn(
-        self, args: list[str], env: dict[str, str], ready: str
-    ) -> asyncio.subprocess.Process:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "hero_codescalers",
-            *args,
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        self.procs.append(proc)
-        assert proc.stderr is not None
-        while (
-            json.loads(await proc.stderr.readline() or b'{"event": "exit"}').get("event") != ready
-        ):
-            if proc.returncode is not None:
-                raise RuntimeError(f"{args[0]} did not start")
-        asyncio.get_running_loop().create_task(self._drain(proc.stderr))
-        return proc
-
-    @staticmethod
-    async def _drain(stream: asyncio.StreamReader) -> None:
-        while await stream.readline():
-            pass
 
     async def stop(self) -> None:
         await self.hp.close()

@@ -30,6 +30,8 @@ from typing import Any
 
 import aiohttp
 
+from .processes import hero, start
+
 BARE_SERVER = """
 import asyncio, os, signal, sys
 from aiohttp import web
@@ -86,29 +88,6 @@ async def load(socket: Path, concurrency: int, seconds: float) -> dict[str, floa
     }
 
 
-async def spawn(
-    args: list[str], env: dict[str, str], ready: bytes, stream: str
-) -> asyncio.subprocess.Process:
-    kwargs: dict[str, Any] = (
-        {"stdout": asyncio.subprocess.PIPE}
-        if stream == "stdout"
-        else {"stderr": asyncio.subprocess.PIPE, "stdout": asyncio.subprocess.DEVNULL}
-    )
-    proc = await asyncio.create_subprocess_exec(*args, env=env, **kwargs)
-    out = proc.stdout if stream == "stdout" else proc.stderr
-    assert out is not None
-    while ready not in (line := await out.readline()):
-        if not line:
-            raise RuntimeError(f"{args} exited before it was ready")
-    asyncio.get_running_loop().create_task(drain(out))
-    return proc
-
-
-async def drain(stream: asyncio.StreamReader) -> None:
-    while await stream.readline():
-        pass
-
-
 async def run(seconds: float, reps: int) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="hc-rpcbench-", dir="/tmp"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERO_")}
@@ -116,10 +95,8 @@ async def run(seconds: float, reps: int) -> dict[str, Any]:
     bare_socket = scratch / "bare.sock"
     service_socket = scratch / "hero_codescalers" / "rpc.sock"
     procs = [
-        await spawn([sys.executable, "-c", BARE_SERVER, str(bare_socket)], env, b"ready", "stdout"),
-        await spawn(
-            [sys.executable, "-m", "hero_codescalers", "serve"], env, b"service_started", "stderr"
-        ),
+        await start([sys.executable, "-c", BARE_SERVER, str(bare_socket)], env, b"ready", "stdout"),
+        await start(hero("serve"), env, b"service_started"),
     ]
     gc.freeze()
     results: dict[str, Any] = {"seconds": seconds, "reps": reps}

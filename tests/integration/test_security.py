@@ -16,6 +16,7 @@ from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator
 
 from ..conftest import Caller, ServiceFactory
+from ..names import ACTOR_ONLY, HOSTILE_NAMES
 from .peers import IS_ROOT, NOBODY, PeerCannotConnect, post_as
 from .population import add_job
 
@@ -141,31 +142,13 @@ async def test_a_socket_group_lets_its_members_in(make_service: ServiceFactory) 
     assert cleanup["error"]["code"] == -32010
 
 
-HOSTILE = [
-    "",
-    "*",
-    "%",
-    "a%",
-    "..",
-    "a..b",
-    ".x",
-    "x" * 65,
-    "\u0430lice",
-    "\uff41",
-    "a b",
-    "a/b",
-    "a\nb",
-    "'; --",
-]
-
-
 @pytest.mark.parametrize("field", ["kind", "target", "actor"])
 async def test_hostile_names_never_reach_hero_proc(
     simulator: Simulator, caller: Caller, field: str
 ) -> None:
     """Wildcards, %, .., empty, long, unicode look-alikes: -32602 naming the field, no listing."""
     add_job(simulator.store)
-    names = [*HOSTILE, *(["kind_user", "target_web", "kind"] if field == "actor" else [])]
+    names = [*HOSTILE_NAMES.values(), *(ACTOR_ONLY.values() if field == "actor" else ())]
     for name in names:
         err = await caller.error("jobs.cleanup", {field: name})
         assert err["code"] == -32602, name

@@ -23,6 +23,7 @@ from hero_codescalers.tags import (
     job_tags,
 )
 
+from ..names import ACTOR_ONLY, HOSTILE_NAMES
 from .conftest import Stack
 
 NOW = 1_800_000_000_000
@@ -31,21 +32,7 @@ KINDS = ["user", "service", "x_y"]
 ACTORS = ["alice", "bob", "ci-bot"]
 TARGETS = ["web", "db", None]
 STATUSES = ["pending", "running", "succeeded", "failed", "cancelled"]
-HOSTILE = [
-    "kind_user",
-    "target_web",
-    "kind",
-    "",
-    "*",
-    "%",
-    "a%",
-    "..",
-    "a..b",
-    "x" * 65,
-    "\u0430lice",
-    "codescaler ",
-    "alice\n",
-]
+HOSTILE = [*HOSTILE_NAMES.values(), *ACTOR_ONLY.values()]
 # How a job relates to the scope: only "scoped" and "foreign-action" jobs carry the
 # literal `codescaler` tag; the others carry tags a prefix match would confuse with it.
 STYLES = ["scoped", "scoped", "scoped", "lookalike", "no-scope", "untagged", "foreign-action"]

@@ -31,6 +31,8 @@ from typing import Any
 
 import aiohttp
 
+from ..bench.processes import hero, start
+
 ACTORS = ("alice", "bob", "carol", "ci-bot")
 KINDS = ("user", "template", "service", "install")
 EXPECTED_ERRORS = {-32011}
@@ -41,33 +43,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-async def start(args: list[str], env: dict[str, str], ready: str) -> asyncio.subprocess.Process:
-    """Start `hero_codescalers <args>` and wait for its `ready` log line."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hero_codescalers",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    while True:
-        line = await proc.stderr.readline()
-        if not line:
-            raise RuntimeError(f"{args[0]} exited before it was ready")
-        if json.loads(line).get("event") == ready:
-            break
-    asyncio.get_running_loop().create_task(drain(proc.stderr))
-    return proc
-
-
-async def drain(stream: asyncio.StreamReader) -> None:
-    while await stream.readline():
-        pass
 
 
 class Load:
@@ -146,8 +121,8 @@ async def run(callers: int, seconds: float, jobs: int, warmup: float) -> dict[st
     env.update(HERO_SOCKET_DIR=str(scratch), HERO_CODESCALERS_LOG_FORMAT="json")
     procs: list[asyncio.subprocess.Process] = []
     try:
-        procs.append(await start(["simulator", "--seed", str(jobs)], env, "simulator_started"))
-        service = await start(["serve"], env, "service_started")
+        procs.append(await start(hero("simulator", "--seed", str(jobs)), env, b"simulator_started"))
+        service = await start(hero("serve"), env, b"service_started")
         procs.append(service)
         load = Load()
         memory: list[tuple[float, float]] = []

@@ -1,0 +1,40 @@
+"""Processes for benchmarks and the soak: start one, wait until it says it is ready."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Literal
+
+
+def hero(*args: str) -> list[str]:
+    """The command line of `hero_codescalers <args>` in this environment."""
+    return [sys.executable, "-m", "hero_codescalers", *args]
+
+
+async def start(
+    argv: list[str],
+    env: dict[str, str],
+    ready: bytes,
+    stream: Literal["stdout", "stderr"] = "stderr",
+) -> asyncio.subprocess.Process:
+    """Start `argv` and wait for a line of its `stream` containing `ready`; the rest of
+    that stream is read and dropped, so that the process never blocks on it."""
+    pipes = (
+        {"stdout": asyncio.subprocess.PIPE}
+        if stream == "stdout"
+        else {"stderr": asyncio.subprocess.PIPE, "stdout": asyncio.subprocess.DEVNULL}
+    )
+    proc = await asyncio.create_subprocess_exec(*argv, env=env, **pipes)  # type: ignore[arg-type]
+    out = proc.stdout if stream == "stdout" else proc.stderr
+    assert out is not None
+    while ready not in (line := await out.readline()):
+        if not line:
+            raise RuntimeError(f"{argv} exited before it was ready")
+    asyncio.get_running_loop().create_task(_drain(out))
+    return proc
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.readline():
+        pass
