@@ -2,15 +2,17 @@
 
 JSON lines when stderr is not a terminal (or when asked), readable console
 output otherwise; the standard library's loggers (aiohttp, jsonrpcserver) go
-through the same renderer. Context bound with structlog.contextvars (request
-id, method, peer uid/pid) lands on every line logged while it is bound.
+through the same renderer. What `CALL` holds (request id, method, peer uid/pid)
+lands on every line logged during the call.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import orjson
@@ -43,6 +45,23 @@ class _Clock:
 _CLOCK = _Clock()
 
 
+# What every line logged during an RPC call carries (request id, method, peer uid and
+# pid): one context variable holding a dict, set per call, merged by `merge_call`.
+CALL: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
+    "hero_call", default=None
+)
+
+
+def merge_call(
+    logger: Any, method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    call = CALL.get()
+    if call:
+        for key, value in call.items():
+            event.setdefault(key, value)
+    return event
+
+
 def timestamp(
     logger: Any, method: str, event: structlog.typing.EventDict
 ) -> structlog.typing.EventDict:
@@ -60,7 +79,7 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
     """
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     shared: list[structlog.typing.Processor] = [
-        structlog.contextvars.merge_contextvars,
+        merge_call,
         structlog.processors.add_log_level,
         timestamp,
     ]

@@ -28,10 +28,10 @@ from jsonrpcserver.dispatcher import create_request, to_response
 from jsonrpcserver.response import to_serializable_one
 from jsonrpcserver.sentinels import NOID
 from pydantic import BaseModel, ValidationError
-from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from . import errors
 from .auth import AdminPolicy, Peer
+from .logs import CALL
 from .models import Params
 
 log = structlog.get_logger(__name__)
@@ -220,8 +220,13 @@ class Dispatcher:
             peer = ctx.peer
             # Every line logged during the call carries these (bound without a context
             # manager: this runs on every call).
-            tokens = bind_contextvars(
-                request_id=ctx.request_id, method=spec.name, peer_uid=peer.uid, peer_pid=peer.pid
+            token = CALL.set(
+                {
+                    "request_id": ctx.request_id,
+                    "method": spec.name,
+                    "peer_uid": peer.uid,
+                    "peer_pid": peer.pid,
+                }
             )
             try:
                 if spec.admin:
@@ -250,7 +255,7 @@ class Dispatcher:
                     return Success(result.model_dump(mode="json"))
                 return Success(result)
             finally:
-                reset_contextvars(**tokens)
+                CALL.reset(token)
 
         # jsonrpcserver checks each call's arguments against the method's signature:
         # give it ready-made, instead of inspecting the function on every call.

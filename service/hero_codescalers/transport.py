@@ -181,8 +181,11 @@ async def _rpc(request: web.Request) -> web.StreamResponse:
     try:
         timeout = request.app[SETTINGS].request_timeout
         try:
-            async with asyncio.timeout(timeout):
+            if request.content.is_eof():  # all there already (small requests): no timer
                 body = await request.read()
+            else:
+                async with asyncio.timeout(timeout):
+                    body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _closing(_refusal(413, f"request body larger than {MAX_BODY} bytes", headers))
         except TimeoutError:

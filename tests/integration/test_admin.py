@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
 from hero_codescalers.auth import AdminPolicy, Peer
+from hero_codescalers.logs import merge_call
 from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator
 
@@ -55,7 +55,7 @@ async def test_a_non_admin_uid_is_refused_and_nothing_is_deleted(
 ) -> None:
     """uid 65534 gets -32010; the refusal is logged with its uid and pid; the jobs stay."""
     job = add_job(simulator.store)
-    with capture_logs(processors=[merge_contextvars]) as logs:
+    with capture_logs(processors=[merge_call]) as logs:
         status, answer = await post_as(NOBODY, NOBODY, open_service.socket, CLEANUP)
     assert status == 200
     assert answer["error"]["code"] == -32010

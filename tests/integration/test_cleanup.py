@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
+from hero_codescalers.logs import merge_call
 from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator, seed_population
 from hero_codescalers.tags import Selector
@@ -290,7 +290,7 @@ async def test_each_run_logs_a_start_and_an_end_line_with_the_peer(
 ) -> None:
     """One start and one end line per run, with predicate, counts, peer uid/pid and duration."""
     add_job(simulator.store, actor="alice", created_at_ms=1)
-    with capture_logs(processors=[merge_contextvars]) as logs:
+    with capture_logs(processors=[merge_call]) as logs:
         await caller.call("jobs.cleanup", {"actor": "alice", "older_than_ms": 0})
     starts = [e for e in logs if e["event"] == "cleanup_started"]
     ends = [e for e in logs if e["event"] == "cleanup_finished"]
@@ -309,7 +309,7 @@ async def test_failed_deletions_are_logged_at_warning(simulator: Simulator, call
     """Each failed deletion has its warning line."""
     add_job(simulator.store, actor="alice")
     add_job(simulator.store, actor="bob")
-    with capture_logs(processors=[merge_contextvars]) as logs:
+    with capture_logs(processors=[merge_call]) as logs:
         await caller.call("jobs.cleanup", {"actor": "alice"})
     warnings = [e for e in logs if e["log_level"] == "warning"]
     assert [w["event"] for w in warnings] == ["cleanup_action_failed"]

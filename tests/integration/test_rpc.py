@@ -6,8 +6,9 @@ import json
 from typing import Any
 
 import pytest
-from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
+
+from hero_codescalers.logs import merge_call
 
 from ..conftest import Caller, Service
 
@@ -150,7 +151,7 @@ async def test_internal_errors_answer_a_request_id_and_nothing_else(
         raise RuntimeError("secret internal detail")
 
     service.engine.stats = broken
-    with capture_logs(processors=[merge_contextvars]) as logs:
+    with capture_logs(processors=[merge_call]) as logs:
         _, answer = await caller.post(json.dumps(req("stats")))
     err = answer["error"]
     assert err["code"] == -32603
@@ -165,7 +166,7 @@ async def test_internal_errors_answer_a_request_id_and_nothing_else(
 
 async def test_every_call_logs_one_line(caller: Caller) -> None:
     """One `rpc_call` line per call, with method, outcome, peer and duration."""
-    with capture_logs(processors=[merge_contextvars]) as logs:
+    with capture_logs(processors=[merge_call]) as logs:
         await caller.call("system.health")
         await caller.error("jobs.list", {"limit": 0})
     lines = [e for e in logs if e["event"] == "rpc_call"]

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
+from hero_codescalers.logs import merge_call
 from hero_codescalers.methods import registry
 from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator
@@ -63,7 +63,7 @@ async def test_the_relay_token_makes_a_non_admin_peer_an_admin(
     """Behind a relay (here uid 65534), the right bearer token is admin; wrong or none is not."""
     svc = await make_service(token_file=token_file)
     add_job(simulator.store)
-    with capture_logs(processors=[merge_contextvars]) as logs:
+    with capture_logs(processors=[merge_call]) as logs:
         _, missing = await post_as(NOBODY, NOBODY, svc.socket, request("jobs.cleanup"))
         _, wrong = await post_as(
             NOBODY, NOBODY, svc.socket, request("jobs.cleanup"), {"Authorization": "Bearer nope"}
