@@ -331,8 +331,8 @@ class Engine:
             self._check(run)
             anchor = walk.last_present
             offset = walk.offset - 1 if anchor is not None else walk.offset
-            page = await self.client.job_list_raw(
-                tag=run.selector.pushdown, limit=self.page_size, offset=offset
+            page = await self.client.job_page(
+                run.selector.pushdown, limit=self.page_size, offset=offset
             )
             if anchor is not None and (not page or _job_id(page[0]) != anchor):
                 walk.shifted = True

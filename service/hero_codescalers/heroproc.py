@@ -398,22 +398,6 @@ class HeroProcClient:
         limit: int | None = None,
         offset: int | None = None,
     ) -> list[JobSummary]:
-        raw = await self.job_list_raw(
-            tag=tag, status=status, action=action, limit=limit, offset=offset
-        )
-        return job_summaries(raw, "job.list")
-
-    async def job_list_raw(
-        self,
-        *,
-        tag: str | None = None,
-        status: str | None = None,
-        action: str | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-    ) -> list[Any]:
-        """`job.list` as hero_proc answered it: a list, its items unchecked (see
-        `job_summaries`, or check what you use), for callers that go through many."""
         flt = {
             k: v
             for k, v in (
@@ -425,6 +409,14 @@ class HeroProcClient:
             )
             if v is not None
         }
+        return job_summaries(await self._job_list(flt), "job.list")
+
+    async def job_page(self, tag: str, *, limit: int, offset: int) -> list[Any]:
+        """One `job.list` page by tag as hero_proc answered it: a list, its items not
+        checked (see `job_summaries`): for a caller that checks what it uses."""
+        return await self._job_list({"tag": tag, "limit": limit, "offset": offset})
+
+    async def _job_list(self, flt: dict[str, Any]) -> list[Any]:
         result = await self.call("job.list", {"filter": flt})
         if not isinstance(result, list):
             raise HeroProcProtocolError("job.list answered a result of the wrong shape")
