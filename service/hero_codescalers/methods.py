@@ -8,6 +8,7 @@ from typing import Any
 from . import errors as e
 from . import examples as ex
 from .engine import Engine
+from .metrics import Metrics
 from .models import (
     CleanupParams,
     CleanupSummary,
@@ -37,6 +38,7 @@ class Services:
 
     engine: Engine
     document: dict[str, Any]
+    metrics: Metrics
 
 
 def _services(ctx: CallContext) -> Services:
@@ -67,7 +69,10 @@ async def rpc_discover(ctx: CallContext, params: NoParams) -> dict[str, Any]:
 async def system_health(ctx: CallContext, params: NoParams) -> HealthResult:
     """Version, uptime, and hero_proc's reachability and latency from a quick `stats` call
     (at most one second). `status` is `degraded` while hero_proc does not answer."""
-    return await _services(ctx).engine.health()
+    services = _services(ctx)
+    health = await services.engine.health()
+    services.metrics.hero_proc_up.set(health.hero_proc.reachable)
+    return health
 
 
 PONG = PingResult()
@@ -143,13 +148,20 @@ async def jobs_cleanup(ctx: CallContext, params: CleanupParams) -> CleanupSummar
     another job stays and is reported in `errors`. Already gone counts as done.
     One cleanup runs at a time. With `dry_run` nothing changes."""
     given = params.model_dump(exclude_none=True, exclude={"dry_run"})
-    return await _services(ctx).engine.cleanup(
-        selector(ctx, params),
-        dry_run=params.dry_run,
-        params=given,
-        peer_uid=ctx.peer.uid,
-        peer_pid=ctx.peer.pid,
-    )
+    services = _services(ctx)
+    try:
+        summary = await services.engine.cleanup(
+            selector(ctx, params),
+            dry_run=params.dry_run,
+            params=given,
+            peer_uid=ctx.peer.uid,
+            peer_pid=ctx.peer.pid,
+        )
+    except e.HeroProcError:
+        services.metrics.observe_cleanup(None, dry_run=params.dry_run)
+        raise
+    services.metrics.observe_cleanup(summary, dry_run=params.dry_run)
+    return summary
 
 
 @registry.method(

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ValidationError
 from . import errors
 from .auth import AdminPolicy, Peer
 from .logs import CALL
+from .metrics import Metrics
 from .models import Params
 
 log = structlog.get_logger(__name__)
@@ -146,6 +147,7 @@ class Dispatcher:
         policy: AdminPolicy,
         *,
         max_batch: int = 100,
+        metrics: Metrics | None = None,
     ) -> None:
         declared = [m["name"] for m in document["methods"]]
         undeclared = set(registry.methods) - set(declared)
@@ -158,6 +160,7 @@ class Dispatcher:
         self.services = services
         self.policy = policy
         self.max_batch = max_batch
+        self.metrics = metrics or Metrics()
         self._table = {name: self._wrap(registry.methods[name]) for name in declared}
 
     async def dispatch(
@@ -214,6 +217,17 @@ class Dispatcher:
     def _wrap(self, spec: MethodDef) -> Callable[..., Awaitable[Any]]:
         names = tuple(spec.params.model_fields)
         policy = self.policy
+        metrics = self.metrics
+
+        def done(t0: float, code: int | None) -> None:
+            seconds = time.perf_counter() - t0
+            log.info(
+                "rpc_call",
+                outcome="ok" if code is None else "error",
+                code=code,
+                duration_ms=round(seconds * 1000, 3),
+            )
+            metrics.observe_call(spec.name, code, seconds)
 
         async def call(ctx: CallContext, *args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter()
@@ -240,17 +254,17 @@ class Dispatcher:
                     raise errors.InvalidParams(readable(exc)) from None
                 result = await spec.handler(ctx, params)
             except errors.Error as exc:
-                _log_call(t0, exc.code)
+                done(t0, exc.code)
                 data = exc.public_data()
                 return ErrorResult(exc.code, exc.message, *(() if data is None else (data,)))
             except Exception:
                 log.exception("rpc_internal_error")
-                _log_call(t0, errors.INTERNAL_ERROR)
+                done(t0, errors.INTERNAL_ERROR)
                 return ErrorResult(
                     errors.INTERNAL_ERROR, "Internal error", {"request_id": ctx.request_id}
                 )
             else:
-                _log_call(t0, None)
+                done(t0, None)
                 if isinstance(result, BaseModel):
                     return Success(result.model_dump(mode="json"))
                 return Success(result)
@@ -261,15 +275,6 @@ class Dispatcher:
         # give it ready-made, instead of inspecting the function on every call.
         call.__signature__ = inspect.signature(call)  # type: ignore[attr-defined]
         return call
-
-
-def _log_call(t0: float, code: int | None) -> None:
-    log.info(
-        "rpc_call",
-        outcome="ok" if code is None else "error",
-        code=code,
-        duration_ms=round((time.perf_counter() - t0) * 1000, 3),
-    )
 
 
 def _error(code: int, message: str, data: Any = None, id_: Any = None) -> dict[str, Any]:

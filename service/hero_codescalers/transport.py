@@ -4,7 +4,8 @@
 was a notification. Refusals at the HTTP level carry a JSON-RPC error body too:
 405 (not a POST), 408 (the body did not arrive within the request timeout), 413
 (body over 1 MiB), 415 (a Content-Type other than JSON), 503 (too many requests
-in flight). `GET /health` answers the health summary.
+in flight). `GET /health` answers the health summary, `GET /metrics` the
+Prometheus metrics.
 
 Each request learns its peer's credentials from the connection (SO_PEERCRED),
 its bearer token from `Authorization` (for callers behind a relay), and gets a
@@ -41,6 +42,8 @@ from .auth import AdminPolicy, Peer
 from .engine import Engine
 from .heroproc import HeroProcClient
 from .methods import Services, registry
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import Metrics
 from .openrpc import build_document
 from .rpc import Dispatcher
 from .settings import Settings
@@ -65,6 +68,7 @@ SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", Engine)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 INFLIGHT = web.AppKey("inflight", Inflight)
+METRICS = web.AppKey("metrics", Metrics)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -72,10 +76,12 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     app[SETTINGS] = settings
     app[INFLIGHT] = Inflight(settings.max_inflight)
+    app[METRICS] = Metrics()
     app.cleanup_ctx.append(_services)
     app.router.add_post("/rpc", _rpc)
     app.router.add_route("*", "/rpc", _not_post)
     app.router.add_get("/health", _health)
+    app.router.add_get("/metrics", _metrics)
     return app
 
 
@@ -105,9 +111,15 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         policy = AdminPolicy(
             uids=settings.admin_uids, gids=settings.admin_gids, token=settings.bearer_token()
         )
+        metrics = app[METRICS]
         app[ENGINE] = engine
         app[DISPATCHER] = Dispatcher(
-            document, registry, Services(engine, document), policy, max_batch=settings.max_batch
+            document,
+            registry,
+            Services(engine, document, metrics),
+            policy,
+            max_batch=settings.max_batch,
+            metrics=metrics,
         )
         yield
 
@@ -214,7 +226,14 @@ async def _not_post(request: web.Request) -> web.StreamResponse:
 
 async def _health(request: web.Request) -> web.StreamResponse:
     health = await request.app[ENGINE].health()
+    request.app[METRICS].hero_proc_up.set(health.hero_proc.reachable)
     return _json(health.model_dump(mode="json"))
+
+
+async def _metrics(request: web.Request) -> web.StreamResponse:
+    """Prometheus text format."""
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 def group_id(group: str | None) -> int | None:

@@ -199,3 +199,31 @@ async def test_health_endpoint(caller: Caller, service: Service) -> None:
     assert body["status"] == "ok"
     assert body["hero_proc"]["reachable"] is True
     assert body["version"]
+
+
+async def test_metrics_count_calls_and_cleanups(
+    simulator: Any, service: Service, caller: Caller
+) -> None:
+    """GET /metrics: calls by method and outcome, their durations, cleanup runs and deletions."""
+    import aiohttp  # noqa: PLC0415
+
+    from .population import add_job  # noqa: PLC0415
+
+    add_job(simulator.store)
+    await caller.call("system.ping")
+    await caller.error("jobs.list", {"limit": 0})
+    await caller.call("jobs.cleanup", {})
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(service.socket))) as s,
+        s.get("http://localhost/metrics") as resp,
+    ):
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = await resp.text()
+    lines = set(text.splitlines())
+    assert 'hero_codescalers_rpc_calls_total{method="system.ping",outcome="ok"} 1.0' in lines
+    assert 'hero_codescalers_rpc_calls_total{method="jobs.list",outcome="-32602"} 1.0' in lines
+    assert 'hero_codescalers_cleanups_total{dry_run="false",outcome="ok"} 1.0' in lines
+    assert "hero_codescalers_jobs_deleted_total 1.0" in lines
+    assert "hero_codescalers_actions_deleted_total 1.0" in lines
+    assert 'hero_codescalers_rpc_duration_seconds_count{method="jobs.cleanup"} 1.0' in lines

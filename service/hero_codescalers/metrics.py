@@ -1,0 +1,77 @@
+"""Prometheus metrics of the service, served at `GET /metrics`.
+
+One registry per application (not the process-global one), so that tests and
+several apps in a process never collide.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from .models import CleanupSummary
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    """The service's counters, histograms and gauges."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.calls = Counter(
+            "hero_codescalers_rpc_calls",
+            "JSON-RPC calls answered, by method and outcome (ok or the error code)",
+            ["method", "outcome"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "hero_codescalers_rpc_duration_seconds",
+            "Time to answer a JSON-RPC call, by method",
+            ["method"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5, 10, 60, 600),
+            registry=self.registry,
+        )
+        self.cleanups = Counter(
+            "hero_codescalers_cleanups",
+            "Cleanup runs, by outcome (ok, partial, error) and whether dry",
+            ["outcome", "dry_run"],
+            registry=self.registry,
+        )
+        self.jobs_deleted = Counter(
+            "hero_codescalers_jobs_deleted", "Jobs deleted by cleanups", registry=self.registry
+        )
+        self.actions_deleted = Counter(
+            "hero_codescalers_actions_deleted",
+            "Actions deleted by cleanups",
+            registry=self.registry,
+        )
+        self.deletion_failures = Counter(
+            "hero_codescalers_deletion_failures",
+            "Jobs and actions a cleanup could not delete (in use included)",
+            registry=self.registry,
+        )
+        self.hero_proc_up = Gauge(
+            "hero_codescalers_hero_proc_up",
+            "Whether hero_proc answered the last health check (1) or not (0)",
+            registry=self.registry,
+        )
+
+    def observe_call(self, method: str, code: int | None, seconds: float) -> None:
+        self.calls.labels(method, "ok" if code is None else str(code)).inc()
+        self.duration.labels(method).observe(seconds)
+
+    def observe_cleanup(self, summary: CleanupSummary | None, *, dry_run: bool) -> None:
+        """A finished run (its summary), or one that failed as a whole (None)."""
+        if summary is None:
+            self.cleanups.labels("error", str(dry_run).lower()).inc()
+            return
+        outcome = "ok" if summary.complete and not summary.errors else "partial"
+        self.cleanups.labels(outcome, str(dry_run).lower()).inc()
+        self.jobs_deleted.inc(summary.jobs_deleted)
+        self.actions_deleted.inc(summary.actions_deleted)
+        self.deletion_failures.inc(
+            summary.jobs_failed + summary.actions_in_use + summary.actions_failed
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
