@@ -6,6 +6,8 @@ several apps in a process never collide.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from .models import CleanupSummary
@@ -56,9 +58,17 @@ class Metrics:
             registry=self.registry,
         )
 
-    def observe_call(self, method: str, code: int | None, seconds: float) -> None:
-        self.calls.labels(method, "ok" if code is None else str(code)).inc()
-        self.duration.labels(method).observe(seconds)
+    def for_method(self, method: str) -> Callable[[int | None, float], None]:
+        """What to call when a call of `method` is answered (its code, None when ok, and
+        its duration): the label lookups are done once, not on every call."""
+        ok = self.calls.labels(method, "ok")
+        duration = self.duration.labels(method)
+
+        def observe(code: int | None, seconds: float) -> None:
+            (ok if code is None else self.calls.labels(method, str(code))).inc()
+            duration.observe(seconds)
+
+        return observe
 
     def observe_cleanup(self, summary: CleanupSummary | None, *, dry_run: bool) -> None:
         """A finished run (its summary), or one that failed as a whole (None)."""

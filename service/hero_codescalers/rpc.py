@@ -217,7 +217,7 @@ class Dispatcher:
     def _wrap(self, spec: MethodDef) -> Callable[..., Awaitable[Any]]:
         names = tuple(spec.params.model_fields)
         policy = self.policy
-        metrics = self.metrics
+        observe = self.metrics.for_method(spec.name)
 
         def done(t0: float, code: int | None) -> None:
             seconds = time.perf_counter() - t0
@@ -227,7 +227,7 @@ class Dispatcher:
                 code=code,
                 duration_ms=round(seconds * 1000, 3),
             )
-            metrics.observe_call(spec.name, code, seconds)
+            observe(code, seconds)
 
         async def call(ctx: CallContext, *args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter()
