@@ -4,13 +4,13 @@ The engine knows hero_proc (through `HeroProcClient`) and the tag scheme, and
 nothing of HTTP or JSON-RPC.
 
 A cleanup pages through hero_proc with the most specific tag as the server-side
-filter, re-checks every job exactly (`Selector.matches`), deletes each match with
-`force: true` and then each codescaler action of the matches, best effort.
-Offsets shift as jobs are deleted: the next page starts after the jobs of this
-page that are still there. A job listed twice (someone else deleted jobs before
-the offset) is recognised by its id, which only grows within a pass; a job that
-a shift pushed past the window is found by the next pass, which runs until a
-pass matches nothing new.
+filter, re-checks every job exactly (the selector's required tags and cutoff),
+deletes each match with `force: true` and then each codescaler action of the
+matches, best effort. Offsets shift as jobs are deleted: the next page starts
+after the jobs of this pass still there, one job early, on the last one known
+present. If hero_proc lists another job there, the listing moved under the run
+(someone else deleted jobs) and a further pass finds what the moved window
+skipped. A job listed twice is recognised by its id, which only grows.
 """
 
 from __future__ import annotations
