@@ -117,6 +117,15 @@ class _Run:
     complete: bool = True
     stopped: str | None = None  # why the run stopped early, when it did
 
+    def stop(self, error: str, reason: str | None = None) -> None:
+        """The run ends short of complete: `error` says why in the summary; a `reason`
+        also means the actions are not attempted (it names why)."""
+        self.complete = False
+        self.errors.append(error)
+        if reason is not None:
+            self.stopped = reason
+        log.warning("cleanup_stopped", error=error)
+
     def summary(self, duration_ms: int) -> CleanupSummary:
         return CleanupSummary(
             jobs_deleted=self.jobs_deleted,
@@ -274,37 +283,28 @@ class Engine:
             try:
                 shifted = await self._pass(run)
             except _Stopped as stop:
-                run.complete = False
-                run.stopped = stop.reason
-                run.errors.append(f"stopped: {stop.reason}")
-                log.warning("cleanup_stopped", reason=stop.reason)
+                run.stop(f"stopped: {stop.reason}", stop.reason)
                 break
             except HeroProcError as exc:
                 if not run.job_ids:
                     raise  # nothing could be done: the caller gets the error itself
-                run.complete = False
-                run.stopped = (
-                    "hero_proc became unavailable" if isinstance(exc, HeroProcUnavailable) else None
+                unavailable = isinstance(exc, HeroProcUnavailable)
+                run.stop(
+                    f"listing stopped: {describe(exc)}",
+                    "hero_proc became unavailable" if unavailable else None,
                 )
-                run.errors.append(f"listing stopped: {describe(exc)}")
-                log.warning("cleanup_listing_failed", error=exc.detail)
                 break
             if not shifted:
                 break
             if number == passes:
                 # The listing kept moving under this run: say so rather than loop.
-                run.complete = False
-                run.errors.append(
-                    f"stopped after {passes} passes: jobs kept disappearing during the run"
-                )
+                run.stop(f"stopped after {passes} passes: jobs kept disappearing during the run")
         if not run.dry_run:
             if run.stopped is None:
                 try:
                     self._check(run)
                 except _Stopped as stop:
-                    run.complete = False
-                    run.stopped = stop.reason
-                    run.errors.append(f"stopped: {stop.reason}")
+                    run.stop(f"stopped: {stop.reason}", stop.reason)
             await self._delete_actions(run)
 
     def _check(self, run: _Run) -> None:
