@@ -21,9 +21,9 @@ import json
 import time
 from array import array
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -51,7 +51,6 @@ from .models import (
 )
 from .tags import (
     ACTION_PREFIX,
-    KIND_PREFIX,
     SCOPE_TAG,
     Selector,
     action_name,
@@ -61,6 +60,7 @@ from .tags import (
 )
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 MAX_PASSES = 3
 SLICE = 2_000  # jobs of a page selected before their deletions are sent
@@ -243,11 +243,7 @@ class Engine:
                 # Cut short (the shutdown grace ran out): still leave the record.
                 run.complete = False
                 run.errors.append("cancelled: the shutdown grace ran out")
-                duration = int((time.monotonic() - t0) * 1000)
-                summary = run.summary(duration)
-                counts = summary.model_dump(exclude=_LISTS)
-                log.warning("cleanup_cancelled", **params, **counts, errors=len(summary.errors))
-                self._remember(record, "partial", duration, summary=summary)
+                self._finish(run, record, t0, log.warning, "cleanup_cancelled")
                 raise
             except HeroProcError as exc:
                 duration = int((time.monotonic() - t0) * 1000)
@@ -260,13 +256,24 @@ class Engine:
                 )
                 self._remember(record, "error", duration, error=exc.detail)
                 raise
-            duration = int((time.monotonic() - t0) * 1000)
-            summary = run.summary(duration)
-            counts = summary.model_dump(exclude=_LISTS)
-            log.info("cleanup_finished", **params, **counts, errors=len(summary.errors))
-            outcome = "ok" if summary.complete and not summary.errors else "partial"
-            self._remember(record, outcome, duration, summary=summary)
-            return summary
+            return self._finish(run, record, t0, log.info, "cleanup_finished")
+
+    def _finish(
+        self,
+        run: _Run,
+        record: dict[str, Any],
+        t0: float,
+        logger: Callable[..., Any],
+        event: str,
+    ) -> CleanupSummary:
+        """Log the run's counts as `event`, add it to the history, and summarise it."""
+        duration = int((time.monotonic() - t0) * 1000)
+        summary = run.summary(duration)
+        counts = summary.model_dump(exclude=_LISTS)
+        logger(event, **record["params"], **counts, errors=len(summary.errors))
+        outcome = "ok" if summary.complete and not summary.errors else "partial"
+        self._remember(record, outcome, duration, summary=summary)
+        return summary
 
     def stop(self) -> None:
         """Ask a running cleanup to stop at its next step (the service is shutting down)."""
@@ -382,8 +389,7 @@ class Engine:
                 job_id = job["id"]
                 tags = job["tags"]
             except (KeyError, TypeError):
-                job_id = job.get("id") if type(job) is dict else None
-                tags = None
+                job_id, tags = _job_id(job), None
             if type(job_id) is not int or job_id <= last_id:
                 continue  # not a job, or seen in this pass already (the window started early)
             last_id = job_id
@@ -570,42 +576,18 @@ class Engine:
         hero = await self.client.stats()
         jobs_by_kind: Counter[str] = Counter()
         jobs_by_status: Counter[str] = Counter()
-        jobs = 0
-        offset = 0
-        while True:
-            page = await self.client.job_list(tag=SCOPE_TAG, limit=MAX_LIMIT, offset=offset)
-            for job in page:
-                if SCOPE_TAG in job.tags:
-                    jobs += 1
-                    jobs_by_kind[labels(job.tags).kind or "unknown"] += 1
-                    jobs_by_status[job.status or "unknown"] += 1
-            offset += len(page)
-            if len(page) < MAX_LIMIT:
-                break
+        async for job in _every(self.client.job_list):
+            if SCOPE_TAG in job.tags:
+                jobs_by_kind[labels(job.tags).kind or "unknown"] += 1
+                jobs_by_status[job.status or "unknown"] += 1
         actions_by_kind: Counter[str] = Counter()
-        actions = 0
-        offset = 0
-        while True:
-            found = await self.client.action_list(tag=SCOPE_TAG, limit=MAX_LIMIT, offset=offset)
-            for action in found:
-                if SCOPE_TAG in action.spec.tags:
-                    actions += 1
-                    kind = next(
-                        (
-                            t[len(KIND_PREFIX) :]
-                            for t in action.spec.tags
-                            if t.startswith(KIND_PREFIX)
-                        ),
-                        None,
-                    )
-                    actions_by_kind[kind or "unknown"] += 1
-            offset += len(found)
-            if len(found) < MAX_LIMIT:
-                break
+        async for action in _every(self.client.action_list):
+            if SCOPE_TAG in action.spec.tags:
+                actions_by_kind[labels(action.spec.tags).kind or "unknown"] += 1
         return StatsResult(
             codescaler=CodescalerCounts(
-                jobs=jobs,
-                actions=actions,
+                jobs=jobs_by_kind.total(),
+                actions=actions_by_kind.total(),
                 jobs_by_kind=dict(sorted(jobs_by_kind.items())),
                 actions_by_kind=dict(sorted(actions_by_kind.items())),
                 jobs_by_status=dict(sorted(jobs_by_status.items())),
@@ -636,6 +618,18 @@ class Engine:
                 latency_ms=latency,
             ),
         )
+
+
+async def _every(list_page: Callable[..., Awaitable[list[T]]]) -> AsyncIterator[T]:
+    """Every codescaler-tagged item of a hero_proc listing, a full page at a time."""
+    offset = 0
+    while True:
+        page = await list_page(tag=SCOPE_TAG, limit=MAX_LIMIT, offset=offset)
+        for item in page:
+            yield item
+        offset += len(page)
+        if len(page) < MAX_LIMIT:
+            return
 
 
 def _view(job: JobSummary) -> JobView:
