@@ -101,6 +101,10 @@ async def test_repeated_submissions_and_cleanups_do_not_grow_hero_proc(
         grown = await caller.call("stats")
         assert grown["codescaler"]["jobs"] == 30
         assert grown["codescaler"]["jobs_by_kind"] == {"service": 15, "user": 15}
+        assert sum(grown["codescaler"]["jobs_by_status"].values()) == 30
+        # One action per (kind, input): the 14 pairs of i % 2 and i % 7.
+        assert grown["codescaler"]["actions"] == 14
+        assert grown["codescaler"]["actions_by_kind"] == {"service": 7, "user": 7}
         assert grown["hero_proc"]["job_count"] == unrelated["hero_proc"]["job_count"] + 30
         summary = await caller.call("jobs.cleanup", {})
         assert summary["jobs_deleted"] == 30, round_
