@@ -36,7 +36,7 @@ from .errors import (
     InUse,
     NotFound,
 )
-from .heroproc import MAX_LIMIT, HeroProcClient, JobSummary
+from .heroproc import MAX_LIMIT, HeroProcClient, JobSummary, action_params
 from .models import (
     CleanupSummary,
     CodescalerCounts,
@@ -475,10 +475,7 @@ class Engine:
         keys: list[tuple[str, str | None]] = [
             (key, None) if isinstance(key, str) else key for key in run.actions
         ]
-        calls = [
-            ("action.delete", {"name": name} if ctx is None else {"name": name, "context": ctx})
-            for name, ctx in keys
-        ]
+        calls = [("action.delete", action_params(name, ctx)) for name, ctx in keys]
         outcomes = await self.client.call_many(calls)
         for (name, _), outcome in zip(keys, outcomes, strict=True):
             if isinstance(outcome, NotFound):

@@ -398,17 +398,7 @@ class HeroProcClient:
         limit: int | None = None,
         offset: int | None = None,
     ) -> list[JobSummary]:
-        flt = {
-            k: v
-            for k, v in (
-                ("tag", tag),
-                ("status", status),
-                ("action", action),
-                ("limit", limit),
-                ("offset", offset),
-            )
-            if v is not None
-        }
+        flt = _given(tag=tag, status=status, action=action, limit=limit, offset=offset)
         return job_summaries(await self._job_list(flt), "job.list")
 
     async def job_page(self, tag: str, *, limit: int, offset: int) -> list[Any]:
@@ -446,19 +436,17 @@ class HeroProcClient:
         await self.call("action.set", params)
 
     async def action_get(self, name: str, *, context: str | None = None) -> Action:
-        result = await self.call("action.get", _named(name, context))
+        result = await self.call("action.get", action_params(name, context))
         return _parse(_ACTION, result, "action.get")
 
     async def action_list(
         self, *, tag: str | None = None, limit: int | None = None, offset: int | None = None
     ) -> list[Action]:
-        params = {
-            k: v for k, v in (("tag", tag), ("limit", limit), ("offset", offset)) if v is not None
-        }
+        params = _given(tag=tag, limit=limit, offset=offset)
         return _parse(_ACTIONS, await self.call("action.list", params), "action.list")
 
     async def action_delete(self, name: str, *, context: str | None = None) -> None:
-        await self.call("action.delete", _named(name, context))
+        await self.call("action.delete", action_params(name, context))
 
     async def stats(self, *, timeout: float | None = None) -> HeroProcStats:
         return _parse(_STATS, await self.call("stats", {}, timeout=timeout), "stats")
@@ -475,8 +463,14 @@ _STATS = TypeAdapter(HeroProcStats)
 _ID = TypeAdapter(_Id)
 
 
-def _named(name: str, context: str | None) -> dict[str, Any]:
+def action_params(name: str, context: str | None) -> dict[str, Any]:
+    """The params that name one action: its name, and its context when it has one."""
     return {"name": name} if context is None else {"name": name, "context": context}
+
+
+def _given(**params: Any) -> dict[str, Any]:
+    """The params that were given (not None)."""
+    return {k: v for k, v in params.items() if v is not None}
 
 
 def _settle(answer: list[Any], chunk: Sequence[int], results: list[Any]) -> list[int]:

@@ -37,8 +37,6 @@ from .models import Params
 
 log = structlog.get_logger(__name__)
 
-NOT_GIVEN = object()
-
 
 @dataclass(frozen=True, slots=True)
 class CallContext:
@@ -170,14 +168,12 @@ class Dispatcher:
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            return _error(errors.PARSE_ERROR, "Parse error", _parse_reason(body, exc))
+            return error_answer(errors.PARSE_ERROR, _parse_reason(body, exc))
         if isinstance(payload, list):
             if not payload:
-                return _error(errors.INVALID_REQUEST, "Invalid Request", "empty batch")
+                return error_answer(errors.INVALID_REQUEST, "empty batch")
             if len(payload) > self.max_batch:
-                return _error(
-                    errors.INVALID_REQUEST, "Invalid Request", f"batch larger than {self.max_batch}"
-                )
+                return error_answer(errors.INVALID_REQUEST, f"batch larger than {self.max_batch}")
             items = payload
         else:
             items = [payload]
@@ -277,8 +273,9 @@ class Dispatcher:
         return call
 
 
-def _error(code: int, message: str, data: Any = None, id_: Any = None) -> dict[str, Any]:
-    err: dict[str, Any] = {"code": code, "message": message}
+def error_answer(code: int, data: Any = None, id_: Any = None) -> dict[str, Any]:
+    """A JSON-RPC error response with the documented message of `code`."""
+    err: dict[str, Any] = {"code": code, "message": errors.DOCUMENTED[code][1]}
     if data is not None:
         err["data"] = data
     return {"jsonrpc": "2.0", "error": err, "id": id_}
@@ -305,7 +302,7 @@ def _valid_id(value: Any) -> bool:
 def _check_request(item: Any) -> dict[str, Any] | None:
     """An Invalid Request answer for `item`, or None when it is a request object."""
     if not isinstance(item, dict):
-        return _error(errors.INVALID_REQUEST, "Invalid Request", "not a request object")
+        return error_answer(errors.INVALID_REQUEST, "not a request object")
     id_ = item.get("id")
     answer_id = id_ if _valid_id(id_) else None
     if not _valid_id(id_):
@@ -318,4 +315,4 @@ def _check_request(item: Any) -> dict[str, Any] | None:
         reason = "params must be an object or an array"
     else:
         return None
-    return _error(errors.INVALID_REQUEST, "Invalid Request", reason, answer_id)
+    return error_answer(errors.INVALID_REQUEST, reason, answer_id)

@@ -45,7 +45,7 @@ from .methods import Services, registry
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .openrpc import build_document
-from .rpc import Dispatcher
+from .rpc import Dispatcher, error_answer
 from .settings import Settings
 from .unixsock import bind_unix, remove_socket
 
@@ -159,13 +159,7 @@ def _refusal(
     status: int, reason: str, headers: dict[str, str], code: int = errors.INVALID_REQUEST
 ) -> web.Response:
     """An HTTP-level refusal that still carries a JSON-RPC error object."""
-    message = errors.DOCUMENTED[code][1]
-    answer = {
-        "jsonrpc": "2.0",
-        "error": {"code": code, "message": message, "data": reason},
-        "id": None,
-    }
-    return web.json_response(answer, status=status, headers=headers)
+    return web.json_response(error_answer(code, reason), status=status, headers=headers)
 
 
 def _closing(response: web.Response) -> web.Response:
