@@ -10,6 +10,7 @@ import asyncio
 import json
 import re
 import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from hero_codescalers_sdk import Client, RpcError, TransportError
 from pydantic import BaseModel, ValidationError
 
 from . import __version__, logs
+from .models import JobStatus
 from .settings import Settings
 
 _DURATION = re.compile(r"^(\d{1,15})(ms|s|m|h|d)?$")
@@ -227,9 +229,7 @@ def jobs_cleanup(
 
 @main.command("jobs-list")
 @filter_options
-@click.option(
-    "--status", type=click.Choice(["pending", "running", "succeeded", "failed", "cancelled"])
-)
+@click.option("--status", type=click.Choice(typing.get_args(JobStatus)))
 @click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
 @click.option("--cursor", help="next_cursor from the previous page.")
 @socket_option
