@@ -52,6 +52,34 @@ class Metrics:
             "Jobs and actions a cleanup could not delete (in use included)",
             registry=self.registry,
         )
+        self.http_refusals = Counter(
+            "hero_codescalers_http_refusals",
+            "Requests refused at the HTTP level, by status (400 malformed, 404, 405, 408, "
+            "413, 415, 503)",
+            ["status"],
+            registry=self.registry,
+        )
+        self.calls_refused_busy = Counter(
+            "hero_codescalers_calls_refused_busy",
+            "Calls refused (-32012) because the in-flight budget was spent",
+            registry=self.registry,
+        )
+        self.connections_refused = Counter(
+            "hero_codescalers_connections_refused",
+            "Connections closed at once: over the connection cap, or out of file descriptors",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.connections_open = Gauge(
+            "hero_codescalers_connections_open",
+            "Connections open now",
+            registry=self.registry,
+        )
+        self.stats_walks = Counter(
+            "hero_codescalers_stats_walks",
+            "Walks of hero_proc's listings made for `stats` (calls share or reuse one)",
+            registry=self.registry,
+        )
         self.hero_proc_up = Gauge(
             "hero_codescalers_hero_proc_up",
             "Whether hero_proc answered the last health check (1) or not (0)",

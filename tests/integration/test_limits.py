@@ -87,7 +87,7 @@ async def test_too_many_requests_in_flight_get_503(
     simulator: Simulator, make_service: ServiceFactory
 ) -> None:
     """With two requests held, a third is told to come back (503, -32012); then all is well."""
-    svc = await make_service(max_inflight=2)
+    svc = await make_service(max_inflight=2, admin_reserve=0)
     caller = Caller(svc.socket)
     held, release = asyncio.Event(), asyncio.Event()
     waiting = 0
