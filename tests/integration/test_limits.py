@@ -179,34 +179,37 @@ async def test_a_batch_of_exactly_the_limit_is_answered_whole(make_service: Serv
     assert answer["error"]["data"] == "batch larger than 7"
 
 
-async def hold_lists(simulator: Simulator, count: int) -> tuple[asyncio.Event, asyncio.Event]:
-    """Make hero_proc's job.list wait: `held` is set once `count` calls wait, and they go
-    on when `release` is set."""
-    held, release = asyncio.Event(), asyncio.Event()
+async def hold_lists(
+    simulator: Simulator, *counts: int
+) -> tuple[list[asyncio.Event], asyncio.Event]:
+    """Make hero_proc's job.list wait: the n-th event is set once `counts[n]` calls wait,
+    and they all go on when `release` is set."""
+    reached = {count: asyncio.Event() for count in counts}
+    release = asyncio.Event()
     waiting = 0
 
     async def hold(method: str, params: dict[str, Any]) -> None:
         nonlocal waiting
         if method == "job.list":
             waiting += 1
-            if waiting == count:
-                held.set()
+            if waiting in reached:
+                reached[waiting].set()
             await release.wait()
 
     simulator.hooks.append(hold)
-    return held, release
+    return [reached[count] for count in counts], release
 
 
 async def test_a_batch_counts_as_its_calls_and_the_excess_is_refused_in_place(
     simulator: Simulator, make_service: ServiceFactory
 ) -> None:
-    """Budget 4, two calls running: a batch of 4 calls gets 2 answers and 2 × -32012 in place
+    """Budget 4, two calls running: a batch of 4 calls gets 2 answers and two -32012 in place
     (a notification beyond the budget is dropped); with all 4 taken, a call gets 503."""
     svc = await make_service(max_inflight=4, admin_reserve=0)
     caller = Caller(svc.socket)
-    held, release = await hold_lists(simulator, 2)
+    (two, four), release = await hold_lists(simulator, 2, 4)
     slow = [asyncio.create_task(caller.call("jobs.list", {})) for _ in range(2)]
-    await held.wait()
+    await two.wait()
     status, answer = await caller.post(json.dumps([ping(1), ping(2), ping(None), ping(3), ping(4)]))
     assert status == 200
     assert [a["id"] for a in answer] == [1, 2, 3, 4]
@@ -218,8 +221,7 @@ async def test_a_batch_counts_as_its_calls_and_the_excess_is_refused_in_place(
             "data": "more than 4 calls in flight",
         }
     more = [asyncio.create_task(caller.call("jobs.list", {})) for _ in range(2)]
-    while svc.app[BUDGET].used < 4:  # the two new calls reach the held hero_proc
-        await asyncio.sleep(0)
+    await four.wait()
     status, answer = await caller.post(json.dumps(ping(9)))
     assert status == 503
     assert answer["error"]["code"] == -32012
@@ -241,7 +243,7 @@ async def test_admins_keep_a_reserve_of_the_budget(
     token.chmod(0o600)
     svc = await make_service(max_inflight=3, admin_reserve=1, token_file=token)
     caller = Caller(svc.socket)
-    held, release = await hold_lists(simulator, 2)
+    (held,), release = await hold_lists(simulator, 2)
     slow = [asyncio.create_task(caller.call("jobs.list", {})) for _ in range(2)]
     await held.wait()
     body = json.dumps(ping(1))
@@ -263,7 +265,7 @@ async def test_concurrent_stats_share_one_walk_and_reuse_it(
     add_job(simulator.store)
     svc = await make_service(stats_reuse=60)
     caller = Caller(svc.socket)
-    held, release = await hold_lists(simulator, 1)
+    (held,), release = await hold_lists(simulator, 1)
     calls = [asyncio.create_task(caller.call("stats")) for _ in range(5)]
     await held.wait()
     release.set()
@@ -399,9 +401,7 @@ async def test_the_listen_backlog_is_the_configured_one(make_service: ServiceFac
     if shutil.which("ss") is None:
         pytest.skip("ss is not installed")
     svc = await make_service(listen_backlog=777)
-    proc = await asyncio.create_subprocess_exec(
-        "ss", "-xlnH", stdout=asyncio.subprocess.PIPE
-    )
+    proc = await asyncio.create_subprocess_exec("ss", "-xlnH", stdout=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()
     (line,) = [row for row in out.decode().splitlines() if str(svc.socket) in row]
     assert line.split()[3] == "777"  # Send-Q of a listening socket: its backlog

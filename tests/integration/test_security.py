@@ -328,7 +328,7 @@ async def test_a_token_file_readable_by_others_is_warned_about(
     with capture_logs() as logs:
         await make_service(token_file=token_file)
     assert not [e for e in logs if e["event"] == "token_file_unsafe"]
-    token_file.chmod(0o644)
+    os.chmod(token_file, 0o644)
     with capture_logs() as logs:
         await make_service(token_file=token_file)
     (warning,) = [e for e in logs if e["event"] == "token_file_unsafe"]
