@@ -121,9 +121,10 @@ class Services:
     stats: Shared[StatsResult] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.stats = Shared(
-            lambda: self.engine.stats(), self.stats_reuse_s, on_fetch=self.metrics.stats_walks.inc
-        )
+        self.stats = Shared(self._walk, self.stats_reuse_s, on_fetch=self.metrics.stats_walks.inc)
+
+    async def _walk(self) -> StatsResult:
+        return await self.engine.stats()  # looked up on each walk: tests may replace it
 
     def changed(self) -> None:
         """hero_proc was changed through this service: counts read before are stale."""

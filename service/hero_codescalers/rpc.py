@@ -11,7 +11,10 @@ with a request id (the detail goes to the log, never to the caller).
 Calls, not HTTP requests, count against the in-flight budget: a batch takes one
 slot per call, and its calls beyond the budget each get -32012 in place. A few
 slots are kept for admins (by the same rule as the admin check), so that an
-admin is served while others hold the rest.
+admin is served while others hold the rest. The calls of one peer (uid) that
+is not an admin run at most `lane_width` at a time; the others of its batches
+wait their turn. So one peer's flood keeps the event loop's queue short and
+another caller's call is not stuck behind hundreds of its calls.
 
 Input reflected in an answer is bounded: an unknown method name is cut to
 `MAX_NAME` characters, field names too. The params of a method that changes
@@ -22,11 +25,12 @@ parser would keep the last one silently): -32602, never "last wins".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import time
 import typing
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,6 +172,7 @@ class Dispatcher:
         max_batch: int = 100,
         metrics: Metrics | None = None,
         budget: Budget | None = None,
+        lane_width: int = 8,
     ) -> None:
         declared = [m["name"] for m in document["methods"]]
         undeclared = set(registry.methods) - set(declared)
@@ -182,6 +187,7 @@ class Dispatcher:
         self.max_batch = max_batch
         self.metrics = metrics or Metrics()
         self.budget = budget or Budget(256, 0)
+        self.lanes = Lanes(lane_width)
         self._table = {name: self._wrap(registry.methods[name]) for name in declared}
         self._mutating = frozenset(n for n, m in registry.methods.items() if m.mutates)
 
@@ -212,13 +218,21 @@ class Dispatcher:
         ):
             _check_duplicates(body, items, problems, self._mutating)
         wanted = problems.count(None)
-        granted = self.budget.take(wanted, self.policy.grants(peer, bearer)) if wanted else 0
+        admin = self.policy.grants(peer, bearer)
+        granted = self.budget.take(wanted, admin) if wanted else 0
         try:
             if granted < wanted:
                 self._refuse_beyond(items, problems, granted)
             valid = [item for item, problem in zip(items, problems, strict=True) if problem is None]
             context = CallContext(self.services, peer, request_id, bearer)
-            answers = iter(await self._run(valid, context) if valid else [])
+            answers: Iterator[Any]
+            if not valid:
+                answers = iter([])
+            elif admin:
+                answers = iter(await self._run(valid, context))
+            else:
+                async with self.lanes.lane(peer.uid) as lane:
+                    answers = iter(await self._run_in(lane, valid, context))
         finally:
             self.budget.give(granted)
         out = [
@@ -274,6 +288,29 @@ class Dispatcher:
             answers = [await self._one(valid[0], context)]
         else:
             answers = await asyncio.gather(*(self._one(item, context) for item in valid))
+        return [answer for answer in answers if answer is not None]
+
+    async def _run_in(
+        self, lane: asyncio.Semaphore, valid: list[dict[str, Any]], context: CallContext
+    ) -> list[Any]:
+        """As `_run`, at most the lane's width of calls at a time (shared with the peer's
+        other requests); a few workers take the calls in turn, not a task per call."""
+        answers: list[Any] = [None] * len(valid)
+        todo = iter(enumerate(valid))
+
+        async def worker() -> None:
+            for index, item in todo:
+                async with lane:
+                    answers[index] = await self._one(item, context)
+                # A call that needs no I/O (a reused stats, a ping) never gives the loop
+                # back: let others' work run between two calls of a batch.
+                await asyncio.sleep(0)
+
+        workers = min(self.lanes.width, len(valid))
+        if workers == 1:
+            await worker()
+        else:
+            await asyncio.gather(*(worker() for _ in range(workers)))
         return [answer for answer in answers if answer is not None]
 
     async def _one(self, item: dict[str, Any], context: CallContext) -> Any:
@@ -345,6 +382,28 @@ class Dispatcher:
         # give it ready-made, instead of inspecting the function on every call.
         call.__signature__ = inspect.signature(call)  # type: ignore[attr-defined]
         return call
+
+
+class Lanes:
+    """One semaphore of `width` per peer uid, kept while some request of it runs."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self._lanes: dict[int | None, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def lane(self, uid: int | None) -> AsyncIterator[asyncio.Semaphore]:
+        entry = self._lanes.get(uid)
+        if entry is None:
+            entry = self._lanes[uid] = (asyncio.Semaphore(self.width), [0])
+        semaphore, users = entry
+        users[0] += 1
+        try:
+            yield semaphore
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._lanes[uid]
 
 
 @dataclass

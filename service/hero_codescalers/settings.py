@@ -18,6 +18,8 @@
 | HERO_CODESCALERS_MAX_INFLIGHT       | 256 (calls handled at once; then -32012)    |
 | HERO_CODESCALERS_ADMIN_RESERVE      | 16 (of those calls and of the connections,  |
 |                                     | kept for admins)                            |
+| HERO_CODESCALERS_PEER_CONCURRENCY   | 8 (calls  of one non-admin uid running at   |
+|                                     | once; its other calls wait their turn)      |
 | HERO_CODESCALERS_MAX_CONNECTIONS    | 4096 (open at once; more are closed at once)|
 | HERO_CODESCALERS_LISTEN_BACKLOG     | 1024 (connections waiting to be accepted)   |
 | HERO_CODESCALERS_STATS_REUSE        | 2 (seconds a `stats` result is reused; 0 no)|
@@ -78,6 +80,9 @@ class Settings(BaseSettings):
     max_inflight: int = Field(default=256, ge=1, description="calls handled at once")
     admin_reserve: int = Field(
         default=16, ge=0, description="calls in flight and connections kept for admins"
+    )
+    peer_concurrency: int = Field(
+        default=8, ge=1, le=1024, description="calls of one non-admin uid running at once"
     )
     max_connections: int = Field(default=4096, ge=1, description="connections open at once")
     listen_backlog: int = Field(default=1024, ge=1, le=65535, description="accept queue length")

@@ -143,6 +143,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             max_batch=settings.max_batch,
             metrics=metrics,
             budget=app[BUDGET],
+            lane_width=settings.peer_concurrency,
         )
         yield
 
