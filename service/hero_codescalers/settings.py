@@ -18,7 +18,7 @@
 | HERO_CODESCALERS_MAX_INFLIGHT       | 256 (calls handled at once; then -32012)    |
 | HERO_CODESCALERS_ADMIN_RESERVE      | 16 (of those calls and of the connections,  |
 |                                     | kept for admins)                            |
-| HERO_CODESCALERS_PEER_CONCURRENCY   | 8 (calls  of one non-admin uid running at   |
+| HERO_CODESCALERS_PEER_CONCURRENCY   | 8 (calls of one non-admin uid running at    |
 |                                     | once; its other calls wait their turn)      |
 | HERO_CODESCALERS_MAX_CONNECTIONS    | 4096 (open at once; more are closed at once)|
 | HERO_CODESCALERS_LISTEN_BACKLOG     | 1024 (connections waiting to be accepted)   |

@@ -454,3 +454,35 @@ async def test_running_out_of_descriptors_is_logged_once_with_a_count(
     assert failures[0]["error"] == "EMFILE"
     assert resource.getrlimit(resource.RLIMIT_NOFILE) == (soft, hard)
     assert (await Caller(svc.socket).call("system.ping")) == {"pong": True}
+
+
+async def test_one_peer_runs_a_few_calls_at_a_time_and_an_admin_passes_by(
+    simulator: Simulator, make_service: ServiceFactory, tmp_path: Path
+) -> None:
+    """Width 2: of a non-admin's batch of 4 jobs.list (a wrong token: a non-admin whoever
+    the peer is), 2 reach hero_proc and the rest wait their turn; an admin's call does
+    not wait behind them. All are answered in the end."""
+    token = tmp_path / "token"
+    token.write_text("t0ken")
+    token.chmod(0o600)
+    svc = await make_service(peer_concurrency=2, token_file=token)
+    caller = Caller(svc.socket)
+    (two, three), release = await hold_lists(simulator, 2, 3)
+    batch = json.dumps(
+        [{"jsonrpc": "2.0", "id": i, "method": "jobs.list", "params": {}} for i in range(4)]
+    )
+    other = {"Content-Type": "application/json", "Authorization": "Bearer wrong"}
+    flood = asyncio.create_task(caller.post(batch, other))
+    await two.wait()
+    admin = {"Content-Type": "application/json", "Authorization": "Bearer t0ken"}
+    call = json.dumps({"jsonrpc": "2.0", "id": 9, "method": "jobs.list", "params": {}})
+    admin_call = asyncio.create_task(caller.post(call, admin))
+    await three.wait()  # the admin's call reached hero_proc; the batch's 3rd did not
+    assert simulator.calls["job.list"] == 3
+    release.set()
+    status, answer = await flood
+    assert status == 200
+    assert [a["id"] for a in answer] == [0, 1, 2, 3]
+    assert all("result" in a for a in answer)
+    assert "result" in (await admin_call)[1]
+    assert simulator.calls["job.list"] == 5
