@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from .logs import Throttled
 from .models import CleanupSummary
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -19,6 +20,8 @@ class Metrics:
     """The service's counters, histograms and gauges."""
 
     def __init__(self) -> None:
+        # Calls or requests refused for the in-flight budget: one log line per interval.
+        self.busy_log = Throttled("server_busy")
         self.registry = CollectorRegistry()
         self.calls = Counter(
             "hero_codescalers_rpc_calls",

@@ -275,7 +275,7 @@ class Dispatcher:
                 else _DROPPED
             )
         self.metrics.calls_refused_busy.inc(refused)
-        log.warning("server_busy", refused_calls=refused, in_flight=self.budget.used)
+        self.metrics.busy_log.note(in_flight=self.budget.used)
 
     async def _run(self, valid: list[dict[str, Any]], context: CallContext) -> list[Any]:
         """Dispatch valid request objects with jsonrpcserver (method lookup, arguments,

@@ -44,7 +44,6 @@ import resource
 import secrets
 import signal
 import socket
-import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -60,6 +59,7 @@ from .auth import AdminPolicy, Peer, bearer_token, token_file_problem
 from .engine import Engine
 from .heroproc import MAX_IN_FLIGHT as HERO_PROC_CONNECTIONS
 from .heroproc import HeroProcClient
+from .logs import Throttled
 from .methods import Services, registry
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
@@ -76,8 +76,6 @@ JSON_TYPES = frozenset({"application/json", "application/json-rpc", "application
 # File descriptors left for everything but callers' connections: hero_proc's
 # connection pool, the listening socket, logs, the token file, a spare.
 FD_RESERVE = HERO_PROC_CONNECTIONS + 64
-# Resource errors (out of descriptors, over the cap) are logged at most this often.
-PROBLEM_LOG_INTERVAL = 10.0
 ACCEPT_BATCH = 128  # connections accepted per wake-up, so other work gets its turn
 
 
@@ -224,7 +222,10 @@ async def _request_ids(
 
 def _refused(metrics: Metrics, rid: str, status: int, path: str, cause: str | None = None) -> None:
     metrics.http_refusals.labels(str(status)).inc()
-    log.warning("http_refused", request_id=rid, status=status, path=path[:64], cause=cause)
+    if status == 503:  # a flood's symptom: summed up, not a line per request
+        metrics.busy_log.note(last_request_id=rid)
+    else:
+        log.warning("http_refused", request_id=rid, status=status, path=path[:64], cause=cause)
 
 
 async def _expect(request: web.Request) -> web.StreamResponse | None:
@@ -308,43 +309,6 @@ async def _metrics(request: web.Request) -> web.StreamResponse:
     """Prometheus text format."""
     body = request.app[METRICS].render()
     return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
-
-
-class Throttled:
-    """A warning about a recurring problem, logged at most once per `interval` seconds
-    with the number of times it happened (the first at once, the rest summed up)."""
-
-    def __init__(self, event: str, interval: float = PROBLEM_LOG_INTERVAL) -> None:
-        self.event = event
-        self.interval = interval
-        self.count = 0
-        self.total = 0
-        self._last = float("-inf")
-        self._flush: asyncio.TimerHandle | None = None
-        self._fields: dict[str, Any] = {}
-
-    def note(self, **fields: Any) -> None:
-        self.count += 1
-        self.total += 1
-        self._fields = fields
-        now = time.monotonic()
-        if now - self._last >= self.interval:
-            self._emit()
-        elif self._flush is None:
-            loop = asyncio.get_running_loop()
-            self._flush = loop.call_at(loop.time() + self.interval - (now - self._last), self._emit)
-
-    def _emit(self) -> None:
-        self._flush = None
-        if self.count:
-            log.warning(self.event, count=self.count, interval_s=self.interval, **self._fields)
-            self.count = 0
-            self._last = time.monotonic()
-
-    def close(self) -> None:
-        if self._flush is not None:
-            self._flush.cancel()
-        self._emit()
 
 
 @dataclass
@@ -475,6 +439,7 @@ class Listener(web.BaseSite):
             self._spare = None
         self._gate.over_cap.close()
         self._gate.out_of_fds.close()
+        self._gate.metrics.busy_log.close()
         await super().stop()
 
     def _accept(self) -> None:

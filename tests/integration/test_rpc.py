@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from structlog.testing import capture_logs
 from hero_codescalers.logs import merge_call
 from hero_codescalers.simulator import Simulator
 
-from ..conftest import Caller, Service
+from ..conftest import Caller, Service, ServiceFactory
 from .population import add_job
 
 
@@ -248,9 +249,12 @@ async def test_an_unknown_field_name_is_cut_in_the_answer(caller: Caller) -> Non
 
 
 @pytest.mark.parametrize("method", ["stats", "jobs.list", "jobs.cleanup", "system.ping"])
-async def test_a_param_named_ctx_is_an_unknown_parameter(caller: Caller, method: str) -> None:
+async def test_a_param_named_ctx_is_an_unknown_parameter(
+    make_service: ServiceFactory, method: str
+) -> None:
     """`ctx` is a name like any other: -32602 "ctx: unknown parameter", nothing of Python."""
-    err = await caller.error(method, {"ctx": 1})
+    svc = await make_service(admin_uids=[os.getuid()])  # an admin, root or not
+    err = await Caller(svc.socket).error(method, {"ctx": 1})
     assert err == {"code": -32602, "message": "Invalid params", "data": "ctx: unknown parameter"}
 
 
@@ -291,10 +295,11 @@ async def test_duplicate_keys_in_a_changing_call_are_refused(
 
 
 async def test_duplicate_keys_are_checked_item_by_item_in_a_batch(
-    simulator: Simulator, caller: Caller
+    simulator: Simulator, make_service: ServiceFactory
 ) -> None:
     """In a batch, only the call with duplicate keys is refused; the others run."""
     add_job(simulator.store)
+    caller = Caller((await make_service(admin_uids=[os.getuid()])).socket)
     body = (
         '[{"jsonrpc": "2.0", "id": 1, "method": "system.ping"},'
         ' {"jsonrpc": "2.0", "id": 2, "method": "jobs.cleanup",'
