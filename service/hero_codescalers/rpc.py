@@ -172,7 +172,7 @@ class Dispatcher:
         max_batch: int = 100,
         metrics: Metrics | None = None,
         budget: Budget | None = None,
-        lane_width: int = 8,
+        lane_width: int = 4,
     ) -> None:
         declared = [m["name"] for m in document["methods"]]
         undeclared = set(registry.methods) - set(declared)

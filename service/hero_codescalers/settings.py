@@ -18,7 +18,7 @@
 | HERO_CODESCALERS_MAX_INFLIGHT       | 256 (calls handled at once; then -32012)    |
 | HERO_CODESCALERS_ADMIN_RESERVE      | 16 (of those calls and of the connections,  |
 |                                     | kept for admins)                            |
-| HERO_CODESCALERS_PEER_CONCURRENCY   | 8 (calls of one non-admin uid running at    |
+| HERO_CODESCALERS_PEER_CONCURRENCY   | 4 (calls of one non-admin uid running at    |
 |                                     | once; its other calls wait their turn)      |
 | HERO_CODESCALERS_MAX_CONNECTIONS    | 4096 (open at once; more are closed at once)|
 | HERO_CODESCALERS_LISTEN_BACKLOG     | 1024 (connections waiting to be accepted)   |
@@ -82,7 +82,7 @@ class Settings(BaseSettings):
         default=16, ge=0, description="calls in flight and connections kept for admins"
     )
     peer_concurrency: int = Field(
-        default=8, ge=1, le=1024, description="calls of one non-admin uid running at once"
+        default=4, ge=1, le=1024, description="calls of one non-admin uid running at once"
     )
     max_connections: int = Field(default=4096, ge=1, description="connections open at once")
     listen_backlog: int = Field(default=1024, ge=1, le=65535, description="accept queue length")

@@ -61,12 +61,21 @@ async def flood(
     path: Path, idle: int, senders: int, size: int, methods: list[str], seconds: float
 ) -> dict[str, Any]:
     """The flooding peer: idle connections, then batches back to back until the time is up."""
-    loop = asyncio.get_running_loop()
     parked: list[socket.socket] = []
+    give_up = time.monotonic() + 60
     for _ in range(idle):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.setblocking(False)
-        await loop.sock_connect(sock, str(path))
+        # With the backlog full, connect() on a Unix socket fails with EAGAIN (which
+        # asyncio's sock_connect would take for success): try again shortly.
+        while True:
+            try:
+                sock.connect(str(path))
+                break
+            except BlockingIOError:
+                if time.monotonic() > give_up:
+                    raise
+                await asyncio.sleep(0.005)
         parked.append(sock)
     body = batch_body(size, methods)
     codes: Counter[str] = Counter()
@@ -199,6 +208,9 @@ async def run(args: argparse.Namespace, pid: int, go: int, report_fd: int) -> di
     token_file.write_text(TOKEN)
     os.chmod(token_file, 0o600)
     env["HERO_CODESCALERS_TOKEN_FILE"] = str(token_file)
+    for setting in args.set:
+        name, _, value = setting.partition("=")
+        env[f"HERO_CODESCALERS_{name.upper()}"] = value
     path = scratch / SERVICE_SOCKET
     procs: list[asyncio.subprocess.Process] = []
     try:
@@ -242,6 +254,7 @@ async def run(args: argparse.Namespace, pid: int, go: int, report_fd: int) -> di
         "senders": args.senders,
         "batch": args.batch,
         "calls": args.calls,
+        "settings": args.set,
         "seconds": args.seconds,
         "flooder_uid": flooder.get("uid"),
         "flood": flooder,
@@ -271,6 +284,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=float, default=0.02, help="seconds between admin calls")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds before probing")
     parser.add_argument("--max-p99-ms", type=float, default=100.0)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a service setting for the run (e.g. peer_concurrency=4); repeatable",
+    )
     args = parser.parse_args(argv)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the service inherits it
