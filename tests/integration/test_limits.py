@@ -16,7 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from hero_codescalers.simulator import Simulator
-from hero_codescalers.transport import BUDGET, METRICS, fd_limit
+from hero_codescalers.transport import BUDGET, FD_RESERVE, METRICS, fd_limit
 
 from ..conftest import Caller, Service, ServiceFactory
 from .population import add_job
@@ -486,3 +486,24 @@ async def test_one_peer_runs_a_few_calls_at_a_time_and_an_admin_passes_by(
     assert all("result" in a for a in answer)
     assert "result" in (await admin_call)[1]
     assert simulator.calls["job.list"] == 5
+
+
+async def test_the_cap_is_lowered_to_fit_the_descriptor_limit(
+    make_service: ServiceFactory,
+) -> None:
+    """With a soft limit of 400 descriptors, a cap of 4096 cannot hold: it is lowered to
+    leave FD_RESERVE and the admins' reserve free, with a warning saying so."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (400, hard))
+    try:
+        with capture_logs() as logs:
+            await make_service(max_connections=4096, admin_reserve=8)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    (lowered,) = [e for e in logs if e["event"] == "max_connections_lowered"]
+    assert lowered == {
+        "event": "max_connections_lowered",
+        "log_level": "warning",
+        "configured": 4096,
+        "to": 400 - FD_RESERVE - 8,
+    }
