@@ -8,7 +8,7 @@ PY_SOURCES := service tests openrpc/sdk
 # @open-rpc/test-coverage, run against the live service by the tests (needs node and npm)
 NODE_STAMP := openrpc/node_modules/.installed
 
-.PHONY: install test lint format demo openrpc sdk openrpc-coverage soak bench bench-rpc clean
+.PHONY: install test lint format demo openrpc sdk openrpc-coverage soak soak-flood bench bench-rpc clean
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ bench-rpc: $(STAMP)
 
 soak: $(STAMP)
 	$(BIN)/python -m tests.soak.soak $(SOAK_ARGS)
+
+# An admin's system.health while one peer holds 2,000 idle connections and floods batches.
+soak-flood: $(STAMP)
+	$(BIN)/python -m tests.soak.flood $(SOAK_ARGS)
 
 openrpc-coverage: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m tests.conformance.coverage_harness

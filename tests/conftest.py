@@ -19,7 +19,7 @@ from aiohttp import web
 
 from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator
-from hero_codescalers.transport import ENGINE, create_app, listen, runner_for
+from hero_codescalers.transport import ENGINE, create_app, listen, runner_for, start_site
 from hero_codescalers.unixsock import remove_socket
 
 
@@ -68,7 +68,7 @@ async def start_service(settings: Settings) -> tuple[Service, web.AppRunner, Any
     app = create_app(settings)
     runner = runner_for(app)
     await runner.setup()
-    await web.SockSite(runner, sock).start()
+    await start_site(runner, sock)
     return Service(settings.socket, app), runner, sock, inode
 
 

@@ -7,12 +7,20 @@ supplementary gid on the allowlist; or, for callers behind a relay, a request
 bearing the configured token (compared in constant time, never logged). A
 presented token that is wrong is refused whoever the peer is. A refusal raises
 `AdminRequired`, logged with the peer's uid and pid and the reason.
+
+Only the `Bearer` scheme carries a token (`Authorization: Bearer <token>`). The
+scheme is matched without regard to case, as RFC 7235 says schemes are; the
+token itself is compared exactly, byte for byte. Any other `Authorization`
+header (another scheme, no token, bytes that are not printable ASCII) is a
+credential that does not match: refused with "invalid bearer token".
 """
 
 from __future__ import annotations
 
 import hmac
+import os
 import socket
+import stat
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +70,33 @@ def _peer_groups(sock: Any) -> frozenset[int]:
     return frozenset(struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4]))
 
 
+def bearer_token(header: str | None) -> str | None:
+    """The token of an `Authorization` header: None without a header, "" (never a
+    match) when the header is not `Bearer <token>` in printable ASCII."""
+    if header is None:
+        return None
+    if not header.isascii() or not header.isprintable():
+        return ""
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        return ""
+    return token
+
+
+def token_file_problem(path: os.PathLike[str] | None) -> str | None:
+    """Why the token file is unsafe (readable by others than its owner), or None."""
+    if path is None:
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        return f"readable by others than its owner (mode {stat.S_IMODE(mode):04o})"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class AdminPolicy:
     """uid 0 is always admin; these uids and gids are too; and, for callers behind a
@@ -82,9 +117,15 @@ class AdminPolicy:
 
     def token_matches(self, bearer: str) -> bool:
         """Constant-time comparison with the configured token (False when none is)."""
-        if self.token is None:
+        if self.token is None or not bearer.isascii():
             return False
         return hmac.compare_digest(bearer.encode(), self.token.encode())
+
+    def grants(self, peer: Peer, bearer: str | None) -> bool:
+        """Whether the call is an admin's, as `require_admin` decides, without logging."""
+        if bearer is not None:
+            return self.token_matches(bearer)
+        return self.is_admin(peer)
 
     def require_admin(self, peer: Peer, method: str, bearer: str | None = None) -> None:
         """Raise AdminRequired (and log the refusal) unless the caller is an admin.

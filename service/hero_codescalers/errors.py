@@ -4,7 +4,7 @@
     ├── InvalidParams              -32602  params failed validation (names the field)
     ├── AdminRequired              -32010  an admin method called by a non-admin peer
     ├── CleanupRunning             -32011  a cleanup is already running
-    │                              -32012  server busy (HTTP 503, answered by the transport)
+    │                              -32012  server busy (too many calls in flight)
     └── HeroProcError              anything wrong with hero_proc
         ├── HeroProcUnavailable    -32020  socket missing, refused, timed out, dropped
         ├── HeroProcProtocolError  -32021  an answer that is not the contract's JSON-RPC
@@ -181,7 +181,8 @@ DOCUMENTED: dict[int, tuple[str, str, str]] = {
     SERVER_BUSY: (
         "ServerBusy",
         "Server busy",
-        "Too many requests in flight (HTTP 503); try again shortly.",
+        "Too many calls in flight (in place in a batch; HTTP 503 when none of the "
+        "request's calls could start); try again shortly.",
     ),
     HERO_PROC_UNAVAILABLE: (
         "HeroProcUnavailable",

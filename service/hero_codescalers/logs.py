@@ -8,6 +8,7 @@ lands on every line logged during the call.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import sys
@@ -17,6 +18,12 @@ from typing import Any, Literal
 
 import orjson
 import structlog
+
+log = structlog.get_logger(__name__)
+
+# Recurring problems (out of descriptors, over the connection cap, server busy) are
+# logged at most this often.
+PROBLEM_LOG_INTERVAL = 10.0
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -117,3 +124,40 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
     root.handlers[:] = [handler]
     root.setLevel(LEVELS[level])
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class Throttled:
+    """A warning about a recurring problem, logged at most once per `interval` seconds
+    with the number of times it happened (the first at once, the rest summed up)."""
+
+    def __init__(self, event: str, interval: float = PROBLEM_LOG_INTERVAL) -> None:
+        self.event = event
+        self.interval = interval
+        self.count = 0
+        self.total = 0
+        self._last = float("-inf")
+        self._flush: asyncio.TimerHandle | None = None
+        self._fields: dict[str, Any] = {}
+
+    def note(self, **fields: Any) -> None:
+        self.count += 1
+        self.total += 1
+        self._fields = fields
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._emit()
+        elif self._flush is None:
+            loop = asyncio.get_running_loop()
+            self._flush = loop.call_at(loop.time() + self.interval - (now - self._last), self._emit)
+
+    def _emit(self) -> None:
+        self._flush = None
+        if self.count:
+            log.warning(self.event, count=self.count, interval_s=self.interval, **self._fields)
+            self.count = 0
+            self._last = time.monotonic()
+
+    def close(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+        self._emit()

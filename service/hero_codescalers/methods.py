@@ -1,9 +1,19 @@
-"""The RPC methods: thin handlers from validated params to the engine and back."""
+"""The RPC methods: thin handlers from validated params to the engine and back.
+
+`stats` walks every codescaler job and action of hero_proc: the one expensive
+read. Calls of it share one walk while it runs (single flight), and its result
+is reused for `stats_reuse_s` seconds (2 by default, 0 for never); a cleanup or
+a submission through this service discards it, so that a caller never sees
+counts older than its own change.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from . import errors as e
 from . import examples as ex
@@ -32,13 +42,93 @@ registry = Registry()
 UPSTREAM = (e.HERO_PROC_UNAVAILABLE, e.HERO_PROC_ERROR)
 
 
-@dataclass(frozen=True)
+T = TypeVar("T")
+
+
+class Shared(Generic[T]):
+    """One computation of `fetch` shared by concurrent callers, its result reused for
+    `reuse_s` seconds unless `discard()` is called meanwhile.
+
+    A caller that goes away leaves the computation to the others; when the last one
+    has gone, it is cancelled. A failure goes to the callers that waited for it and
+    is never reused.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[], Awaitable[T]],
+        reuse_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        on_fetch: Callable[[], None] | None = None,
+    ) -> None:
+        self._fetch = fetch
+        self.reuse_s = reuse_s
+        self._clock = clock
+        self._on_fetch = on_fetch
+        self._task: asyncio.Task[T] | None = None  # the computation a new caller joins
+        self._waiters: dict[asyncio.Task[T], int] = {}
+        self._generation = 0
+        self._value: T | None = None
+        self._expires = 0.0
+
+    async def get(self) -> T:
+        if self._value is not None and self._clock() < self._expires:
+            return self._value
+        task = self._task
+        if task is None:
+            task = self._task = asyncio.ensure_future(self._run(self._generation))
+        self._waiters[task] = self._waiters.get(task, 0) + 1
+        try:
+            return await asyncio.shield(task)
+        finally:
+            self._waiters[task] -= 1
+            if not self._waiters[task]:
+                del self._waiters[task]
+                if not task.done():  # every caller has gone: stop the work
+                    task.cancel()
+                    if self._task is task:
+                        self._task = None
+
+    async def _run(self, generation: int) -> T:
+        if self._on_fetch is not None:
+            self._on_fetch()
+        started = self._clock()
+        try:
+            value = await self._fetch()
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None
+        if self.reuse_s > 0 and generation == self._generation:
+            self._value, self._expires = value, started + self.reuse_s
+        return value
+
+    def discard(self) -> None:
+        """Forget the reusable result; a computation running now is left to its present
+        callers, never joined nor reused: the next call starts afresh."""
+        self._generation += 1
+        self._value = None
+        self._task = None
+
+
+@dataclass
 class Services:
     """What handlers reach through `ctx.services`."""
 
     engine: Engine
     document: dict[str, Any]
     metrics: Metrics
+    stats_reuse_s: float = 2.0
+    stats: Shared[StatsResult] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stats = Shared(self._walk, self.stats_reuse_s, on_fetch=self.metrics.stats_walks.inc)
+
+    async def _walk(self) -> StatsResult:
+        return await self.engine.stats()  # looked up on each walk: tests may replace it
+
+    def changed(self) -> None:
+        """hero_proc was changed through this service: counts read before are stale."""
+        self.stats.discard()
 
 
 def _services(ctx: CallContext) -> Services:
@@ -92,6 +182,7 @@ async def system_ping(ctx: CallContext, params: NoParams) -> PingResult:
 @registry.method(
     "jobs.submit",
     summary="Enqueue a tagged job, reusing the action of an identical input",
+    mutates=True,
     errors=(e.INVALID_PARAMS, *UPSTREAM),
     examples=ex.SUBMIT,
 )
@@ -99,13 +190,17 @@ async def jobs_submit(ctx: CallContext, params: SubmitParams) -> SubmitResult:
     """Creates (or reuses) the action `codescaler_<kind>_<hash>` named by the script and
     input, tagged `codescaler` and `codescaler_kind_<kind>`, and a job of it tagged
     `codescaler_<actor>` (and `codescaler_target_<target>`) on top of the action's tags."""
-    return await _services(ctx).engine.submit(
-        kind=params.kind,
-        actor=params.actor,
-        target=params.target,
-        script=params.script,
-        input_=params.input,
-    )
+    services = _services(ctx)
+    try:
+        return await services.engine.submit(
+            kind=params.kind,
+            actor=params.actor,
+            target=params.target,
+            script=params.script,
+            input_=params.input,
+        )
+    finally:
+        services.changed()
 
 
 @registry.method(
@@ -130,14 +225,17 @@ async def jobs_list(ctx: CallContext, params: ListParams) -> ListResult:
 )
 async def stats(ctx: CallContext, params: NoParams) -> StatsResult:
     """Codescaler jobs (by kind and status) and actions (by kind) present in hero_proc,
-    and hero_proc's own totals."""
-    return await _services(ctx).engine.stats()
+    and hero_proc's own totals. Concurrent calls share one reading of hero_proc, which
+    may be reused for up to 2 seconds (a cleanup or submission through this service
+    discards it)."""
+    return await _services(ctx).stats.get()
 
 
 @registry.method(
     "jobs.cleanup",
     summary="Delete codescaler jobs and their actions (admin)",
     admin=True,
+    mutates=True,
     errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED, e.CLEANUP_RUNNING, *UPSTREAM),
     examples=ex.CLEANUP,
 )
@@ -160,6 +258,9 @@ async def jobs_cleanup(ctx: CallContext, params: CleanupParams) -> CleanupSummar
     except e.HeroProcError:
         services.metrics.observe_cleanup(None, dry_run=params.dry_run)
         raise
+    finally:
+        if not params.dry_run:
+            services.changed()
     services.metrics.observe_cleanup(summary, dry_run=params.dry_run)
     return summary
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from .logs import Throttled
 from .models import CleanupSummary
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -19,6 +20,8 @@ class Metrics:
     """The service's counters, histograms and gauges."""
 
     def __init__(self) -> None:
+        # Calls or requests refused for the in-flight budget: one log line per interval.
+        self.busy_log = Throttled("server_busy")
         self.registry = CollectorRegistry()
         self.calls = Counter(
             "hero_codescalers_rpc_calls",
@@ -50,6 +53,34 @@ class Metrics:
         self.deletion_failures = Counter(
             "hero_codescalers_deletion_failures",
             "Jobs and actions a cleanup could not delete (in use included)",
+            registry=self.registry,
+        )
+        self.http_refusals = Counter(
+            "hero_codescalers_http_refusals",
+            "Requests refused at the HTTP level, by status (400 malformed, 404, 405, 408, "
+            "413, 415, 503)",
+            ["status"],
+            registry=self.registry,
+        )
+        self.calls_refused_busy = Counter(
+            "hero_codescalers_calls_refused_busy",
+            "Calls refused (-32012) because the in-flight budget was spent",
+            registry=self.registry,
+        )
+        self.connections_refused = Counter(
+            "hero_codescalers_connections_refused",
+            "Connections closed at once: over the connection cap, or out of file descriptors",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.connections_open = Gauge(
+            "hero_codescalers_connections_open",
+            "Connections open now",
+            registry=self.registry,
+        )
+        self.stats_walks = Counter(
+            "hero_codescalers_stats_walks",
+            "Walks of hero_proc's listings made for `stats` (calls share or reuse one)",
             registry=self.registry,
         )
         self.hero_proc_up = Gauge(

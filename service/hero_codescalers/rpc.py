@@ -7,15 +7,30 @@ explicit method table and a per-request context. Each method wrapper checks
 admin rights, validates params with the method's pydantic model and maps errors
 to codes: an `Error` to its own code, anything else to -32603 "Internal error"
 with a request id (the detail goes to the log, never to the caller).
+
+Calls, not HTTP requests, count against the in-flight budget: a batch takes one
+slot per call, and its calls beyond the budget each get -32012 in place. A few
+slots are kept for admins (by the same rule as the admin check), so that an
+admin is served while others hold the rest. The calls of one peer (uid) that
+is not an admin run at most `lane_width` at a time; the others of its batches
+wait their turn. So one peer's flood keeps the event loop's queue short and
+another caller's call is not stuck behind hundreds of its calls.
+
+Input reflected in an answer is bounded: an unknown method name is cut to
+`MAX_NAME` characters, field names too. The params of a method that changes
+hero_proc are checked for duplicate keys (JSON leaves their meaning open; the
+parser would keep the last one silently): -32602, never "last wins".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import json
 import time
 import typing
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +88,7 @@ class MethodDef:
     errors: tuple[int, ...]
     admin: bool
     examples: tuple[Example, ...]
+    mutates: bool = False
 
 
 @dataclass
@@ -87,10 +103,12 @@ class Registry:
         *,
         summary: str,
         admin: bool = False,
+        mutates: bool = False,
         errors: tuple[int, ...] = (),
         examples: tuple[Example, ...] = (),
     ) -> Callable[[Handler], Handler]:
-        """Register an `async def handler(ctx, params: Model) -> Result` as `name`."""
+        """Register an `async def handler(ctx, params: Model) -> Result` as `name`;
+        `mutates` when it changes hero_proc (its params get the duplicate-key check)."""
 
         def register(handler: Handler) -> Handler:
             hints = typing.get_type_hints(handler)
@@ -107,6 +125,7 @@ class Registry:
                 errors=errors,
                 admin=admin,
                 examples=examples,
+                mutates=mutates,
             )
             return handler
 
@@ -114,15 +133,21 @@ class Registry:
 
 
 MAX_REASON = 500
+MAX_NAME = 64
+
+
+def clip(text: str, limit: int = MAX_NAME) -> str:
+    """`text` cut to `limit` characters (an ellipsis marks the cut)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def readable(exc: ValidationError) -> str:
     """A pydantic error as `field: reason` parts, short even for deeply nested input."""
     parts = []
     for err in exc.errors(include_url=False, include_context=False, include_input=False):
-        where = ".".join(str(p) for p in err["loc"]) or "params"
-        if len(where) > 60:
-            where = f"{where[:30]}…{where[-20:]}"
+        where = ".".join(clip(str(p)) for p in err["loc"]) or "params"
+        if len(where) > MAX_NAME * 2:
+            where = f"{where[:MAX_NAME]}…{where[-MAX_NAME // 2 :]}"
         if err["type"] == "extra_forbidden":
             reason = "unknown parameter"
         elif err["type"] == "missing":
@@ -146,6 +171,8 @@ class Dispatcher:
         *,
         max_batch: int = 100,
         metrics: Metrics | None = None,
+        budget: Budget | None = None,
+        lane_width: int = 4,
     ) -> None:
         declared = [m["name"] for m in document["methods"]]
         undeclared = set(registry.methods) - set(declared)
@@ -159,7 +186,14 @@ class Dispatcher:
         self.policy = policy
         self.max_batch = max_batch
         self.metrics = metrics or Metrics()
+        self.budget = budget or Budget(256, 0)
+        self.lanes = Lanes(lane_width)
         self._table = {name: self._wrap(registry.methods[name]) for name in declared}
+        self._mutating = frozenset(n for n, m in registry.methods.items() if m.mutates)
+
+    def busy(self, peer: Peer, bearer: str | None) -> bool:
+        """Whether no call of this caller could start now (before its body is read)."""
+        return self.budget.free(self.policy.grants(peer, bearer)) == 0
 
     async def dispatch(
         self, body: bytes, peer: Peer, request_id: str, *, bearer: str | None = None
@@ -177,19 +211,71 @@ class Dispatcher:
             items = payload
         else:
             items = [payload]
-        problems = [_check_request(item) for item in items]
-        valid = [item for item, problem in zip(items, problems, strict=True) if problem is None]
-        context = CallContext(self.services, peer, request_id, bearer)
-        answers = iter(await self._run(valid, context) if valid else [])
-        out = []
-        for item, problem in zip(items, problems, strict=True):
-            if problem is not None:
-                out.append(problem)
-            elif "id" in item:
-                out.append(next(answers))
+        problems = [self._check(item) for item in items]
+        if any(
+            p is None and item["method"] in self._mutating
+            for item, p in zip(items, problems, strict=True)
+        ):
+            _check_duplicates(body, items, problems, self._mutating)
+        wanted = problems.count(None)
+        admin = self.policy.grants(peer, bearer)
+        granted = self.budget.take(wanted, admin) if wanted else 0
+        try:
+            if granted < wanted:
+                self._refuse_beyond(items, problems, granted)
+            valid = [item for item, problem in zip(items, problems, strict=True) if problem is None]
+            context = CallContext(self.services, peer, request_id, bearer)
+            answers: Iterator[Any]
+            if not valid:
+                answers = iter([])
+            elif admin:
+                answers = iter(await self._run(valid, context))
+            else:
+                async with self.lanes.lane(peer.uid) as lane:
+                    answers = iter(await self._run_in(lane, valid, context))
+        finally:
+            self.budget.give(granted)
+        out = [
+            problem if problem is not None else next(answers)
+            for item, problem in zip(items, problems, strict=True)
+            if problem is not _DROPPED and (problem is not None or "id" in item)
+        ]
         if isinstance(payload, list):
             return out or None
         return out[0] if out else None
+
+    def _check(self, item: Any) -> dict[str, Any] | None:
+        """An error answer for an item that is not a request of a known method, else None."""
+        problem = _check_request(item)
+        if problem is None and item["method"] not in self._table:
+            if "id" not in item:
+                return _DROPPED
+            return error_answer(errors.METHOD_NOT_FOUND, clip(item["method"]), item["id"])
+        return problem
+
+    def _refuse_beyond(
+        self, items: list[Any], problems: list[dict[str, Any] | None], granted: int
+    ) -> None:
+        """Calls past the `granted` first ones get -32012 (notifications are dropped)."""
+        refused = 0
+        for index, (item, problem) in enumerate(zip(items, problems, strict=True)):
+            if problem is not None:
+                continue
+            if granted:
+                granted -= 1
+                continue
+            refused += 1
+            problems[index] = (
+                error_answer(
+                    errors.SERVER_BUSY,
+                    f"more than {self.budget.limit} calls in flight",
+                    item["id"],
+                )
+                if "id" in item
+                else _DROPPED
+            )
+        self.metrics.calls_refused_busy.inc(refused)
+        self.metrics.busy_log.note(in_flight=self.budget.used)
 
     async def _run(self, valid: list[dict[str, Any]], context: CallContext) -> list[Any]:
         """Dispatch valid request objects with jsonrpcserver (method lookup, arguments,
@@ -202,6 +288,29 @@ class Dispatcher:
             answers = [await self._one(valid[0], context)]
         else:
             answers = await asyncio.gather(*(self._one(item, context) for item in valid))
+        return [answer for answer in answers if answer is not None]
+
+    async def _run_in(
+        self, lane: asyncio.Semaphore, valid: list[dict[str, Any]], context: CallContext
+    ) -> list[Any]:
+        """As `_run`, at most the lane's width of calls at a time (shared with the peer's
+        other requests); a few workers take the calls in turn, not a task per call."""
+        answers: list[Any] = [None] * len(valid)
+        todo = iter(enumerate(valid))
+
+        async def worker() -> None:
+            for index, item in todo:
+                async with lane:
+                    answers[index] = await self._one(item, context)
+                # A call that needs no I/O (a reused stats, a ping) never gives the loop
+                # back: let others' work run between two calls of a batch.
+                await asyncio.sleep(0)
+
+        workers = min(self.lanes.width, len(valid))
+        if workers == 1:
+            await worker()
+        else:
+            await asyncio.gather(*(worker() for _ in range(workers)))
         return [answer for answer in answers if answer is not None]
 
     async def _one(self, item: dict[str, Any], context: CallContext) -> Any:
@@ -225,7 +334,9 @@ class Dispatcher:
             )
             observe(code, seconds)
 
-        async def call(ctx: CallContext, *args: Any, **kwargs: Any) -> Any:
+        # `ctx` is positional-only: a param named "ctx" is then an unknown parameter
+        # like any other, not a clash with the context argument.
+        async def call(ctx: CallContext, /, *args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter()
             peer = ctx.peer
             # Every line logged during the call carries these (bound without a context
@@ -271,6 +382,123 @@ class Dispatcher:
         # give it ready-made, instead of inspecting the function on every call.
         call.__signature__ = inspect.signature(call)  # type: ignore[attr-defined]
         return call
+
+
+class Lanes:
+    """One semaphore of `width` per peer uid, kept while some request of it runs."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self._lanes: dict[int | None, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def lane(self, uid: int | None) -> AsyncIterator[asyncio.Semaphore]:
+        entry = self._lanes.get(uid)
+        if entry is None:
+            entry = self._lanes[uid] = (asyncio.Semaphore(self.width), [0])
+        semaphore, users = entry
+        users[0] += 1
+        try:
+            yield semaphore
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._lanes[uid]
+
+
+@dataclass
+class Budget:
+    """Calls running now against the cap; the last `reserve` slots are for admins."""
+
+    limit: int
+    reserve: int
+    used: int = 0
+
+    def free(self, admin: bool) -> int:
+        cap = self.limit if admin else self.limit - self.reserve
+        return max(0, cap - self.used)
+
+    def take(self, wanted: int, admin: bool) -> int:
+        """Take up to `wanted` slots; how many were granted."""
+        granted = min(wanted, self.free(admin))
+        self.used += granted
+        return granted
+
+    def give(self, count: int) -> None:
+        self.used -= count
+
+
+# A notification to a method that does not exist, or refused: no answer is sent.
+_DROPPED: dict[str, Any] = {}
+
+
+class _Pairs(dict[str, Any]):
+    """A JSON object that also knows its keys given more than once."""
+
+    duplicates: tuple[str, ...] = ()
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> _Pairs:
+    obj = _Pairs(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        twice = []
+        for key, _ in pairs:
+            if key in seen:
+                twice.append(key)
+            seen.add(key)
+        obj.duplicates = tuple(twice)
+    return obj
+
+
+def _duplicate(value: Any, path: str) -> str | None:
+    """The path of the first key given twice inside `value`, or None."""
+    if isinstance(value, _Pairs):
+        if value.duplicates:
+            return f"{path}.{clip(value.duplicates[0])}" if path else clip(value.duplicates[0])
+        for key, item in value.items():
+            found = _duplicate(item, f"{path}.{clip(key)}" if path else clip(key))
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _duplicate(item, f"{path}.{index}" if path else str(index))
+            if found:
+                return found
+    return None
+
+
+def _check_duplicates(
+    body: bytes,
+    items: list[Any],
+    problems: list[dict[str, Any] | None],
+    mutating: frozenset[str],
+) -> None:
+    """-32602 for each call of a method in `mutating` whose params give a key twice.
+
+    orjson keeps the last of duplicate keys without a word, so the body is parsed
+    again, by the standard library with a hook that sees every key; only when a
+    call of such a method is in it (they are rare and slow; the cost is measured
+    by `make bench-rpc`).
+    """
+    try:
+        again = json.loads(body, object_pairs_hook=_pairs)
+    except (ValueError, RecursionError):
+        again = None
+    whole = again if isinstance(again, list) else [again]
+    for index, item in enumerate(items):
+        if problems[index] is not None or item["method"] not in mutating:
+            continue
+        if again is None or len(whole) != len(items) or not isinstance(whole[index], dict):
+            reason = "params: nested too deeply to be checked"
+        else:
+            where = _duplicate(whole[index].get("params"), "")
+            if where is None:
+                continue
+            reason = f"{where}: duplicate key"
+        problems[index] = (
+            error_answer(errors.INVALID_PARAMS, reason, item["id"]) if "id" in item else _DROPPED
+        )
 
 
 def error_answer(code: int, data: Any = None, id_: Any = None) -> dict[str, Any]:

@@ -15,7 +15,14 @@
 | HERO_CODESCALERS_HERO_PROC_ATTEMPTS | 3 (tries of an idempotent hero_proc call)   |
 | HERO_CODESCALERS_CLEANUP_DEADLINE   | 900 (seconds; then it stops, partial)       |
 | HERO_CODESCALERS_REQUEST_TIMEOUT    | 15 (seconds to send a whole request)        |
-| HERO_CODESCALERS_MAX_INFLIGHT       | 256 (requests handled at once; then 503)    |
+| HERO_CODESCALERS_MAX_INFLIGHT       | 256 (calls handled at once; then -32012)    |
+| HERO_CODESCALERS_ADMIN_RESERVE      | 16 (of those calls and of the connections,  |
+|                                     | kept for admins)                            |
+| HERO_CODESCALERS_PEER_CONCURRENCY   | 4 (calls of one non-admin uid running at    |
+|                                     | once; its other calls wait their turn)      |
+| HERO_CODESCALERS_MAX_CONNECTIONS    | 4096 (open at once; more are closed at once)|
+| HERO_CODESCALERS_LISTEN_BACKLOG     | 1024 (connections waiting to be accepted)   |
+| HERO_CODESCALERS_STATS_REUSE        | 2 (seconds a `stats` result is reused; 0 no)|
 | HERO_CODESCALERS_MAX_BATCH          | 100 (requests in one JSON-RPC batch)        |
 | HERO_CODESCALERS_SHUTDOWN_GRACE     | 30 (seconds to finish work on SIGTERM)      |
 | HERO_CODESCALERS_LOG_LEVEL          | info                                        |
@@ -70,7 +77,18 @@ class Settings(BaseSettings):
     hero_proc_attempts: int = Field(default=3, ge=1, le=10, description="tries per idempotent call")
     cleanup_deadline: float = Field(default=900.0, gt=0, description="seconds a cleanup may take")
     request_timeout: float = Field(default=15.0, gt=0, description="seconds to send a request")
-    max_inflight: int = Field(default=256, ge=1, description="requests handled at once")
+    max_inflight: int = Field(default=256, ge=1, description="calls handled at once")
+    admin_reserve: int = Field(
+        default=16, ge=0, description="calls in flight and connections kept for admins"
+    )
+    peer_concurrency: int = Field(
+        default=4, ge=1, le=1024, description="calls of one non-admin uid running at once"
+    )
+    max_connections: int = Field(default=4096, ge=1, description="connections open at once")
+    listen_backlog: int = Field(default=1024, ge=1, le=65535, description="accept queue length")
+    stats_reuse: float = Field(
+        default=2.0, ge=0, le=60, description="seconds a `stats` result may be reused"
+    )
     max_batch: int = Field(default=100, ge=1, le=10_000, description="requests in one batch")
     shutdown_grace: float = Field(default=30.0, ge=0, description="seconds to finish on SIGTERM")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -102,6 +120,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return int(value, 8)
         return value
+
+    @model_validator(mode="after")
+    def _reserve_fits(self) -> Settings:
+        if self.admin_reserve >= self.max_inflight:
+            raise ValueError("admin_reserve must be smaller than max_inflight")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -10,6 +10,11 @@ and 32 (keep-alive connections, each caller sending its next request when the
 last is answered) it measures requests per second and latency percentiles,
 `--reps` times each, alternating servers, and prints the medians, the ratio
 service/bare, and a final JSON line.
+
+A second call, `jobs.submit` with a kind that is refused (-32602 before
+anything reaches hero_proc), measures the path of the methods that change
+hero_proc, whose params are also checked for duplicate keys (the body parsed a
+second time); the bare handler answers it as it answers a ping.
 """
 
 from __future__ import annotations
@@ -58,10 +63,17 @@ async def main(path):
 asyncio.run(main(sys.argv[1]))
 """
 PING = b'{"jsonrpc":"2.0","method":"system.ping","id":1}'
+SUBMIT = (
+    b'{"jsonrpc":"2.0","method":"jobs.submit","id":1,'
+    b'"params":{"kind":"no such kind!","actor":"alice","script":"echo","input":{"n":1}}}'
+)
+CALLS = {"ping": (PING, b'"pong"'), "submit_refused": (SUBMIT, b"-32602")}
 HEADERS = {"Content-Type": "application/json"}
 
 
-async def load(socket: Path, concurrency: int, seconds: float) -> dict[str, float]:
+async def load(
+    socket: Path, concurrency: int, seconds: float, body: bytes = PING, expect: bytes = b'"pong"'
+) -> dict[str, float]:
     """`concurrency` callers for `seconds`: requests per second and latency percentiles."""
     connector = aiohttp.UnixConnector(path=str(socket), limit=concurrency)
     latencies: list[float] = []
@@ -69,11 +81,11 @@ async def load(socket: Path, concurrency: int, seconds: float) -> dict[str, floa
 
         async def caller(until: float) -> None:
             while (now := time.perf_counter()) < until:
-                async with session.post("http://localhost/rpc", data=PING, headers=HEADERS) as resp:
-                    body = await resp.read()
+                async with session.post("http://localhost/rpc", data=body, headers=HEADERS) as resp:
+                    answer = await resp.read()
                 latencies.append(time.perf_counter() - now)
-                if b'"pong"' not in body:
-                    raise RuntimeError(f"unexpected answer {body[:200]!r}")
+                if expect not in answer:
+                    raise RuntimeError(f"unexpected answer {answer[:200]!r}")
 
         await asyncio.gather(*(caller(time.perf_counter() + 0.3) for _ in range(concurrency)))
         latencies.clear()  # warm-up done: connections open, code paths hot
@@ -101,17 +113,20 @@ async def run(seconds: float, reps: int) -> dict[str, Any]:
     gc.freeze()
     results: dict[str, Any] = {"seconds": seconds, "reps": reps}
     try:
-        for concurrency in (1, 32):
-            runs: dict[str, list[dict[str, float]]] = {"bare": [], "service": []}
-            for _ in range(reps):
-                runs["bare"].append(await load(bare_socket, concurrency, seconds))
-                runs["service"].append(await load(service_socket, concurrency, seconds))
-            row = {
-                name: {key: round(statistics.median(r[key] for r in rs), 3) for key in rs[0]}
-                for name, rs in runs.items()
-            }
-            row["ratio"] = round(row["service"]["req_per_s"] / row["bare"]["req_per_s"], 3)
-            results[f"c{concurrency}"] = row
+        for call, (body, expect) in CALLS.items():
+            for concurrency in (1, 32):
+                runs: dict[str, list[dict[str, float]]] = {"bare": [], "service": []}
+                for _ in range(reps):
+                    runs["bare"].append(await load(bare_socket, concurrency, seconds, body))
+                    runs["service"].append(
+                        await load(service_socket, concurrency, seconds, body, expect)
+                    )
+                row = {
+                    name: {key: round(statistics.median(r[key] for r in rs), 3) for key in rs[0]}
+                    for name, rs in runs.items()
+                }
+                row["ratio"] = round(row["service"]["req_per_s"] / row["bare"]["req_per_s"], 3)
+                results[f"{call}_c{concurrency}"] = row
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -126,15 +141,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args(argv)
     results = asyncio.run(run(args.seconds, args.reps))
-    print(f"{'concurrency':<13}{'server':<9}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
-    for concurrency in (1, 32):
-        row = results[f"c{concurrency}"]
-        for name in ("bare", "service"):
-            r = row[name]
-            print(
-                f"{concurrency:<13}{name:<9}{r['req_per_s']:>10.0f}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
-            )
-        print(f"{'':<13}service/bare {row['ratio']}")
+    print(f"{'call':<16}{'concurrency':<13}{'server':<9}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
+    for call in CALLS:
+        for concurrency in (1, 32):
+            row = results[f"{call}_c{concurrency}"]
+            for name in ("bare", "service"):
+                r = row[name]
+                print(
+                    f"{call:<16}{concurrency:<13}{name:<9}{r['req_per_s']:>10.0f}"
+                    f"{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
+                )
+            print(f"{'':<29}service/bare {row['ratio']}")
     print(json.dumps(results))
     return 0
 

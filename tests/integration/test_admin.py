@@ -148,3 +148,87 @@ def test_policy_rules() -> None:
     assert policy.is_admin(Peer(1, 1001, 1001, frozenset({27})))
     assert not policy.is_admin(Peer(1, 1001, 1001, frozenset({28})))
     assert not policy.is_admin(Peer.unknown())
+
+
+OTHER_GID = 4242  # a gid that differs from every uid used here
+
+
+@pytest.mark.parametrize(
+    ("policy", "peer", "admin"),
+    [
+        pytest.param({"uids": {OTHER_GID}}, Peer(1, NOBODY, OTHER_GID), False, id="gid-not-a-uid"),
+        pytest.param({"gids": {NOBODY}}, Peer(1, NOBODY, OTHER_GID), False, id="uid-not-a-gid"),
+        pytest.param({"uids": {NOBODY}}, Peer(1, NOBODY, OTHER_GID), True, id="uid-allowed"),
+        pytest.param({"gids": {OTHER_GID}}, Peer(1, NOBODY, OTHER_GID), True, id="gid-allowed"),
+        pytest.param(
+            {"gids": {OTHER_GID}},
+            Peer(1, NOBODY, NOBODY, frozenset({OTHER_GID})),
+            True,
+            id="supplementary-gid-allowed",
+        ),
+        pytest.param(
+            {"uids": {OTHER_GID}},
+            Peer(1, NOBODY, NOBODY, frozenset({OTHER_GID})),
+            False,
+            id="supplementary-gid-not-a-uid",
+        ),
+        pytest.param({}, Peer(1, NOBODY, 0), False, id="gid-0-is-not-admin"),
+        pytest.param({}, Peer(1, NOBODY, NOBODY, frozenset({0})), False, id="group-0-is-not-admin"),
+        pytest.param({"gids": {0}}, Peer(1, NOBODY, 0), True, id="gid-0-when-configured"),
+        pytest.param({}, Peer(1, 0, NOBODY), True, id="uid-0"),
+        pytest.param({"uids": {NOBODY}, "gids": {0}}, Peer.unknown(), False, id="unknown"),
+    ],
+)
+def test_uids_and_gids_are_never_confused(
+    policy: dict[str, set[int]], peer: Peer, admin: bool
+) -> None:
+    """With uid != gid, a uid matches only the uid list and a gid only the gid list; gid 0
+    is an admin only when configured."""
+    rules = AdminPolicy(**{k: frozenset(v) for k, v in policy.items()})  # type: ignore[arg-type]
+    assert rules.is_admin(peer) is admin
+
+
+@needs_root
+@pytest.mark.parametrize(
+    ("open_service", "uid", "gid", "admin"),
+    [
+        pytest.param({"admin_uids": [OTHER_GID]}, NOBODY, OTHER_GID, False, id="gid-on-uid-list"),
+        pytest.param({"admin_gids": [NOBODY]}, NOBODY, OTHER_GID, False, id="uid-on-gid-list"),
+        pytest.param({"admin_gids": [OTHER_GID]}, NOBODY, OTHER_GID, True, id="gid-on-gid-list"),
+        pytest.param({"admin_uids": [NOBODY]}, NOBODY, OTHER_GID, True, id="uid-on-uid-list"),
+        pytest.param({}, NOBODY, 0, False, id="gid-0"),
+    ],
+    indirect=["open_service"],
+)
+async def test_peers_whose_uid_and_gid_differ(
+    simulator: Simulator, open_service: Service, uid: int, gid: int, admin: bool
+) -> None:
+    """A real peer process with uid != gid: each id is checked against its own list only."""
+    add_job(simulator.store)
+    _, answer = await post_as(uid, gid, open_service.socket, CLEANUP)
+    if admin:
+        assert answer["result"]["jobs_deleted"] == 1
+    else:
+        assert answer["error"]["code"] == -32010
+        assert answer["error"]["data"]["uid"] == uid
+        assert len(simulator.store.jobs) == 1
+
+
+@pytest.mark.skipif(IS_ROOT, reason="as root the test process is itself an admin")
+@pytest.mark.parametrize(
+    "open_service",
+    [
+        pytest.param({"admin_uids": [os.getgid()]}, id="own-gid-on-uid-list"),
+        pytest.param({"admin_gids": [os.getuid()]}, id="own-uid-on-gid-list"),
+    ],
+    indirect=True,
+)
+async def test_this_process_is_not_admitted_by_the_wrong_list(
+    simulator: Simulator, open_service: Service
+) -> None:
+    """Run as a non-root user: its gid on the uid list (or uid on the gid list) admits
+    nothing (meaningful when this user's uid and gid differ)."""
+    if os.getuid() == os.getgid():
+        pytest.skip("this user's uid and gid are equal")
+    add_job(simulator.store)
+    assert (await Caller(open_service.socket).error("jobs.cleanup", {}))["code"] == -32010

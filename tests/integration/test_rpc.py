@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from hero_codescalers.logs import merge_call
+from hero_codescalers.simulator import Simulator
 
-from ..conftest import Caller, Service
+from ..conftest import Caller, Service, ServiceFactory
+from .population import add_job
 
 
 def req(method: str, params: Any = None, id_: Any = 1) -> dict[str, Any]:
@@ -227,3 +230,84 @@ async def test_metrics_count_calls_and_cleanups(
     assert "hero_codescalers_jobs_deleted_total 1.0" in lines
     assert "hero_codescalers_actions_deleted_total 1.0" in lines
     assert 'hero_codescalers_rpc_duration_seconds_count{method="jobs.cleanup"} 1.0' in lines
+
+
+async def test_an_unknown_method_name_is_cut_in_the_answer(caller: Caller) -> None:
+    """A 500 kB method name: -32601 whose data holds at most 64 characters of it."""
+    answer = await caller.answer("x" * 500_000)
+    assert answer["error"]["code"] == -32601
+    assert len(answer["error"]["data"]) <= 64
+    assert answer["error"]["data"].startswith("xxxx")
+
+
+async def test_an_unknown_field_name_is_cut_in_the_answer(caller: Caller) -> None:
+    """A 100 kB params name: -32602 "unknown parameter", the name cut short."""
+    err = await caller.error("jobs.list", {"y" * 100_000: 1})
+    assert err["code"] == -32602
+    assert err["data"].endswith(": unknown parameter")
+    assert len(err["data"]) <= 64 + len(": unknown parameter")
+
+
+@pytest.mark.parametrize("method", ["stats", "jobs.list", "jobs.cleanup", "system.ping"])
+async def test_a_param_named_ctx_is_an_unknown_parameter(
+    make_service: ServiceFactory, method: str
+) -> None:
+    """`ctx` is a name like any other: -32602 "ctx: unknown parameter", nothing of Python."""
+    svc = await make_service(admin_uids=[os.getuid()])  # an admin, root or not
+    err = await Caller(svc.socket).error(method, {"ctx": 1})
+    assert err == {"code": -32602, "message": "Invalid params", "data": "ctx: unknown parameter"}
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "where"),
+    [
+        pytest.param(
+            "jobs.cleanup", '{"dry_run": true, "dry_run": false}', "dry_run", id="cleanup-dry-run"
+        ),
+        pytest.param(
+            "jobs.cleanup", '{"actor": "alice", "actor": "bob"}', "actor", id="cleanup-actor"
+        ),
+        pytest.param(
+            "jobs.submit",
+            '{"kind": "user", "actor": "a", "script": "s", "input": {"n": 1, "n": 2}}',
+            "input.n",
+            id="submit-nested",
+        ),
+    ],
+)
+async def test_duplicate_keys_in_a_changing_call_are_refused(
+    simulator: Simulator, caller: Caller, method: str, params: str, where: str
+) -> None:
+    """JSON leaves duplicate keys undefined: for a method that changes hero_proc they are
+    -32602 naming the key, and nothing reaches hero_proc (never "last wins")."""
+    add_job(simulator.store)
+    body = f'{{"jsonrpc": "2.0", "id": 7, "method": "{method}", "params": {params}}}'
+    status, answer = await caller.post(body)
+    assert status == 200
+    assert answer == {
+        "jsonrpc": "2.0",
+        "error": {"code": -32602, "message": "Invalid params", "data": f"{where}: duplicate key"},
+        "id": 7,
+    }
+    assert len(simulator.store.jobs) == 1
+    assert simulator.calls["job.list"] == 0
+    assert simulator.calls["job.create"] == 0
+
+
+async def test_duplicate_keys_are_checked_item_by_item_in_a_batch(
+    simulator: Simulator, make_service: ServiceFactory
+) -> None:
+    """In a batch, only the call with duplicate keys is refused; the others run."""
+    add_job(simulator.store)
+    caller = Caller((await make_service(admin_uids=[os.getuid()])).socket)
+    body = (
+        '[{"jsonrpc": "2.0", "id": 1, "method": "system.ping"},'
+        ' {"jsonrpc": "2.0", "id": 2, "method": "jobs.cleanup",'
+        ' "params": {"dry_run": true, "dry_run": false}},'
+        ' {"jsonrpc": "2.0", "id": 3, "method": "jobs.cleanup", "params": {"dry_run": true}}]'
+    )
+    _, answer = await caller.post(body)
+    assert answer[0]["result"] == {"pong": True}
+    assert answer[1]["error"]["data"] == "dry_run: duplicate key"
+    assert answer[2]["result"]["dry_run"] is True
+    assert len(simulator.store.jobs) == 1

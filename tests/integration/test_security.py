@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import json
+import logging
 import os
 import stat
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from structlog.testing import capture_logs
 
 from hero_codescalers.logs import merge_call
 from hero_codescalers.methods import registry
 from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator
+from hero_codescalers.transport import METRICS, listen
+from hero_codescalers.unixsock import UnsafeSocketDir
 
-from ..conftest import Caller, ServiceFactory
+from ..conftest import Caller, Service, ServiceFactory
 from ..names import ACTOR_ONLY, HOSTILE_NAMES
 from .peers import IS_ROOT, NOBODY, PeerCannotConnect, post_as
 from .population import add_job
@@ -161,3 +170,234 @@ async def test_the_service_runs_without_root(make_service: ServiceFactory) -> No
     """Nothing in the service needs privileges: its files are its own (owner = this uid)."""
     svc = await make_service()
     assert svc.socket.stat().st_uid == os.geteuid()
+
+
+CLEANUP_DRY = '{"jsonrpc": "2.0", "id": 1, "method": "jobs.cleanup", "params": {"dry_run": true}}'
+
+
+@pytest.mark.parametrize(
+    ("authorization", "admitted"),
+    [
+        pytest.param(f"Bearer {SECRET}", True, id="bearer"),
+        pytest.param(f"bearer {SECRET}", True, id="scheme-lower-case"),
+        pytest.param(f"BEARER  {SECRET} ", True, id="scheme-upper-case-extra-spaces"),
+        pytest.param(f"Bearer {SECRET.upper()}", False, id="token-other-case"),
+        pytest.param(f"Bearer {SECRET[:-1]}", False, id="token-prefix"),
+        pytest.param(f"Bearer {SECRET}x", False, id="token-longer"),
+        pytest.param(f"Basic {SECRET}", False, id="basic-scheme"),
+        pytest.param(f"Token {SECRET}", False, id="other-scheme"),
+        pytest.param(SECRET, False, id="no-scheme"),
+        pytest.param(f"Bearer{SECRET}", False, id="no-space"),
+        pytest.param("Bearer", False, id="no-token"),
+        pytest.param(f"Bearer {SECRET} {SECRET}", False, id="two-tokens"),
+    ],
+)
+async def test_only_the_bearer_scheme_and_the_exact_token_make_an_admin(
+    make_service: ServiceFactory, token_file: Path, authorization: str, admitted: bool
+) -> None:
+    """The scheme is matched in any case (RFC 7235); the token byte for byte. A presented
+    credential decides alone, so this holds for any caller, root included."""
+    svc = await make_service(token_file=token_file)
+    headers = {"Content-Type": "application/json", "Authorization": authorization}
+    with capture_logs(processors=[merge_call]) as logs:
+        _, answer = await Caller(svc.socket).post(CLEANUP_DRY, headers)
+    if admitted:
+        assert "result" in answer, answer
+    else:
+        assert answer["error"]["code"] == -32010
+        assert answer["error"]["data"]["reason"] == "invalid bearer token"
+    assert SECRET not in repr(logs)
+    assert SECRET.upper() not in repr(logs)
+
+
+async def raw_exchange(socket: Path, data: bytes) -> bytes:
+    """Send `data` on a fresh connection and read until the service closes it."""
+    reader, writer = await asyncio.open_unix_connection(str(socket))
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await reader.read()
+    finally:
+        writer.close()
+
+
+def split_reply(reply: bytes) -> tuple[int, dict[str, str], Any]:
+    head, _, body = reply.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(lines[0].split()[1]), headers, json.loads(body) if body else None
+
+
+def raw_request(authorization: bytes, body: bytes = CLEANUP_DRY.encode()) -> bytes:
+    return (
+        b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Authorization: " + authorization + b"\r\nConnection: close\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+async def test_bytes_that_are_not_ascii_in_the_header_are_a_wrong_token(
+    make_service: ServiceFactory, token_file: Path
+) -> None:
+    """Non-UTF-8 or non-ASCII bytes in Authorization: -32010 "invalid bearer token", not -32603."""
+    svc = await make_service(token_file=token_file)
+    for value in (b"Bearer \xff\xfe" + SECRET.encode(), "Bearer é".encode()):
+        status, _, answer = split_reply(await raw_exchange(svc.socket, raw_request(value)))
+        assert status == 200
+        assert answer["error"]["code"] == -32010
+        assert answer["error"]["data"]["reason"] == "invalid bearer token"
+
+
+async def test_a_header_aiohttp_refuses_never_shows_the_token(
+    make_service: ServiceFactory, token_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stray control character in Authorization: aiohttp refuses the request (400); the
+    answer is a JSON-RPC error with a request id, logged as one warning line, counted, and
+    neither the answer nor any log line holds the header's value or a traceback."""
+    svc = await make_service(token_file=token_file)
+    caplog.set_level(logging.DEBUG)
+    with capture_logs(processors=[merge_call]) as logs:
+        reply = await raw_exchange(
+            svc.socket, raw_request(b"Bearer " + SECRET.encode() + b"\x01tail")
+        )
+    status, headers, answer = split_reply(reply)
+    assert status == 400
+    assert headers["content-type"].startswith("application/json")
+    assert headers["x-request-id"]
+    assert answer["error"]["code"] == -32600
+    assert answer["error"]["data"].startswith("malformed HTTP request")
+    assert SECRET.encode() not in reply
+    refusals = [e for e in logs if e["event"] == "http_refused"]
+    assert len(refusals) == 1
+    assert refusals[0]["log_level"] == "warning"
+    assert refusals[0]["request_id"] == headers["x-request-id"]
+    assert "exc_info" not in refusals[0]
+    assert SECRET not in repr(logs)
+    assert SECRET not in caplog.text
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    metrics = svc.app[METRICS].render().decode()
+    assert 'hero_codescalers_http_refusals_total{status="400"} 1.0' in metrics
+
+
+async def test_the_aiohttp_internals_relied_on_are_there() -> None:
+    """The JSON-RPC answer to a malformed request relies on aiohttp calling
+    `RequestHandler.handle_error(request, status, exc, message)` for it, and on
+    `web.Server` keeping its handlers' arguments in `_kwargs`: an upgrade that changes
+    either fails here (and in the test above) instead of leaking headers silently."""
+    params = list(inspect.signature(RequestHandler.handle_error).parameters)
+    assert params == ["self", "request", "status", "exc", "message"]
+    assert "self.handle_error(" in inspect.getsource(RequestHandler._make_error_handler)
+    server = web.Server(lambda request: None, keepalive_timeout=7)  # type: ignore[arg-type,return-value]
+    assert server._kwargs == {"keepalive_timeout": 7}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        pytest.param("GET", "/health", 200, id="health"),
+        pytest.param("GET", "/metrics", 200, id="metrics"),
+        pytest.param("GET", "/nowhere", 404, id="not-found"),
+        pytest.param("PUT", "/rpc", 405, id="not-allowed"),
+        pytest.param("DELETE", "/health", 405, id="not-allowed-health"),
+    ],
+)
+async def test_every_response_has_a_request_id(
+    service: Service, method: str, path: str, status: int
+) -> None:
+    """X-Request-Id on every response; refusals carry a JSON-RPC error body and are counted."""
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(service.socket))) as s,
+        s.request(method, f"http://localhost{path}") as resp,
+    ):
+        assert resp.status == status
+        assert resp.headers["X-Request-Id"]
+        body = await resp.read()
+    if status >= 400:
+        assert json.loads(body)["error"]["code"] == -32600
+        metrics = service.app[METRICS].render().decode()
+        assert f'hero_codescalers_http_refusals_total{{status="{status}"}} 1.0' in metrics
+
+
+async def test_a_token_file_readable_by_others_is_warned_about(
+    make_service: ServiceFactory, token_file: Path
+) -> None:
+    """0600: nothing said; 0644: a warning at start naming the file, never the token."""
+    with capture_logs() as logs:
+        await make_service(token_file=token_file)
+    assert not [e for e in logs if e["event"] == "token_file_unsafe"]
+    os.chmod(token_file, 0o644)
+    with capture_logs() as logs:
+        await make_service(token_file=token_file)
+    (warning,) = [e for e in logs if e["event"] == "token_file_unsafe"]
+    assert warning["log_level"] == "warning"
+    assert warning["path"] == str(token_file)
+    assert "0644" in warning["problem"]
+    assert SECRET not in repr(logs)
+
+
+async def test_the_socket_directory_is_created_writable_by_its_owner_only(
+    sock_dir: Path, make_service: ServiceFactory
+) -> None:
+    """…/hero_codescalers/ is created 0755 whatever the umask; 0750 and the socket's group
+    when one is given (the group still reaches the socket)."""
+    old = os.umask(0)
+    try:
+        svc = await make_service(socket=sock_dir / "own" / "rpc.sock")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(svc.socket.parent.stat().st_mode) == 0o755
+    gid = os.getgid()
+    grouped = await make_service(socket=sock_dir / "grouped" / "rpc.sock", socket_group=str(gid))
+    st = grouped.socket.parent.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o750
+    assert st.st_gid == gid
+
+
+@pytest.mark.parametrize(
+    ("mode", "safe"),
+    [
+        pytest.param(0o755, True, id="0755"),
+        pytest.param(0o700, True, id="0700"),
+        pytest.param(0o1777, True, id="sticky-like-tmp"),
+        pytest.param(0o775, False, id="group-writable"),
+        pytest.param(0o757, False, id="others-writable"),
+        pytest.param(0o777, False, id="world-writable"),
+    ],
+)
+def test_an_existing_socket_directory_others_may_write_is_refused(
+    sock_dir: Path, mode: int, safe: bool
+) -> None:
+    """Writable by group or others without the sticky bit: UnsafeSocketDir, one clear line."""
+    own = sock_dir / "hero_codescalers"
+    own.mkdir()
+    own.chmod(mode)
+    settings = Settings(socket=own / "rpc.sock", hero_proc_socket=sock_dir / "hp.sock")
+    if safe:
+        sock, _ = listen(settings)
+        sock.close()
+        return
+    with pytest.raises(UnsafeSocketDir) as caught:
+        listen(settings)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"{mode:04o}" in message
+    assert str(own) in message
+    assert not (own / "rpc.sock").exists()
+
+
+@needs_root
+def test_a_socket_directory_owned_by_another_user_is_refused(sock_dir: Path) -> None:
+    """Owned by uid 65534 (even 0755): refused; the parent directory is not judged."""
+    own = sock_dir / "hero_codescalers"
+    own.mkdir(mode=0o755)
+    os.chown(own, NOBODY, NOBODY)
+    settings = Settings(socket=own / "rpc.sock", hero_proc_socket=sock_dir / "hp.sock")
+    with pytest.raises(UnsafeSocketDir, match="belongs to uid 65534"):
+        listen(settings)
+    os.chown(sock_dir, NOBODY, NOBODY)  # the parent's owner does not matter
+    os.chown(own, 0, 0)
+    sock, _ = listen(settings)
+    sock.close()

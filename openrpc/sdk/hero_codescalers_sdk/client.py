@@ -213,7 +213,9 @@ class AsyncClient:
         """Codescaler job and action counts, and hero_proc's totals
 
         Codescaler jobs (by kind and status) and actions (by kind) present in hero_proc,
-        and hero_proc's own totals.
+        and hero_proc's own totals. Concurrent calls share one reading of hero_proc, which
+        may be reused for up to 2 seconds (a cleanup or submission through this service
+        discards it).
         """
         result = await self.call("stats")
         return StatsResult.model_validate(result)

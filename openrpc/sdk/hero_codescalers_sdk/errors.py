@@ -104,7 +104,9 @@ class ParseError(RpcError):
 
 
 class ServerBusy(RpcError):
-    """-32012 Server busy: Too many requests in flight (HTTP 503); try again shortly."""
+    """-32012 Server busy: Too many calls in flight (in place in a batch; HTTP 503 when none of
+    the request's calls could start); try again shortly.
+    """
 
     CODE = -32012
 
