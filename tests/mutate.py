@@ -57,6 +57,7 @@ class Module:
     source: str  # file name inside the package
     functions: list[str]  # mutant-name globs relative to the module, e.g. "xǁEngineǁ_select__*"
     tests: list[str]  # pytest arguments selecting the in-process tests that cover it
+    mutmut: dict[str, Any]  # [tool.mutmut] settings of this module's run, over the shared ones
 
     @property
     def dotted(self) -> str:
@@ -76,7 +77,13 @@ class Equivalent:
 def load_config() -> tuple[dict[str, Any], dict[str, Module]]:
     table = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"][PACKAGE]["mutate"]
     modules = {
-        name: Module(name, entry["source"], list(entry["functions"]), list(entry["tests"]))
+        name: Module(
+            name,
+            entry["source"],
+            list(entry["functions"]),
+            list(entry["tests"]),
+            dict(entry.get("mutmut", {})),
+        )
         for name, entry in table["modules"].items()
     }
     return dict(table.get("mutmut", {})), modules
@@ -108,6 +115,7 @@ def prepare(module: Module, shared: dict[str, Any]) -> Path:
     shutil.copytree(ROOT / "tests", work / "tests", ignore=_IGNORE)
     settings = {
         **shared,
+        **module.mutmut,
         "source_paths": ["src"],
         "only_mutate": [f"src/{PACKAGE}/{module.source}"],
         "pytest_add_cli_args_test_selection": module.tests,
@@ -165,18 +173,24 @@ class Outcome:
         return (self.counts["killed"] + self.counts["timeout"]) / total if total else 0.0
 
 
-def run_module(
-    module: Module, shared: dict[str, Any], equivalents: dict[str, Equivalent], jobs: int
-) -> Outcome:
+def run_module(module: Module, shared: dict[str, Any], jobs: int) -> float:
+    """Run mutmut on `module` in a fresh work directory; the seconds it took."""
     started = time.monotonic()
     work = prepare(module, shared)
     log = work / "mutmut.log"
     print(f"== {module.name}: mutating {module.source} {module.functions} against {module.tests}")
     done = mutmut(work, "run", "--max-children", str(jobs), *module.globs, log=log)
-    seconds = time.monotonic() - started
     if done.returncode != 0:
         print(log.read_text()[-3000:])
         raise SystemExit(f"mutmut failed on {module.name} (exit {done.returncode}); log: {log}")
+    return time.monotonic() - started
+
+
+def judge(module: Module, equivalents: dict[str, Equivalent], seconds: float) -> Outcome:
+    """The last run's results for `module`: counts, and the uncaught mutants not excused."""
+    work = WORK / module.name
+    if not (work / "mutants").is_dir():
+        raise SystemExit(f"no results for {module.name}: run it first")
     statuses = results(work, module)
     unexplained: list[str] = []
     stale: list[str] = []
@@ -192,6 +206,7 @@ def run_module(
             stale.append(name)
         unexplained.append(name)
         print(f"   {status.upper()}: {name}\n{diff}")
+    print(f"   (mutmut show, browse or apply: in {work.relative_to(ROOT)})")
     return Outcome(module, Counter(statuses.values()), seconds, unexplained, stale)
 
 
@@ -200,12 +215,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", metavar="MODULE", help=f"one of {list(modules)}")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="judge the last run's results again (after editing the equivalents) without a run",
+    )
     args = parser.parse_args(argv)
     if unknown := [name for name in args.modules if name not in modules]:
         parser.error(f"unknown module {unknown}: choose from {list(modules)}")
     chosen = [modules[name] for name in args.modules] or list(modules.values())
     equivalents = load_equivalents()
-    outcomes = [run_module(module, shared, equivalents, args.jobs) for module in chosen]
+    outcomes = [
+        judge(module, equivalents, 0.0 if args.report else run_module(module, shared, args.jobs))
+        for module in chosen
+    ]
     print()
     print(
         f"{'module':<8} {'killed':>6} {'timeout':>7} {'survived':>8} {'(equiv.)':>8} "
