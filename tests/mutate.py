@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "hero_codescalers"
 WORK = ROOT / ".mutate"
 EQUIVALENTS = ROOT / "tests" / "mutation_equivalents.md"
-# - `hero_codescalers.tags.x_labels__mutmut_8` `+ mutated line` — why it is equivalent
+# - `hero_codescalers.tags.x_labels__mutmut_8` `the line the mutant puts in` — why it is equivalent
 _ENTRY = re.compile(r"^- `(?P<name>[^`]+)` `(?P<line>.+)` — (?P<reason>.+)$")
 _RESULT = re.compile(r"^\s+(?P<name>\S+): (?P<status>.+)$")
 # A mutant no test caught: it needs a test that kills it, or a recorded equivalence.
