@@ -7,8 +7,11 @@ STAMP := $(VENV)/.installed
 PY_SOURCES := service tests openrpc/sdk
 # @open-rpc/test-coverage, run against the live service by the tests (needs node and npm)
 NODE_STAMP := openrpc/node_modules/.installed
+MUTATE_STAMP := $(VENV)/.installed-mutate
+# `make mutate MODULE=auth` runs one module of [tool.hero_codescalers.mutate.modules]
+MODULE ?=
 
-.PHONY: install test lint format demo openrpc sdk openrpc-coverage soak soak-flood bench bench-rpc clean
+.PHONY: install test lint format demo openrpc sdk openrpc-coverage soak soak-flood bench bench-rpc mutate clean
 
 install: $(STAMP)
 
@@ -17,6 +20,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,dev]'
 	touch $(STAMP)
+
+$(MUTATE_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,dev,mutate]'
+	touch $(MUTATE_STAMP)
 
 $(NODE_STAMP): openrpc/package.json openrpc/package-lock.json
 	cd openrpc && npm ci --no-audit --no-fund --loglevel=error
@@ -37,6 +44,10 @@ soak: $(STAMP)
 # An admin's system.health while one peer holds 2,000 idle connections and floods batches.
 soak-flood: $(STAMP)
 	$(BIN)/python -m tests.soak.flood $(SOAK_ARGS)
+
+# Mutation testing (mutmut), not part of `make test`: see tests/mutate.py.
+mutate: $(MUTATE_STAMP)
+	$(BIN)/python -m tests.mutate $(MODULE)
 
 openrpc-coverage: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m tests.conformance.coverage_harness
@@ -60,4 +71,4 @@ demo: $(STAMP)
 	BIN=$(BIN) bash deploy/demo.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache openrpc/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache openrpc/node_modules .mutate mutants

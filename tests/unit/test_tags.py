@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from hero_codescalers.tags import (
     Selector,
+    action_name,
     action_tags,
     check_actor,
     check_kind_or_target,
+    is_codescaler_action,
     job_tags,
     labels,
 )
@@ -113,3 +117,68 @@ def test_labels_read_back_what_the_tags_say() -> None:
     assert labels(tags).actor == "alice"
     assert labels(tags).target == "web"
     assert labels(action_tags("user")).actor is None
+
+
+ACTOR_RULE = (
+    "must be ASCII letters, digits, '.' or '-' (no '_'), starting and ending with a letter or digit"
+)
+KIND_TARGET_RULE = (
+    "must be ASCII letters, digits, '.', '-' or '_', starting and ending with a letter or digit"
+)
+
+
+@pytest.mark.parametrize(
+    ("check", "name", "reason"),
+    [
+        pytest.param(check_actor, "", "must not be empty", id="actor-empty"),
+        pytest.param(check_kind_or_target, "", "must not be empty", id="kind-empty"),
+        pytest.param(check_actor, "x" * 65, "must be at most 64 characters", id="actor-long"),
+        pytest.param(
+            check_kind_or_target, "x" * 65, "must be at most 64 characters", id="kind-long"
+        ),
+        pytest.param(check_actor, "kind_user", ACTOR_RULE, id="actor-underscore"),
+        pytest.param(check_actor, "a b", ACTOR_RULE, id="actor-space"),
+        pytest.param(check_kind_or_target, "a b", KIND_TARGET_RULE, id="kind-space"),
+        pytest.param(check_kind_or_target, "-a", KIND_TARGET_RULE, id="kind-leading-hyphen"),
+        pytest.param(check_actor, "kind", "'kind' is reserved by the tag scheme", id="kind"),
+        pytest.param(check_actor, "target", "'target' is reserved by the tag scheme", id="target"),
+    ],
+)
+def test_a_refused_name_says_which_rule_it_breaks(
+    check: Callable[[str], str], name: str, reason: str
+) -> None:
+    """The reason is the caller's `data` in -32602: it names the broken rule, word for word."""
+    with pytest.raises(ValueError) as refused:  # noqa: PT011 -- the message is compared whole
+        check(name)
+    assert str(refused.value) == reason
+
+
+def test_a_name_of_exactly_the_maximum_length_is_accepted() -> None:
+    """64 characters is the limit itself, for every kind of name."""
+    assert check_kind_or_target("k" * 64) == "k" * 64
+    assert check_actor("a" * 64) == "a" * 64
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        pytest.param("codescaler_some_other", id="unknown-family"),
+        pytest.param("codescaler_user_0123abcd", id="action-name-shape"),
+    ],
+)
+def test_a_tag_with_a_further_underscore_is_not_an_actor(tag: str) -> None:
+    """Actor tags have no underscore after `codescaler_`; any other such tag names no actor."""
+    read = labels(["codescaler", tag, "codescaler_kind_user"])
+    assert read.actor is None
+    assert read.kind == "user"
+    assert labels(["codescaler", tag, "codescaler_alice"]).actor == "alice"
+
+
+def test_only_the_action_name_prefix_marks_a_codescaler_action() -> None:
+    """Action names this service makes start with `codescaler_`; look-alikes are foreign."""
+    assert is_codescaler_action(action_name("user", "0123abcd"))
+    assert is_codescaler_action("codescaler_x")
+    assert not is_codescaler_action("codescaler")
+    assert not is_codescaler_action("codescalerx_user_1")
+    assert not is_codescaler_action("docs_build_0123abcd")
+    assert not is_codescaler_action("my_codescaler_user_1")
