@@ -145,21 +145,6 @@ async def test_a_non_socket_file_is_never_replaced(sock_dir: Path) -> None:
     assert path.read_text() == "keep me"
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        pytest.param(["--admin-uid", "root"], "'root' is not a valid integer", id="bad-uid"),
-        pytest.param(["--socket-mode", "999"], "invalid settings: socket_mode", id="bad-mode"),
-    ],
-)
-async def test_bad_settings_are_usage_errors(sock_dir: Path, args: list[str], message: str) -> None:
-    """A bad flag exits 2 with one line naming it."""
-    async with command("serve", *args, env=command_env(sock_dir)) as svc:
-        _, err = await svc.process.communicate()
-    assert svc.process.returncode == 2
-    assert message in err.decode()
-
-
 def service_env(sock_dir: Path, simulator: Simulator, **extra: str) -> dict[str, str]:
     """The environment of a service process in front of the in-process `simulator`."""
     return command_env(
