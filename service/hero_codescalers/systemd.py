@@ -19,7 +19,11 @@ import os
 import socket
 from collections.abc import MutableMapping
 
+import structlog
+
 from .config_errors import ConfigError
+
+log = structlog.get_logger(__name__)
 
 LISTEN_FDS_START = 3  # SD_LISTEN_FDS_START
 _ACTIVATION_VARS = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
@@ -67,6 +71,7 @@ def inherited_socket(
         )
     sock.set_inheritable(False)
     sock.setblocking(False)
+    log.info("socket_activated", socket=sock.getsockname(), fd=LISTEN_FDS_START)
     return sock
 
 
