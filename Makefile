@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 PY_SOURCES := service tests openrpc/sdk
 # @open-rpc/test-coverage, run against the live service by the tests (needs node and npm)
 NODE_STAMP := openrpc/node_modules/.installed
+# npm keeps its cache in $HOME; a user whose home is not writable (a service account,
+# nobody) gets one inside .venv instead.
+NPM_CACHE := $(if $(shell [ -w "$$HOME" ] && echo yes),,--cache $(CURDIR)/$(VENV)/npm-cache)
 
 .PHONY: install test lint format demo openrpc sdk openrpc-coverage soak bench bench-rpc clean
 
@@ -19,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 $(NODE_STAMP): openrpc/package.json openrpc/package-lock.json
-	cd openrpc && npm ci --no-audit --no-fund --loglevel=error
+	cd openrpc && npm ci --no-audit --no-fund --loglevel=error $(NPM_CACHE)
 	touch $(NODE_STAMP)
 
 test: lint $(NODE_STAMP)
@@ -41,6 +44,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(PY_SOURCES)
 	$(BIN)/ruff format --check $(PY_SOURCES)
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 format: $(STAMP)
 	$(BIN)/ruff format $(PY_SOURCES)
