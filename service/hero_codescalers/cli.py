@@ -375,16 +375,13 @@ def _wait_until_live(path: Path, child: subprocess.Popen[bytes], limit_s: float 
 
 
 def _run_until_stopped(children: Collection[subprocess.Popen[bytes]]) -> int:
-    """Wait for SIGINT or SIGTERM (passed on to the children) or a child's end; then stop
-    the others and wait for them. 0 when every child exited 0, else the first failure."""
+    """Wait for SIGINT or SIGTERM or a child's end; then stop the children still running,
+    the service first, each with SIGTERM. 0 when every child exited 0, else the first
+    failure."""
     stop = {"requested": False}
 
     def forward(signum: int, frame: Any) -> None:
-        stop["requested"] = True
-        for child in children:
-            if child.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    child.send_signal(signum)
+        stop["requested"] = True  # (Ctrl-C in a terminal reaches the children as well)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -392,7 +389,8 @@ def _run_until_stopped(children: Collection[subprocess.Popen[bytes]]) -> int:
             time.sleep(0.1)
         for child in reversed(list(children)):  # the service first, then its hero_proc
             if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(signal.SIGTERM)
                 child.wait()
     finally:
         for sig, handler in previous.items():

@@ -229,3 +229,22 @@ async def test_a_killed_service_restarts(sock_dir: Path, simulator: Simulator) -
         await second.wait_for("service_started")
         assert (await Caller(path).call("system.health"))["status"] == "ok"
         assert await second.stop() == 0
+
+
+async def test_dev_runs_simulator_and_service_until_interrupted(sock_dir: Path) -> None:
+    """`dev`: a seeded simulator and the service under $HERO_SOCKET_DIR, this uid an admin;
+    SIGINT (Ctrl-C) stops both, exit 0, no socket left."""
+    env = command_env(sock_dir)
+    service_sock = sock_dir / "hero_codescalers" / "rpc.sock"
+    async with command("dev", "--seed", "100", env=env) as dev:
+        await dev.wait_for("simulator_started")
+        started = await dev.wait_for("service_started")
+        assert started["admin_uids"] == [os.getuid()]
+        assert (await Caller(service_sock).call("stats"))["codescaler"]["jobs"] == 80
+        assert (await Caller(service_sock).call("jobs.cleanup", {}))["jobs_deleted"] == 80
+        dev.process.send_signal(signal.SIGINT)
+        await dev.wait_for("service_stopped")
+        await dev.wait_for("simulator_stopped")  # the service first, then its hero_proc
+        assert await dev.process.wait() == 0
+    assert not service_sock.exists()
+    assert not (sock_dir / "hero_proc" / "rpc.sock").exists()
