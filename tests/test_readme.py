@@ -30,10 +30,11 @@ def test_the_readme_has_a_curl_line_for_every_method() -> None:
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 async def test_each_curl_line_answers_a_result(sock_dir: Path) -> None:
-    """Run with HERO_SOCKET_DIR set, each line gets a result, not an error."""
+    """Run with HERO_SOCKET_DIR set (the caller an admin, as under `hero_codescalers dev`),
+    each line gets a result, not an error."""
     sim = Simulator()
     seed_population(sim.store, 200, 20, 20)
-    settings = Settings(socket_dir=sock_dir)
+    settings = Settings(socket_dir=sock_dir, admin_uids={os.getuid()})  # as `dev` does
     async with sim.serve(settings.hero_proc_socket):
         _, runner, sock, _ = await start_service(settings)
         try:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import structlog
 from hero_codescalers_sdk import Client, RpcError, TransportError
 from pydantic import BaseModel, ValidationError
 
@@ -31,6 +32,8 @@ from . import __version__, logs
 from .config_errors import ConfigError, check, describe, setting_name, unknown_variables
 from .models import JobStatus
 from .settings import Settings
+
+log = structlog.get_logger(__name__)
 
 EXIT_ANSWERED_ERROR = 1
 EXIT_USAGE = 2
@@ -225,7 +228,7 @@ def serve(**options: Any) -> None:
         config_exit([exc])
     logs.configure(settings.log_level, settings.log_format)
     for name, close in unknown_variables(os.environ, Settings.model_fields):
-        log().warning(
+        log.warning(
             "unknown_variable",
             variable=name,
             closest=close,
@@ -238,12 +241,6 @@ def serve(**options: Any) -> None:
     except SocketInUse as exc:
         click.echo(f"hero_codescalers: {exc}", err=True)
         sys.exit(1)
-
-
-def log() -> Any:
-    import structlog  # noqa: PLC0415
-
-    return structlog.get_logger("hero_codescalers.cli")
 
 
 async def _serve(settings: Settings, from_flags: Collection[str]) -> None:
@@ -284,7 +281,7 @@ async def _probe_hero_proc(settings: Settings) -> None:
         async with HeroProcClient(settings.hero_proc_socket, timeout=timeout, attempts=1) as hp:
             await hp.stats()
     except HeroProcError as exc:
-        log().warning(
+        log.warning(
             "hero_proc_unreachable",
             socket=str(settings.hero_proc_socket),
             reason=str(exc),

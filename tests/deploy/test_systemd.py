@@ -198,7 +198,9 @@ def unit_environment(sock_dir: Path, simulator: Simulator, **extra: str) -> dict
         key, _, value = assignment.partition("=")
         env[key] = value
     env.pop("HERO_SOCKET_DIR")
-    return {**service_env(sock_dir, simulator), **env, **extra}
+    base = service_env(sock_dir, simulator)
+    base.pop("HERO_CODESCALERS_ADMIN_UIDS")  # the unit's admins only
+    return {**base, **env, **extra}
 
 
 @pytest.mark.parametrize("admin_gid", [False, True], ids=["as-shipped", "caller-gid-allowed"])

@@ -58,8 +58,15 @@ class Proc:
 
 
 def command_env(sock_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a command under test: sockets in `sock_dir`, JSON logs, and this
+    test's own uid an admin (as root or as any other user)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERO_")}
-    env.update(HERO_SOCKET_DIR=str(sock_dir), HERO_CODESCALERS_LOG_FORMAT="json", **extra)
+    env.update(
+        HERO_SOCKET_DIR=str(sock_dir),
+        HERO_CODESCALERS_LOG_FORMAT="json",
+        HERO_CODESCALERS_ADMIN_UIDS=str(os.getuid()),
+    )
+    env.update(extra)
     return env
 
 
@@ -235,6 +242,7 @@ async def test_dev_runs_simulator_and_service_until_interrupted(sock_dir: Path) 
     """`dev`: a seeded simulator and the service under $HERO_SOCKET_DIR, this uid an admin;
     SIGINT (Ctrl-C) stops both, exit 0, no socket left."""
     env = command_env(sock_dir)
+    del env["HERO_CODESCALERS_ADMIN_UIDS"]  # dev itself makes this uid an admin
     service_sock = sock_dir / "hero_codescalers" / "rpc.sock"
     async with command("dev", "--seed", "100", env=env) as dev:
         await dev.wait_for("simulator_started")
