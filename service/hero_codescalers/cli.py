@@ -208,7 +208,7 @@ def main() -> None:
 @click.option("--socket-group", help="Group (name or gid) of the socket file.")
 @click.option(
     "--token-file",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=click.Path(path_type=Path),  # checked at start, with one line naming the problem
     help="File holding the bearer token that makes relayed callers admins.",
 )
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))

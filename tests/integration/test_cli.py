@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -79,7 +80,11 @@ async def test_list_submit_stats_and_history(simulator: Simulator, service: Serv
 
 async def test_rpc_errors_exit_1_with_one_line(sock_dir: Path) -> None:
     """hero_proc unavailable: exit 1 and one line on stderr naming the error and the socket."""
-    settings = Settings(socket=sock_dir / "svc.sock", hero_proc_socket=sock_dir / "none.sock")
+    settings = Settings(
+        socket=sock_dir / "svc.sock",
+        hero_proc_socket=sock_dir / "none.sock",
+        admin_uids={os.getuid()},
+    )
     svc, runner, sock, _ = await start_service(settings)
     try:
         code, out, err = await cli("jobs-cleanup", "--socket", str(svc.socket))
@@ -104,7 +109,11 @@ async def test_invalid_params_exit_1(service: Service) -> None:
 
 async def test_health_exits_4_when_degraded(sock_dir: Path) -> None:
     """The service answers but hero_proc does not: the health JSON, exit 4."""
-    settings = Settings(socket=sock_dir / "svc.sock", hero_proc_socket=sock_dir / "none.sock")
+    settings = Settings(
+        socket=sock_dir / "svc.sock",
+        hero_proc_socket=sock_dir / "none.sock",
+        admin_uids={os.getuid()},
+    )
     svc, runner, sock, _ = await start_service(settings)
     try:
         code, out, err = await cli("health", "--socket", str(svc.socket))
