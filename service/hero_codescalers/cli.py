@@ -208,7 +208,8 @@ def main() -> None:
 @click.option("--socket-group", help="Group (name or gid) of the socket file.")
 @click.option(
     "--token-file",
-    type=click.Path(path_type=Path),  # checked at start, with one line naming the problem
+    # checked at start (see config_errors), in one line naming the problem
+    type=click.Path(path_type=Path, readable=False),
     help="File holding the bearer token that makes relayed callers admins.",
 )
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
