@@ -48,7 +48,8 @@ class ConfigError(Exception):
         self.value = value
         self.problem = problem
         self.expected = expected
-        super().__init__(f"{setting}={_show(value)}: {problem}; expected {expected}")
+        shown = setting if value is None else f"{setting}={_show(value)}"
+        super().__init__(f"{shown}: {problem}; expected {expected}")
 
 
 def _show(value: object) -> str:
@@ -90,13 +91,17 @@ def describe(exc: ValidationError, from_flags: Collection[str] = ()) -> list[Con
     """One ConfigError per problem pydantic found in the settings."""
     found = []
     for error in exc.errors(include_url=False):
-        field = str(error["loc"][0]) if error["loc"] else "settings"
         message = error["msg"].removeprefix("Value error, ")
+        problem = message[:1].lower() + message[1:]
+        if not error["loc"]:  # a rule between settings: no one value is to blame
+            found.append(ConfigError("settings", None, problem, "settings that fit together"))
+            continue
+        field = str(error["loc"][0])
         found.append(
             ConfigError(
                 setting_name(field, from_flags),
                 error.get("input", ""),
-                message[:1].lower() + message[1:],
+                problem,
                 _EXPECTED.get(field, "a valid value (see `hero_codescalers serve --help`)"),
             )
         )
