@@ -10,6 +10,9 @@ NODE_STAMP := openrpc/node_modules/.installed
 MUTATE_STAMP := $(VENV)/.installed-mutate
 # `make mutate MODULE=auth` runs one module of [tool.hero_codescalers.mutate.modules]
 MODULE ?=
+# npm keeps its cache in $HOME; a user whose home is not writable (a service account,
+# nobody) gets one inside .venv instead.
+NPM_CACHE := $(if $(shell [ -w "$$HOME" ] && echo yes),,--cache $(CURDIR)/$(VENV)/npm-cache)
 
 .PHONY: install test lint format demo openrpc sdk openrpc-coverage soak soak-flood bench bench-rpc mutate clean
 
@@ -26,7 +29,7 @@ $(MUTATE_STAMP): $(STAMP)
 	touch $(MUTATE_STAMP)
 
 $(NODE_STAMP): openrpc/package.json openrpc/package-lock.json
-	cd openrpc && npm ci --no-audit --no-fund --loglevel=error
+	cd openrpc && npm ci --no-audit --no-fund --loglevel=error $(NPM_CACHE)
 	touch $(NODE_STAMP)
 
 test: lint $(NODE_STAMP)
@@ -56,6 +59,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(PY_SOURCES)
 	$(BIN)/ruff format --check $(PY_SOURCES)
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 format: $(STAMP)
 	$(BIN)/ruff format $(PY_SOURCES)

@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
 # The whole job, end to end: a seeded hero_proc simulator, the service in front
 # of it, a dry run and a real cleanup through the CLI and curl, then both shut
-# down with nothing left behind. Run by `make demo`.
+# down with nothing left behind. Run by `make demo`, as root or any other user:
+# the service makes the demo's own uid an admin (--admin-uid).
 set -euo pipefail
 
 BIN=${BIN:-.venv/bin}
 HC="$BIN/hero_codescalers"
 own_dir=
 if [ -z "${HERO_SOCKET_DIR:-}" ]; then
-    own_dir=$(mktemp -d /tmp/hero-demo.XXXXXX)
+    own_dir=$(mktemp -d "${TMPDIR:-/tmp}/hero-demo.XXXXXX")
     HERO_SOCKET_DIR=$own_dir
 fi
 export HERO_SOCKET_DIR
 export HERO_CODESCALERS_LOG_FORMAT=json
 SERVICE_SOCK=$HERO_SOCKET_DIR/hero_codescalers/rpc.sock
 HERO_PROC_SOCK=$HERO_SOCKET_DIR/hero_proc/rpc.sock
-LOGS=$HERO_SOCKET_DIR/logs
-mkdir -p "$LOGS"
+LOGS=$(mktemp -d "${TMPDIR:-/tmp}/hero-demo-logs.XXXXXX")
 pids=()
 
 if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
@@ -26,29 +26,45 @@ show() { printf '$'; printf ' %q' "$@"; printf '\n'; "$@"; }
 shutdown() {
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    pids=()
 }
-trap shutdown EXIT
 
-wait_for_socket() {  # a demo may poll; the tests wait on log lines instead
+# On any exit (a failed step included): stop what the demo started, show why it
+# failed, and remove its directories.
+finish() {
+    local status=$?
+    shutdown
+    if [ "$status" -ne 0 ]; then
+        echo "demo failed (exit $status); the last log lines:" >&2
+        tail -n 5 "$LOGS"/*.log >&2 2>/dev/null || true
+    fi
+    rm -rf "$LOGS"
+    if [ -n "$own_dir" ]; then rm -rf "$own_dir"; fi
+    exit "$status"
+}
+trap finish EXIT
+
+wait_for_socket() {  # $1 the socket, $2 the pid that should create it
     for _ in $(seq 100); do
         [ -S "$1" ] && return 0
+        kill -0 "$2" 2>/dev/null || { echo "process $2 ended before creating $1" >&2; return 1; }
         sleep 0.1
     done
-    echo "no socket at $1 after 10 s; logs in $LOGS" >&2
-    exit 1
+    echo "no socket at $1 after 10 s" >&2
+    return 1
 }
 
 step "Start a hero_proc simulator seeded with 300 jobs (codescaler, unrelated, look-alike tags)"
 echo "\$ $HC simulator --seed 300 &"
 "$HC" simulator --seed 300 2>"$LOGS/simulator.log" &
 pids+=($!)
-wait_for_socket "$HERO_PROC_SOCK"
+wait_for_socket "$HERO_PROC_SOCK" "${pids[-1]}"
 
-step "Start the service (HERO_SOCKET_DIR=$HERO_SOCKET_DIR)"
-echo "\$ $HC serve &"
-"$HC" serve 2>"$LOGS/service.log" &
+step "Start the service, with this user (uid $(id -u)) as an admin (HERO_SOCKET_DIR=$HERO_SOCKET_DIR)"
+echo "\$ $HC serve --admin-uid $(id -u) &"
+"$HC" serve --admin-uid "$(id -u)" 2>"$LOGS/service.log" &
 pids+=($!)
-wait_for_socket "$SERVICE_SOCK"
+wait_for_socket "$SERVICE_SOCK" "${pids[-1]}"
 
 step "What hero_proc holds"
 show "$HC" stats
@@ -60,7 +76,7 @@ step "Real cleanup through the CLI: every job of kind 'user'"
 show "$HC" jobs-cleanup --kind user
 
 step "Real cleanup through curl on the socket: everything codescaler"
-show curl -sS --unix-socket "$SERVICE_SOCK" http://localhost/rpc \
+show curl -sS --fail --unix-socket "$SERVICE_SOCK" http://localhost/rpc \
     -H 'Content-Type: application/json' \
     -d '{"jsonrpc":"2.0","id":1,"method":"jobs.cleanup","params":{}}'
 echo
@@ -69,14 +85,18 @@ step "Afterwards: codescaler counts at 0, unrelated and look-alike jobs untouche
 show "$HC" stats
 
 step "Shut down"
+started=("${pids[@]}")
 shutdown
-trap - EXIT
-pids=()
-left=$(find "$HERO_SOCKET_DIR" -type s | wc -l)
-procs=$(pgrep -f "hero_codescalers (serve|simulator)" -c -u "$(id -u)" || true)
-echo "sockets left: $left; processes left: $procs"
+left=0
+for sock in "$SERVICE_SOCK" "$HERO_PROC_SOCK"; do
+    if [ -e "$sock" ]; then left=$((left + 1)); fi
+done
+running=0
+for pid in "${started[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then running=$((running + 1)); fi
+done
+echo "sockets left: $left; processes left: $running (of pids ${started[*]})"
 
 step "The service logged one line per cleanup run (JSON, with the caller's uid and pid)"
 grep '"cleanup_finished"' "$LOGS/service.log"
-[ -n "$own_dir" ] && rm -rf "$own_dir"
-[ "$left" -eq 0 ] && [ "$procs" -eq 0 ]
+[ "$left" -eq 0 ] && [ "$running" -eq 0 ]

@@ -42,12 +42,17 @@ async def simulator(sock_dir: Path) -> AsyncIterator[Simulator]:
 
 @pytest.fixture
 def settings(sock_dir: Path) -> Settings:
-    """Settings of a service in `sock_dir`, its socket open to every uid (for peer tests)."""
+    """Settings of a service in `sock_dir`, its socket open to every uid (for peer tests).
+
+    The test process's own uid is an admin, so that the suite runs the same as root
+    and as any other user; refusals are tested with peers that are not admins.
+    """
     return Settings(
         socket=sock_dir / "svc.sock",
         hero_proc_socket=sock_dir / "hero_proc.sock",
         socket_mode=0o666,
         hero_proc_timeout=5.0,
+        admin_uids={os.getuid()},
     )
 
 

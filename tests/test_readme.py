@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -30,10 +31,11 @@ def test_the_readme_has_a_curl_line_for_every_method() -> None:
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 async def test_each_curl_line_answers_a_result(sock_dir: Path) -> None:
-    """Run with HERO_SOCKET_DIR set, each line gets a result, not an error."""
+    """Run with HERO_SOCKET_DIR set (the caller an admin, as under `hero_codescalers dev`),
+    each line gets a result, not an error."""
     sim = Simulator()
     seed_population(sim.store, 200, 20, 20)
-    settings = Settings(socket_dir=sock_dir)
+    settings = Settings(socket_dir=sock_dir, admin_uids={os.getuid()})  # as `dev` does
     async with sim.serve(settings.hero_proc_socket):
         _, runner, sock, _ = await start_service(settings)
         try:
@@ -54,3 +56,24 @@ async def test_each_curl_line_answers_a_result(sock_dir: Path) -> None:
         finally:
             await runner.cleanup()
             sock.close()
+
+
+def test_every_command_the_readme_shows_exists() -> None:
+    """Each `hero_codescalers <command>` line of the README names a real command, and its
+    flags parse (the command is not run: `--help` is appended)."""
+    from click.testing import CliRunner  # noqa: PLC0415
+
+    from hero_codescalers.cli import main  # noqa: PLC0415
+
+    blocks = re.findall(r"^```sh\n(.*?)^```", README.read_text(), re.MULTILINE | re.DOTALL)
+    lines = [
+        line.split("#")[0].strip()
+        for block in blocks
+        for line in block.splitlines()
+        if line.startswith("hero_codescalers ")
+    ]
+    assert any(line.startswith("hero_codescalers dev") for line in lines)
+    for line in lines:
+        args = shlex.split(line.replace('"$(id -u)"', "1000"))[1:]
+        result = CliRunner().invoke(main, [*args, "--help"])
+        assert result.exit_code == 0, (line, result.output)

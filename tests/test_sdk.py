@@ -170,7 +170,7 @@ async def test_the_sibling_tool_example_runs(sock_dir: Path) -> None:
     """openrpc/sdk/examples/sibling_tool.py, run as a sibling would, submits and cleans up."""
     sim = Simulator()
     add_job(sim.store, actor="someone-else")
-    settings = Settings(socket_dir=sock_dir)
+    settings = Settings(socket_dir=sock_dir, admin_uids={os.getuid()})
     async with sim.serve(settings.hero_proc_socket):
         _, runner, sock, _ = await start_service(settings)
         try:

@@ -1,27 +1,44 @@
 """`hero_codescalers`: run the service or the simulator, and call the service.
 
-Exit status: 0 success, 1 the service answered an error, 2 usage error,
-3 the service could not be reached.
+Exit status: 0 success; 1 the service answered an error; 2 a usage or
+configuration error (one line naming the flag or variable, the value and what
+would be valid); 3 the service could not be reached; 4 the service answered,
+but degraded (`health`: hero_proc does not answer) or partial (`jobs-cleanup`:
+the run stopped short, `complete: false`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import re
+import signal
+import subprocess
 import sys
+import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
 import click
+import structlog
 from hero_codescalers_sdk import Client, RpcError, TransportError
 from pydantic import BaseModel, ValidationError
 
 from . import __version__, logs
+from .config_errors import ConfigError, check, describe, setting_name, unknown_variables
 from .models import JobStatus
 from .settings import Settings
+
+log = structlog.get_logger(__name__)
+
+EXIT_ANSWERED_ERROR = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_DEGRADED = 4
 
 _DURATION = re.compile(r"^(\d{1,15})(ms|s|m|h|d)?$")
 _UNIT_MS = {None: 1, "ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -59,23 +76,31 @@ class Duration(click.ParamType[int]):
             self.fail(str(exc), param, ctx)
 
 
-def _settings(**overrides: Any) -> Settings:
+def config_exit(problems: Iterable[ConfigError]) -> typing.NoReturn:
+    """Print each configuration mistake in one line and exit 2."""
+    for problem in problems:
+        click.echo(f"hero_codescalers: configuration error: {problem}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _settings(**overrides: Any) -> tuple[Settings, set[str]]:
+    """The settings from the environment and the flags given; and which came from flags."""
     given = {k: v for k, v in overrides.items() if v not in (None, ())}
     try:
-        return Settings(**given)
+        return Settings(**given), set(given)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
-        )
-        raise click.UsageError(f"invalid settings: {problems}") from None
+        config_exit(describe(exc, given))
 
 
-def _print(socket: Path | None, call: Callable[[Client], Any]) -> None:
+def _print(
+    socket: Path | None, call: Callable[[Client], Any], status: Callable[[Any], int] | None = None
+) -> None:
     """Run `call` with an SDK client of the service and print its result as JSON.
 
     The socket defaults as the SDK's does: $HERO_CODESCALERS_SOCKET, else
     $HERO_SOCKET_DIR/hero_codescalers/rpc.sock. Exits 1 on an error answer and
-    3 when the service cannot be reached, with one line on stderr.
+    3 when the service cannot be reached, with one line on stderr; else with
+    what `status` says of the result (0 when not given).
     """
     try:
         with Client(socket) as client:
@@ -83,13 +108,15 @@ def _print(socket: Path | None, call: Callable[[Client], Any]) -> None:
     except RpcError as exc:
         detail = f": {exc.data}" if exc.data is not None else ""
         click.echo(f"hero_codescalers: {exc.message} ({exc.code}){detail}", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_ANSWERED_ERROR)
     except TransportError as exc:
         click.echo(f"hero_codescalers: {exc}", err=True)
-        sys.exit(3)
+        sys.exit(EXIT_UNREACHABLE)
     click.echo(
         render_json(result.model_dump(mode="json") if isinstance(result, BaseModel) else result)
     )
+    if status is not None:
+        sys.exit(status(result))
 
 
 socket_option = click.option(
@@ -117,10 +144,39 @@ def filter_options(fn: Any) -> Any:
     return fn
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Commands(click.Group):
+    """The command group; a usage error is told in one line (click prints three)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("standalone_mode", True):
+            return super().main(*args, **kwargs)
+        try:
+            return super().main(*args, **{**kwargs, "standalone_mode": False})
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "hero_codescalers"
+            click.echo(f"{where}: {exc.format_message()} (see {where} --help)", err=True)
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+
+
+@click.group(
+    cls=_Commands,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="hero_codescalers")
 def main() -> None:
-    """Tag what hero_codescalers enqueues in hero_proc, and clean it up."""
+    """Tag what hero_codescalers enqueues in hero_proc, and clean it up.
+
+    \b
+    Exit status: 0 success; 1 the service answered an error; 2 a usage or
+    configuration error; 3 the service could not be reached; 4 degraded
+    (health) or partial (jobs-cleanup).
+    """
 
 
 @main.command()
@@ -152,23 +208,94 @@ def main() -> None:
 @click.option("--socket-group", help="Group (name or gid) of the socket file.")
 @click.option(
     "--token-file",
-    type=click.Path(path_type=Path, dir_okay=False),
+    # checked at start (see config_errors), in one line naming the problem
+    type=click.Path(path_type=Path, readable=False),
     help="File holding the bearer token that makes relayed callers admins.",
 )
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]))
 def serve(**options: Any) -> None:
-    """Run the service on its Unix socket until SIGINT or SIGTERM."""
-    from .transport import serve as run  # noqa: PLC0415 -- keeps client commands light
-    from .unixsock import SocketInUse  # noqa: PLC0415
+    """Run the service on its Unix socket until SIGINT or SIGTERM.
 
-    settings = _settings(**options)
-    logs.configure(settings.log_level, settings.log_format)
+    Under systemd it takes the socket of its .socket unit (socket activation)
+    and reports READY=1 and STOPPING=1 (Type=notify).
+    """
+    from .unixsock import SocketInUse  # noqa: PLC0415 -- keeps client commands light
+
+    settings, from_flags = _settings(**options)
     try:
-        asyncio.run(run(settings))
+        check(settings, from_flags)
+    except ConfigError as exc:
+        config_exit([exc])
+    logs.configure(settings.log_level, settings.log_format)
+    for name, close in unknown_variables(os.environ, Settings.model_fields):
+        log.warning(
+            "unknown_variable",
+            variable=name,
+            closest=close,
+            hint=f"did you mean {close}?" if close else "no setting has a similar name",
+        )
+    try:
+        asyncio.run(_serve(settings, from_flags))
+    except ConfigError as exc:
+        config_exit([exc])
     except SocketInUse as exc:
         click.echo(f"hero_codescalers: {exc}", err=True)
         sys.exit(1)
+
+
+async def _serve(settings: Settings, from_flags: Collection[str]) -> None:
+    """The service, and once it listens, one warning line if hero_proc does not answer."""
+    from .transport import serve as run  # noqa: PLC0415
+    from .unixsock import UnsafeSocketDir  # noqa: PLC0415
+
+    ready = asyncio.Event()
+    service = asyncio.create_task(run(settings, ready=ready))
+    started = asyncio.create_task(ready.wait())
+    await asyncio.wait({service, started}, return_when=asyncio.FIRST_COMPLETED)
+    if not started.done():
+        started.cancel()
+        try:
+            await service
+        except UnsafeSocketDir as exc:  # a directory where someone else could swap the socket
+            raise ConfigError(
+                setting_name("socket", from_flags),
+                settings.socket,
+                str(exc),
+                "a directory owned by this user or root and writable by its owner only",
+            ) from None
+        except OSError as exc:  # binding the socket: its directory, mode or group
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise ConfigError(
+                setting_name("socket", from_flags),
+                settings.socket,
+                f"{exc.strerror or exc}{where}",
+                "a socket path this user may create, in a directory it may write "
+                "(or set HERO_SOCKET_DIR), and a --socket-group it belongs to",
+            ) from None
+        return
+    probe = asyncio.create_task(_probe_hero_proc(settings))
+    await asyncio.wait({service, probe}, return_when=asyncio.FIRST_COMPLETED)
+    probe.cancel()
+    await service
+
+
+async def _probe_hero_proc(settings: Settings) -> None:
+    from .engine import HEALTH_TIMEOUT  # noqa: PLC0415
+    from .errors import HeroProcError  # noqa: PLC0415
+    from .heroproc import HeroProcClient  # noqa: PLC0415
+
+    timeout = min(HEALTH_TIMEOUT, settings.hero_proc_timeout)
+    try:
+        async with HeroProcClient(settings.hero_proc_socket, timeout=timeout, attempts=1) as hp:
+            await hp.stats()
+    except HeroProcError as exc:
+        log.warning(
+            "hero_proc_unreachable",
+            socket=str(settings.hero_proc_socket),
+            reason=str(exc),
+            effect="serving degraded: health says so and calls answer -32020 until it answers",
+        )
 
 
 @main.command()
@@ -198,12 +325,84 @@ def simulator(socket: Path | None, seed_jobs: int, rng_seed: int) -> None:
     from .unixsock import SocketInUse  # noqa: PLC0415
 
     logs.configure("info", "auto")
-    path = socket or _settings().hero_proc_socket
+    path = socket or _settings()[0].hero_proc_socket
     try:
         asyncio.run(run(path, seed_jobs, rng_seed))
     except SocketInUse as exc:
         click.echo(f"hero_codescalers: {exc}", err=True)
         sys.exit(1)
+
+
+@main.command()
+@click.option(
+    "--seed",
+    "seed_jobs",
+    type=click.IntRange(min=0),
+    default=300,
+    show_default=True,
+    help="Jobs the simulator starts with (80% codescaler, 10% unrelated, 10% look-alike).",
+)
+def dev(seed_jobs: int) -> None:
+    """Run a seeded hero_proc simulator and the service in front of it until Ctrl-C.
+
+    Both use the sockets under $HERO_SOCKET_DIR (default ~/hero/var/sockets), so
+    the CLI, curl and the SDK find them with the same variable. You (this uid)
+    are an admin of this service. The two logs go to this terminal.
+    """
+    settings, _ = _settings()
+    me = [sys.executable, "-m", "hero_codescalers"]
+    env = {**os.environ, "HERO_SOCKET_DIR": os.fspath(settings.socket_dir)}
+    click.echo(f"export HERO_SOCKET_DIR={settings.socket_dir}", err=True)
+    simulator_cmd = [*me, "simulator", "--seed", str(seed_jobs)]
+    children = [subprocess.Popen(simulator_cmd, env=env)]  # noqa: S603 -- this program itself
+    try:
+        if _wait_until_live(settings.hero_proc_socket, children[0]):
+            serve_cmd = [*me, "serve", "--admin-uid", str(os.getuid())]
+            children.append(subprocess.Popen(serve_cmd, env=env))  # noqa: S603 -- as above
+        code = _run_until_stopped(children)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    sys.exit(code)
+
+
+def _wait_until_live(path: Path, child: subprocess.Popen[bytes], limit_s: float = 30) -> bool:
+    """Poll `path` until something listens there (False when `child` ends first)."""
+    from .unixsock import is_live  # noqa: PLC0415
+
+    deadline = time.monotonic() + limit_s
+    while child.poll() is None and time.monotonic() < deadline:
+        if path.is_socket() and is_live(path):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _run_until_stopped(children: Collection[subprocess.Popen[bytes]]) -> int:
+    """Wait for SIGINT or SIGTERM or a child's end; then stop the children still running,
+    the service first, each with SIGTERM. 0 when every child exited 0, else the first
+    failure."""
+    stop = {"requested": False}
+
+    def forward(signum: int, frame: Any) -> None:
+        stop["requested"] = True  # (Ctrl-C in a terminal reaches the children as well)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while all(child.poll() is None for child in children) and not stop["requested"]:
+            time.sleep(0.1)
+        for child in reversed(list(children)):  # the service first, then its hero_proc
+            if child.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(signal.SIGTERM)
+                child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    codes = [child.returncode for child in children]
+    return next((c for c in codes if c), 0)
 
 
 @main.command("jobs-cleanup")
@@ -218,12 +417,16 @@ def jobs_cleanup(
     dry_run: bool,
     socket: Path | None,
 ) -> None:
-    """Delete codescaler jobs (and their actions) matching every filter given (admin)."""
+    """Delete codescaler jobs (and their actions) matching every filter given (admin).
+
+    Exits 4 when the run stopped short (`complete: false`; the reason is in `errors`).
+    """
     _print(
         socket,
         lambda c: c.jobs_cleanup(
             kind=kind, target=target, actor=actor, older_than_ms=older_than, dry_run=dry_run
         ),
+        lambda summary: 0 if summary.complete else EXIT_DEGRADED,
     )
 
 
@@ -289,8 +492,15 @@ def stats(socket: Path | None) -> None:
 @main.command()
 @socket_option
 def health(socket: Path | None) -> None:
-    """The service's version, uptime and hero_proc's reachability."""
-    _print(socket, lambda c: c.system_health())
+    """The service's version, uptime and hero_proc's reachability.
+
+    Exits 4 when the service answers but is degraded (hero_proc does not answer).
+    """
+    _print(
+        socket,
+        lambda c: c.system_health(),
+        lambda health: 0 if health.status == "ok" else EXIT_DEGRADED,
+    )
 
 
 @main.command("cleanup-history")

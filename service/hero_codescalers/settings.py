@@ -47,7 +47,10 @@ IdSet = Annotated[frozenset[int], NoDecode]
 def _ids(value: Any) -> Any:
     """Accept "0,1000", "1000 1001", a single int, or a list."""
     if isinstance(value, str):
-        return [int(part) for part in value.replace(",", " ").split()]
+        parts = value.replace(",", " ").split()
+        if not all(part.isdigit() for part in parts):
+            raise ValueError(f"{value!r} is not a list of numeric ids")
+        return [int(part) for part in parts]
     if isinstance(value, int):
         return [value]
     return value
@@ -118,7 +121,10 @@ class Settings(BaseSettings):
     @classmethod
     def _octal(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return int(value, 8)
+            try:
+                return int(value, 8)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an octal number") from None
         return value
 
     @model_validator(mode="after")

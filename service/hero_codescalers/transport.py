@@ -54,7 +54,7 @@ import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from . import errors
+from . import errors, systemd
 from .auth import AdminPolicy, Peer, bearer_token, token_file_problem
 from .engine import Engine
 from .heroproc import MAX_IN_FLIGHT as HERO_PROC_CONNECTIONS
@@ -548,7 +548,10 @@ def group_id(group: str | None) -> int | None:
 
 
 def listen(settings: Settings) -> tuple[socket.socket, int]:
-    """The service's listening socket, with its mode and group, and the file's inode."""
+    """The service's listening socket, with its mode, group and backlog, and the file's
+    inode; or the socket systemd passed (its file is systemd's: inode -1, never removed)."""
+    if (inherited := systemd.inherited_socket()) is not None:
+        return inherited, -1
     return bind_unix(
         settings.socket,
         settings.socket_mode,
@@ -583,7 +586,9 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         )
         if ready is not None:
             ready.set()
+        systemd.notify("READY=1")
         await stop.wait()
+        systemd.notify("STOPPING=1")
         remove_socket(settings.socket, inode)  # no new callers while the last ones finish
         app[ENGINE].stop()
         log.info("service_stopping", grace_s=settings.shutdown_grace)

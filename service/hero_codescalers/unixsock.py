@@ -53,8 +53,8 @@ def _check_dir(path: Path) -> None:
         )
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
         raise UnsafeSocketDir(
-            f"socket directory {path} is writable by others (mode "
-            f"{stat.S_IMODE(st.st_mode):04o}): make it writable by its owner only"
+            f"socket directory {path} is writable by group or others (mode "
+            f"{stat.S_IMODE(st.st_mode):04o}) without the sticky bit"
         )
 
 

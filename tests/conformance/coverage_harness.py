@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -62,7 +63,7 @@ async def tcp_bridge(unix_socket: Path) -> AsyncIterator[int]:
 async def live_service() -> AsyncIterator[tuple[Path, Path]]:
     """A fresh simulator and the service in front of it; (service socket, scratch dir)."""
     scratch = Path(tempfile.mkdtemp(prefix="hc-cov-", dir="/tmp"))
-    settings = Settings(socket_dir=scratch)
+    settings = Settings(socket_dir=scratch, admin_uids={os.getuid()})  # any user runs it
     try:
         async with Simulator().serve(settings.hero_proc_socket):
             sock, inode = bind_unix(settings.socket, 0o600)

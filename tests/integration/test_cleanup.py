@@ -235,7 +235,11 @@ async def test_a_second_cleanup_while_one_runs_is_refused_at_once(
 
 async def test_hero_proc_down_answers_32020_naming_the_socket(sock_dir: Path) -> None:
     """No hero_proc at all: -32020 with the socket in message data; the service keeps serving."""
-    settings = Settings(socket=sock_dir / "svc.sock", hero_proc_socket=sock_dir / "absent.sock")
+    settings = Settings(
+        socket=sock_dir / "svc.sock",
+        hero_proc_socket=sock_dir / "absent.sock",
+        admin_uids={os.getuid()},
+    )
     svc, runner, sock, _ = await start_service(settings)
     try:
         caller = Caller(svc.socket)
@@ -360,6 +364,7 @@ async def test_a_hung_hero_proc_cannot_hang_the_service(
         socket=sock_dir / "svc.sock",
         hero_proc_socket=sock_dir / "hero_proc.sock",
         hero_proc_timeout=0.2,
+        admin_uids={os.getuid()},
     )
     svc, runner, sock, _ = await start_service(settings)
     try:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
 from hero_codescalers.settings import Settings
-from hero_codescalers.simulator import Simulator
+from hero_codescalers.simulator import Faults, Simulator, seed_population
 
 from ..conftest import Service, start_service
 from .population import add_job
@@ -79,7 +80,11 @@ async def test_list_submit_stats_and_history(simulator: Simulator, service: Serv
 
 async def test_rpc_errors_exit_1_with_one_line(sock_dir: Path) -> None:
     """hero_proc unavailable: exit 1 and one line on stderr naming the error and the socket."""
-    settings = Settings(socket=sock_dir / "svc.sock", hero_proc_socket=sock_dir / "none.sock")
+    settings = Settings(
+        socket=sock_dir / "svc.sock",
+        hero_proc_socket=sock_dir / "none.sock",
+        admin_uids={os.getuid()},
+    )
     svc, runner, sock, _ = await start_service(settings)
     try:
         code, out, err = await cli("jobs-cleanup", "--socket", str(svc.socket))
@@ -100,3 +105,38 @@ async def test_invalid_params_exit_1(service: Service) -> None:
     )
     assert code == 1
     assert err.startswith("hero_codescalers: Invalid params (-32602): actor: ")
+
+
+async def test_health_exits_4_when_degraded(sock_dir: Path) -> None:
+    """The service answers but hero_proc does not: the health JSON, exit 4."""
+    settings = Settings(
+        socket=sock_dir / "svc.sock",
+        hero_proc_socket=sock_dir / "none.sock",
+        admin_uids={os.getuid()},
+    )
+    svc, runner, sock, _ = await start_service(settings)
+    try:
+        code, out, err = await cli("health", "--socket", str(svc.socket))
+    finally:
+        await runner.cleanup()
+        sock.close()
+    assert (code, err) == (4, "")
+    assert json.loads(out)["status"] == "degraded"
+
+
+async def test_health_exits_0_when_ok(service: Service) -> None:
+    """hero_proc answers: exit 0."""
+    code, out, _ = await cli("health", "--socket", str(service.socket))
+    assert code == 0
+    assert json.loads(out)["status"] == "ok"
+
+
+async def test_a_cleanup_that_stops_short_exits_4(simulator: Simulator, service: Service) -> None:
+    """Past its deadline the run is partial (`complete: false`): summary printed, exit 4."""
+    seed_population(simulator.store, 40)
+    service.engine.page_size = 4
+    service.engine.deadline = 0.05
+    simulator.store.faults = Faults(latency_ms=20)
+    code, out, _ = await cli("jobs-cleanup", "--socket", str(service.socket))
+    assert code == 4
+    assert json.loads(out)["complete"] is False

@@ -58,8 +58,15 @@ class Proc:
 
 
 def command_env(sock_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a command under test: sockets in `sock_dir`, JSON logs, and this
+    test's own uid an admin (as root or as any other user)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERO_")}
-    env.update(HERO_SOCKET_DIR=str(sock_dir), HERO_CODESCALERS_LOG_FORMAT="json", **extra)
+    env.update(
+        HERO_SOCKET_DIR=str(sock_dir),
+        HERO_CODESCALERS_LOG_FORMAT="json",
+        HERO_CODESCALERS_ADMIN_UIDS=str(os.getuid()),
+    )
+    env.update(extra)
     return env
 
 
@@ -143,21 +150,6 @@ async def test_a_non_socket_file_is_never_replaced(sock_dir: Path) -> None:
     assert svc.process.returncode == 1
     assert "exists and is not a socket" in err.decode()
     assert path.read_text() == "keep me"
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        pytest.param(["--admin-uid", "root"], "'root' is not a valid integer", id="bad-uid"),
-        pytest.param(["--socket-mode", "999"], "invalid settings: socket_mode", id="bad-mode"),
-    ],
-)
-async def test_bad_settings_are_usage_errors(sock_dir: Path, args: list[str], message: str) -> None:
-    """A bad flag exits 2 with one line naming it."""
-    async with command("serve", *args, env=command_env(sock_dir)) as svc:
-        _, err = await svc.process.communicate()
-    assert svc.process.returncode == 2
-    assert message in err.decode()
 
 
 def service_env(sock_dir: Path, simulator: Simulator, **extra: str) -> dict[str, str]:
@@ -244,3 +236,23 @@ async def test_a_killed_service_restarts(sock_dir: Path, simulator: Simulator) -
         await second.wait_for("service_started")
         assert (await Caller(path).call("system.health"))["status"] == "ok"
         assert await second.stop() == 0
+
+
+async def test_dev_runs_simulator_and_service_until_interrupted(sock_dir: Path) -> None:
+    """`dev`: a seeded simulator and the service under $HERO_SOCKET_DIR, this uid an admin;
+    SIGINT (Ctrl-C) stops both, exit 0, no socket left."""
+    env = command_env(sock_dir)
+    del env["HERO_CODESCALERS_ADMIN_UIDS"]  # dev itself makes this uid an admin
+    service_sock = sock_dir / "hero_codescalers" / "rpc.sock"
+    async with command("dev", "--seed", "100", env=env) as dev:
+        await dev.wait_for("simulator_started")
+        started = await dev.wait_for("service_started")
+        assert started["admin_uids"] == [os.getuid()]
+        assert (await Caller(service_sock).call("stats"))["codescaler"]["jobs"] == 80
+        assert (await Caller(service_sock).call("jobs.cleanup", {}))["jobs_deleted"] == 80
+        dev.process.send_signal(signal.SIGINT)
+        await dev.wait_for("service_stopped")
+        await dev.wait_for("simulator_stopped")  # the service first, then its hero_proc
+        assert await dev.process.wait() == 0
+    assert not service_sock.exists()
+    assert not (sock_dir / "hero_proc" / "rpc.sock").exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
 import shutil
 import socket
 import tempfile
@@ -76,6 +77,7 @@ def stack() -> Iterator[Stack]:
         socket=scratch / "svc.sock",
         hero_proc_socket=scratch / "hp.sock",
         hero_proc_timeout=5.0,
+        admin_uids={os.getuid()},  # the same as root and as any other user
     )
     sim = Simulator()
     ready = threading.Event()
