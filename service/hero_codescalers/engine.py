@@ -94,6 +94,7 @@ HEALTH_TIMEOUT = 1.0
 LIST_PAGES = 20  # hero_proc pages one `jobs.list` call reads at most (then a cursor)
 STATS_PAGES = 1_000  # hero_proc pages `stats` reads at most, per listing
 OUTSIDE = "hero_proc answered outside its contract"
+_CUT = object()  # the outcome of a deletion cut short (cancelled, or a fault of this code)
 
 
 def now_ms() -> int:
@@ -120,7 +121,7 @@ def describe(outcome: Any) -> str:
         reason = f"{OUTSIDE} ({outcome.detail})"
     elif isinstance(outcome, NotAttempted):
         reason = f"not attempted: {outcome.reason}"
-    elif outcome is None:
+    elif outcome is _CUT:
         reason = "stopped before hero_proc answered"
     else:
         reason = f"{OUTSIDE} (a result of the wrong shape)"
@@ -171,6 +172,7 @@ class _Run:
     actions_settled: int = 0
     actions_unknown: dict[tuple[str, str | None], str] = field(default_factory=dict)
     not_attempted: str | None = None  # why calls were not sent, when some were not
+    passes: int = 0  # walks through the listing started
     malformed_noted: bool = False  # the errors line on malformed jobs is written
     complete: bool = True
     stopped: str | None = None  # why the run stopped early, when it did
@@ -442,7 +444,9 @@ class Engine:
         duration = int((time.monotonic() - t0) * 1000)
         summary = run.summary(duration)
         counts = summary.model_dump(exclude=_LISTS)
-        logger(event, **record["params"], **counts, errors=len(summary.errors))
+        logger(
+            event, **record["params"], **counts, errors=len(summary.errors), passes=run.passes
+        )
         outcome = "ok" if summary.complete and not summary.errors else "partial"
         self._remember(record, outcome, duration, summary=summary)
         return summary
@@ -460,6 +464,7 @@ class Engine:
     async def _run(self, run: _Run) -> None:
         passes = 1 if run.dry_run else MAX_PASSES
         for number in range(1, passes + 1):
+            run.passes = number
             try:
                 shifted = await self._pass(run)
             except _Stopped as stop:
@@ -528,9 +533,8 @@ class Engine:
                     raise HeroProcProtocolError("job.list answered a page without a valid job id")
                 if not walk.fresh:
                     if walk.ids > 1:  # more than the anchor, and nothing new
-                        run.stop(
-                            f"listing stopped: {OUTSIDE} (job.list answered only jobs "
-                            "already listed: it does not advance)"
+                        raise HeroProcProtocolError(
+                            "job.list answered only jobs already listed: it does not advance"
                         )
                     return walk.shifted
         finally:
@@ -640,7 +644,7 @@ class Engine:
         try:
             outcomes = await self.client.call_many(calls, stop=lambda: self._halt(run))
         except BaseException:
-            self._tally(run, walk, jobs, [None] * len(jobs))  # cut short: outcomes unknown
+            self._tally(run, walk, jobs, [_CUT] * len(jobs))  # cut short: outcomes unknown
             raise
         self._tally(run, walk, jobs, outcomes)
 
