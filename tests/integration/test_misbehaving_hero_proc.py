@@ -292,6 +292,30 @@ async def test_a_page_without_a_valid_id_after_deletions_ends_the_run_partial(
     )
 
 
+async def test_a_match_that_stays_is_the_next_page_anchor(
+    fake: FakeHeroProc, service: Service, caller: Caller
+) -> None:
+    """The last match of page 1 cannot be deleted: it stays listed, after the page's kept
+    job, and the next page starts on it; one pass, no shift."""
+    old, young = [], []
+    for i in range(12):
+        made = add_job(fake.store, created_at_ms=NOW if i % 3 == 2 else NOW - 2 * DAY)
+        (young if i % 3 == 2 else old).append(made)
+    refused = old[2]  # page 1: old, old, young, old (refused)
+    fake.bad.refuse_ids.add(refused)
+    service.engine.clock = lambda: NOW
+    service.engine.page_size = 4
+    with capture_logs(processors=[merge_call]) as logs:
+        summary = await caller.call("jobs.cleanup", {"older_than_ms": DAY})
+    [end] = [e for e in logs if e["event"] == "cleanup_finished"]
+    assert end["passes"] == 1
+    assert summary["jobs_failed"] == 1
+    assert f"job {refused}: hero_proc error -32003: Job is active" in summary["errors"]
+    assert set(fake.store.jobs) == {*young, refused}
+    assert summary["complete"] is True
+    assert_accounted(summary)
+
+
 # Pages that are short, long, or do not advance ---------------------------------------
 
 
