@@ -823,17 +823,18 @@ class Engine:
             page = await self.client.job_page(
                 selector.pushdown, limit=page_size, offset=offset, status=status
             )
-            if not page:
-                return _listing(jobs, None, skipped)
             parsed = [parse_job(item) for item in page]
             ids = [job.id for job in parsed if job is not None]
-            if not ids:
-                raise HeroProcProtocolError("job.list answered a page without a valid job id")
             if not anchored:
-                if ids[0] > last_id and offset > 0:
+                if offset > 0 and (not page or (ids and ids[0] > last_id)):
+                    # The listing moved back under the cursor: list from earlier.
                     offset, back = max(0, offset - back), back * 2
                     continue
                 anchored = True
+            if not page:
+                return _listing(jobs, None, skipped)
+            if not ids:
+                raise HeroProcProtocolError("job.list answered a page without a valid job id")
             if top is not None and ids[-1] <= top:
                 raise HeroProcProtocolError(f"{OUTSIDE}: job.list does not advance")
             top = ids[-1]
