@@ -302,15 +302,6 @@ class _Walk:
             self.last_present = max(candidates) if candidates else self.before
 
 
-def _idless(walk: _Walk, job: Any, first: Any) -> int:
-    """A listed entry without a valid id: a position of the listing (1) unless it is
-    the page's first, listed again to anchor the page (0)."""
-    if job is first:
-        return 0
-    walk.sample = sample(job)
-    return 1
-
-
 def _job_id(job: Any) -> Any:
     return job.get("id") if type(job) is dict else None
 
@@ -444,9 +435,7 @@ class Engine:
         duration = int((time.monotonic() - t0) * 1000)
         summary = run.summary(duration)
         counts = summary.model_dump(exclude=_LISTS)
-        logger(
-            event, **record["params"], **counts, errors=len(summary.errors), passes=run.passes
-        )
+        logger(event, **record["params"], **counts, errors=len(summary.errors), passes=run.passes)
         outcome = "ok" if summary.complete and not summary.errors else "partial"
         self._remember(record, outcome, duration, summary=summary)
         return summary
@@ -528,7 +517,7 @@ class Engine:
                 )
                 if anchor is not None and (not page or _job_id(page[0]) != anchor):
                     walk.shifted = True
-                await self._page(run, walk, page, anchor)
+                await self._page(run, walk, page)
                 if page and not walk.ids:
                     raise HeroProcProtocolError("job.list answered a page without a valid job id")
                 if not walk.fresh:
@@ -540,16 +529,14 @@ class Engine:
         finally:
             run.malformed_idless = max(run.malformed_idless, walk.idless)
 
-    async def _page(self, run: _Run, walk: _Walk, page: list[Any], anchor: int | None) -> None:
+    async def _page(self, run: _Run, walk: _Walk, page: list[Any]) -> None:
         """Select a page's matches a slice at a time; each slice's deletions are on their
         way while the next slice is selected. All are settled before the page ends."""
         walk.start_page()
-        # The page's first entry is the anchor, already counted, when the page starts early.
-        first = page[0] if page and anchor is not None else None
         deleting: list[asyncio.Task[None]] = []
         try:
             for start in range(0, len(page), SLICE):
-                matches = self._select(run, walk, page[start : start + SLICE], first)
+                matches = self._select(run, walk, page[start : start + SLICE])
                 if matches and not run.dry_run:
                     deleting.append(asyncio.create_task(self._delete_jobs(run, walk, matches)))
                     for _ in range(SEND_STEPS):  # let the deletions reach hero_proc
@@ -567,7 +554,7 @@ class Engine:
 
     @staticmethod
     def _select(  # noqa: PLR0912, PLR0915 -- a cleanup's hot loop: one function, for speed
-        run: _Run, walk: _Walk, page: list[Any], first: Any
+        run: _Run, walk: _Walk, page: list[Any]
     ) -> list[int]:
         """The ids of the page's matches, each recorded once; updates what the walk has seen.
 
@@ -591,7 +578,8 @@ class Engine:
             else:
                 job_id = tags = None
             if type(job_id) is not int or not 0 < job_id <= MAX_ID:
-                idless += _idless(walk, job, first)
+                idless += 1  # a position of the listing, but not a job
+                walk.sample = sample(job)
                 continue
             ids += 1
             if job_id <= last_id:

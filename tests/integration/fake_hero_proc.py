@@ -39,6 +39,8 @@ class Misbehaviour:
     # method -> (code, message) answered as an error object, without effect
     errors: dict[str, tuple[int, str]] = field(default_factory=dict)
     refuse_ids: set[int] = field(default_factory=set)  # job.delete of these: -32003
+    # action.list: these pages answered in turn (each whatever the offset), then []
+    action_pages: list[list[Any]] | None = None
 
 
 class FakeHeroProc(Simulator):
@@ -50,6 +52,8 @@ class FakeHeroProc(Simulator):
         self.released = asyncio.Event()  # set at teardown: hung calls end
         self.list_calls: list[dict[str, Any]] = []  # the filters of job.list calls
         self.methods["job.list"] = self._job_list
+        self._action_list = self.methods["action.list"]
+        self.methods["action.list"] = self._actions
 
     async def handle(self, payload: Any) -> Any:
         answer = await super().handle(payload)
@@ -96,6 +100,11 @@ class FakeHeroProc(Simulator):
         if answer is not None and method in bad.results:
             answer = {"jsonrpc": "2.0", "result": bad.results[method], "id": item["id"]}
         return answer
+
+    def _actions(self, params: dict[str, Any]) -> Any:
+        if self.bad.action_pages is None:
+            return self._action_list(params)
+        return self.bad.action_pages.pop(0) if self.bad.action_pages else []
 
     def _job_list(self, params: dict[str, Any]) -> list[Any]:
         """`job.list` over the store plus the phantom entries, with the page faults."""

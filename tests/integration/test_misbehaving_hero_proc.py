@@ -225,6 +225,7 @@ async def test_malformed_jobs_are_skipped_counted_and_logged_and_the_run_goes_on
         {"id": last + 1, "action_id": "codescaler_user_x", "tags": ["codescaler", 5]},
         {"id": last + 2, "action_id": None, "tags": ["codescaler"]},
         {"id": last + 3, "action_id": "x", "tags": "codescaler"},
+        {"id": last + 4, "action_id": "x", "tags": None},  # null tags: a job, not ours
     ]
     with capture_logs(processors=[merge_call]) as logs:
         summary = await caller.call("jobs.cleanup", {"actor": "alice"})
@@ -251,6 +252,29 @@ async def test_jobs_list_and_stats_skip_malformed_jobs(fake: FakeHeroProc, calle
     stats = await caller.call("stats")
     assert stats["codescaler"]["jobs"] == 5
     assert stats["codescaler"]["jobs_skipped_malformed"] == 5
+
+
+def action(name: str, *tags: Any) -> dict[str, Any]:
+    return {"name": name, "context": None, "spec": {"script": "x", "tags": list(tags)}}
+
+
+async def test_stats_skips_malformed_actions_and_stops_on_a_listing_that_does_not_advance(
+    fake: FakeHeroProc, caller: Caller
+) -> None:
+    """Actions without a string name or string tags are skipped and counted; an action
+    listing that answers only actions already seen is -32021, not a loop."""
+    good = [action("codescaler_user_a", "codescaler", "codescaler_kind_user")]
+    fake.bad.action_pages = [
+        [*good, {"name": 5}, action("b", "codescaler", 7), {"name": "c", "spec": "x"}, "x"],
+        [action("codescaler_svc_b", "codescaler", "codescaler_kind_service")],
+    ]
+    stats = await caller.call("stats")
+    assert stats["codescaler"]["actions_by_kind"] == {"service": 1, "user": 1}
+    assert stats["codescaler"]["actions_skipped_malformed"] == 4
+    fake.bad.action_pages = [good, good]
+    err = await caller.error("stats")
+    assert err["code"] == -32021
+    assert "action.list does not advance" in err["data"]["reason"]
 
 
 async def test_a_first_page_without_a_valid_id_is_an_error(
