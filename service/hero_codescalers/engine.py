@@ -10,7 +10,17 @@ matches, best effort. Offsets shift as jobs are deleted: the next page starts
 after the jobs of this pass still there, one job early, on the last one known
 present. If hero_proc lists another job there, the listing moved under the run
 (someone else deleted jobs) and a further pass finds what the moved window
-skipped. A job listed twice is recognised by its id, which only grows.
+skipped. A job listed twice is recognised by its id, which only grows. A pass
+ends on a page that brings no job it has not seen (an empty page, at the latest),
+never on a short page.
+
+Nothing is counted as deleted unless hero_proc answered `{deleted: true}` for
+that very call, or (for a call whose outcome is unknown: the connection dropped,
+tries ran out, the answer was outside the contract) a later `job.get` /
+`action.get` finds it gone. Listed jobs are checked one by one: a malformed job
+is skipped and counted, never fatal. The deadline and a shutdown stop the run
+within one hero_proc call timeout, in the middle of a page too: what was not
+sent is reported as not attempted.
 """
 
 from __future__ import annotations
@@ -21,9 +31,9 @@ import json
 import time
 from array import array
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 
@@ -31,12 +41,26 @@ from . import __version__
 from .errors import (
     CleanupRunning,
     HeroProcError,
+    HeroProcProtocolError,
     HeroProcRpcError,
     HeroProcUnavailable,
     InUse,
+    NotAttempted,
     NotFound,
+    RunFailed,
+    quote,
 )
-from .heroproc import MAX_LIMIT, HeroProcClient, JobSummary, action_params
+from .heroproc import (
+    MAX_ID,
+    MAX_LIMIT,
+    HeroProcClient,
+    JobSummary,
+    action_params,
+    parse_job,
+    sample,
+    transient,
+    valid_tags,
+)
 from .models import (
     CleanupSummary,
     CodescalerCounts,
@@ -60,15 +84,17 @@ from .tags import (
 )
 
 log = structlog.get_logger(__name__)
-T = TypeVar("T")
 
 MAX_PASSES = 3
 SLICE = 2_000  # jobs of a page selected before their deletions are sent
 SEND_STEPS = 4  # event loop turns given to a slice's deletions to get on the wire
-_UNKNOWN = object()  # the outcome of a deletion cut short by cancellation
 # Summary fields that hold one entry per job or action: counted, not logged.
 _LISTS = {"job_ids", "action_ids", "errors", "foreign_action_ids"}
 HEALTH_TIMEOUT = 1.0
+LIST_PAGES = 20  # hero_proc pages one `jobs.list` call reads at most (then a cursor)
+STATS_PAGES = 1_000  # hero_proc pages `stats` reads at most, per listing
+OUTSIDE = "hero_proc answered outside its contract"
+_CUT = object()  # the outcome of a deletion cut short (cancelled, or a fault of this code)
 
 
 def now_ms() -> int:
@@ -83,15 +109,36 @@ def input_hash(script: str, input_: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def describe(exc: HeroProcError) -> str:
-    """A short public reason for a failed deletion."""
-    if isinstance(exc, InUse):
-        return "in use by another job"
-    if isinstance(exc, HeroProcUnavailable):
-        return f"hero_proc unavailable ({exc.reason}); outcome unknown"
-    if isinstance(exc, HeroProcRpcError):
-        return f"hero_proc error {exc.rpc_code}: {exc.rpc_message[:200]}"
-    return "hero_proc answered outside the contract"
+def describe(outcome: Any) -> str:
+    """A short public reason for a deletion that did not succeed."""
+    if isinstance(outcome, InUse):
+        reason = "in use by another job"
+    elif isinstance(outcome, HeroProcUnavailable):
+        reason = f"hero_proc unavailable ({outcome.reason})"
+    elif isinstance(outcome, HeroProcRpcError):
+        reason = f"hero_proc error {outcome.rpc_code}: {outcome.rpc_message}"
+    elif isinstance(outcome, HeroProcProtocolError):
+        reason = f"{OUTSIDE} ({outcome.detail})"
+    elif isinstance(outcome, NotAttempted):
+        reason = f"not attempted: {outcome.reason}"
+    elif outcome is _CUT:
+        reason = "stopped before hero_proc answered"
+    else:
+        reason = f"{OUTSIDE} (a result of the wrong shape)"
+    return reason
+
+
+def deleted(outcome: Any) -> bool:
+    """Whether a delete's outcome is the contract's success: `{deleted: true}`."""
+    return type(outcome) is dict and outcome.get("deleted") is True
+
+
+def unknown(outcome: Any) -> bool:
+    """Whether a delete that did not succeed may still have been carried out: no answer,
+    hero_proc's internal error, or an answer outside the contract."""
+    if isinstance(outcome, HeroProcRpcError):
+        return transient(outcome)
+    return not isinstance(outcome, NotAttempted)
 
 
 @dataclass
@@ -102,7 +149,7 @@ class _Run:
     dry_run: bool
     deadline: float = float("inf")  # time.monotonic() after which the run stops
     job_ids: array[int] = field(default_factory=lambda: array("q"))  # 8 bytes an id
-    failed_jobs: set[int] = field(default_factory=set)
+    failed_jobs: set[int] = field(default_factory=set)  # not deleted: not matched again
     # The codescaler actions of the matched jobs: the name alone when the context is
     # null (the usual case: no tuple a job), else (name, context).
     actions: dict[str | tuple[str, str | None], None] = field(default_factory=dict)
@@ -110,10 +157,23 @@ class _Run:
     errors: list[str] = field(default_factory=list)
     jobs_deleted: int = 0
     jobs_gone: int = 0
+    jobs_failed: int = 0
+    jobs_not_attempted: int = 0
+    jobs_settled: int = 0
+    # Deletions sent whose outcome is unknown, until `job.get` settles them: id -> reason.
+    jobs_unknown: dict[int, str] = field(default_factory=dict)
+    malformed_ids: set[int] = field(default_factory=set)  # malformed jobs with a valid id
+    malformed_idless: int = 0  # the most listed without a valid id in one pass
     actions_deleted: int = 0
     actions_gone: int = 0
     actions_in_use: int = 0
     actions_failed: int = 0
+    actions_not_attempted: int = 0
+    actions_settled: int = 0
+    actions_unknown: dict[tuple[str, str | None], str] = field(default_factory=dict)
+    not_attempted: str | None = None  # why calls were not sent, when some were not
+    passes: int = 0  # walks through the listing started
+    malformed_noted: bool = False  # the errors line on malformed jobs is written
     complete: bool = True
     stopped: str | None = None  # why the run stopped early, when it did
 
@@ -126,7 +186,49 @@ class _Run:
             self.stopped = reason
         log.warning("cleanup_stopped", error=error)
 
+    def fail_job(self, job_id: int, reason: str) -> None:
+        self.jobs_failed += 1
+        self.errors.append(f"job {job_id}: {reason}")
+        log.warning("cleanup_job_failed", job_id=job_id, reason=reason)
+
+    def fail_action(self, name: str, reason: str, *, in_use: bool = False) -> None:
+        if in_use:
+            self.actions_in_use += 1
+        else:
+            self.actions_failed += 1
+        self.errors.append(f"action {quote(name)}: {reason}")
+        log.warning("cleanup_action_failed", action=quote(name), reason=reason)
+
+    @property
+    def jobs_malformed(self) -> int:
+        return len(self.malformed_ids) + self.malformed_idless
+
+    def close(self) -> None:
+        """Turn what is still open into lines of `errors` (idempotent): outcomes never
+        settled, calls never sent, malformed jobs skipped."""
+        for job_id, reason in self.jobs_unknown.items():
+            self.fail_job(job_id, f"outcome unknown: {reason}")
+        self.jobs_unknown.clear()
+        for (name, _), reason in self.actions_unknown.items():
+            self.fail_action(name, f"outcome unknown: {reason}")
+        self.actions_unknown.clear()
+        if self.not_attempted is not None:
+            self.complete = False
+            if self.jobs_not_attempted:
+                self.errors.append(
+                    f"{self.jobs_not_attempted} matched jobs not attempted: {self.not_attempted}"
+                )
+            self.not_attempted = None
+        if self.jobs_malformed and not self.malformed_noted:
+            self.malformed_noted = True
+            self.complete = False
+            self.errors.append(
+                f"{self.jobs_malformed} listed jobs skipped: malformed "
+                "(no integer id, tags that are not strings, or no string action)"
+            )
+
     def summary(self, duration_ms: int) -> CleanupSummary:
+        self.close()
         return CleanupSummary(
             jobs_deleted=self.jobs_deleted,
             actions_deleted=self.actions_deleted,
@@ -136,22 +238,39 @@ class _Run:
             dry_run=self.dry_run,
             jobs_matched=len(self.job_ids),
             jobs_already_gone=self.jobs_gone,
-            jobs_failed=len(self.failed_jobs),
+            jobs_failed=self.jobs_failed,
+            jobs_not_attempted=self.jobs_not_attempted,
+            jobs_settled_gone=self.jobs_settled,
+            jobs_skipped_malformed=self.jobs_malformed,
             actions_matched=len(self.actions),
             actions_already_gone=self.actions_gone,
             actions_in_use=self.actions_in_use,
             actions_failed=self.actions_failed,
+            actions_not_attempted=self.actions_not_attempted,
+            actions_settled_gone=self.actions_settled,
             foreign_action_ids=list(self.foreign_actions),
             complete=self.complete,
             duration_ms=duration_ms,
         )
+
+    def counts(self) -> dict[str, int]:
+        """What the run had done so far (for a run that failed as a whole)."""
+        return {
+            "jobs_matched": len(self.job_ids),
+            "jobs_deleted": self.jobs_deleted,
+            "jobs_already_gone": self.jobs_gone,
+            "jobs_failed": self.jobs_failed + len(self.jobs_unknown),
+            "jobs_not_attempted": self.jobs_not_attempted,
+            "jobs_skipped_malformed": self.jobs_malformed,
+            "actions_deleted": self.actions_deleted,
+        }
 
 
 @dataclass
 class _Walk:
     """Where one pass through the listing is."""
 
-    seen: int = 0  # distinct jobs listed so far
+    seen: int = 0  # distinct jobs listed so far (and entries without a valid id)
     removed: int = 0  # of those, deleted or found gone
     last_id: int = 0  # the highest id listed (ids only grow)
     last_present: int | None = None  # the last job listed and not removed
@@ -160,6 +279,9 @@ class _Walk:
     still_there: int | None = None  # the last page's last match that could not be deleted
     fresh: bool = False  # the last page had jobs not seen before
     shifted: bool = False  # the listing moved under the walk: jobs may have been skipped
+    ids: int = 0  # entries of the last page with a valid id, new or not
+    idless: int = 0  # entries without a valid id this pass
+    sample: str | None = None  # one malformed entry of the last page, for the log
 
     @property
     def offset(self) -> int:
@@ -169,6 +291,8 @@ class _Walk:
         self.before = self.last_present
         self.kept = self.still_there = None
         self.fresh = False
+        self.ids = 0
+        self.sample = None
 
     def end_page(self) -> None:
         """The page's matches were deleted, but for those up to `still_there`: the last
@@ -208,6 +332,7 @@ class Engine:
         self.started_at = time.monotonic()
         self.history: deque[HistoryEntry] = deque(maxlen=history_size)
         self._cleanup_lock = asyncio.Lock()
+        self._detached: set[asyncio.Task[CleanupSummary]] = set()
 
     # cleanup -------------------------------------------------------------------
 
@@ -224,39 +349,79 @@ class Engine:
         peer_uid: int | None = None,
         peer_pid: int | None = None,
     ) -> CleanupSummary:
-        """Run one cleanup; CleanupRunning at once if another one holds the lock."""
+        """Run one cleanup; CleanupRunning at once if another one holds the lock.
+
+        The run is its own task: if the caller goes away (its call is cancelled), the
+        run goes on to its end or its deadline and is recorded. Only the service's
+        shutdown (after `stop`) cancels it.
+        """
         if self._cleanup_lock.locked():
             raise CleanupRunning
-        async with self._cleanup_lock:
-            record = {
-                "started_at_ms": self.clock(),
-                "peer_uid": peer_uid,
-                "peer_pid": peer_pid,
-                "params": params,
-            }
-            t0 = time.monotonic()
-            log.info("cleanup_started", **params, dry_run=dry_run, pushdown_tag=selector.pushdown)
-            run = _Run(selector, dry_run, deadline=t0 + self.deadline)
-            try:
-                await self._run(run)
-            except asyncio.CancelledError:
-                # Cut short (the shutdown grace ran out): still leave the record.
-                run.complete = False
-                run.errors.append("cancelled: the shutdown grace ran out")
-                self._finish(run, record, t0, log.warning, "cleanup_cancelled")
-                raise
-            except HeroProcError as exc:
-                duration = int((time.monotonic() - t0) * 1000)
-                log.error(
-                    "cleanup_failed",
-                    **params,
-                    dry_run=dry_run,
-                    error=exc.detail,
-                    duration_ms=duration,
-                )
-                self._remember(record, "error", duration, error=exc.detail)
-                raise
-            return self._finish(run, record, t0, log.info, "cleanup_finished")
+        await self._cleanup_lock.acquire()
+        task = asyncio.create_task(self._cleanup(selector, dry_run, params, peer_uid, peer_pid))
+        # Released when the run's task ends, however it ends (even cancelled unstarted).
+        task.add_done_callback(lambda _: self._cleanup_lock.release())
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if self._stopping:
+                task.cancel()  # the shutdown grace ran out: the run records itself
+            else:
+                self._detached.add(task)  # the caller left: the run goes on
+                task.add_done_callback(self._detached.discard)
+            raise
+
+    async def _cleanup(
+        self,
+        selector: Selector,
+        dry_run: bool,
+        params: dict[str, Any],
+        peer_uid: int | None,
+        peer_pid: int | None,
+    ) -> CleanupSummary:
+        record = {
+            "started_at_ms": self.clock(),
+            "peer_uid": peer_uid,
+            "peer_pid": peer_pid,
+            "params": params,
+        }
+        t0 = time.monotonic()
+        log.info("cleanup_started", **params, dry_run=dry_run, pushdown_tag=selector.pushdown)
+        run = _Run(selector, dry_run, deadline=t0 + self.deadline)
+        try:
+            await self._run(run)
+        except asyncio.CancelledError:
+            # Cut short (the shutdown grace ran out): still leave the record.
+            run.complete = False
+            run.errors.append("cancelled: the shutdown grace ran out")
+            self._finish(run, record, t0, log.warning, "cleanup_cancelled")
+            raise
+        except HeroProcError as exc:
+            duration = int((time.monotonic() - t0) * 1000)
+            log.error(
+                "cleanup_failed",
+                **params,
+                dry_run=dry_run,
+                error=exc.detail,
+                duration_ms=duration,
+            )
+            self._remember(record, "error", duration, error=exc.detail, counts=run.counts())
+            raise
+        except Exception:
+            # A fault of this service: the run still ends as every run does.
+            duration = int((time.monotonic() - t0) * 1000)
+            counts = run.counts()
+            log.exception(
+                "cleanup_failed",
+                **params,
+                dry_run=dry_run,
+                error="internal error",
+                duration_ms=duration,
+                **counts,
+            )
+            self._remember(record, "error", duration, error="internal error", counts=counts)
+            raise RunFailed(counts) from None
+        return self._finish(run, record, t0, log.info, "cleanup_finished")
 
     def _finish(
         self,
@@ -270,13 +435,14 @@ class Engine:
         duration = int((time.monotonic() - t0) * 1000)
         summary = run.summary(duration)
         counts = summary.model_dump(exclude=_LISTS)
-        logger(event, **record["params"], **counts, errors=len(summary.errors))
+        logger(event, **record["params"], **counts, errors=len(summary.errors), passes=run.passes)
         outcome = "ok" if summary.complete and not summary.errors else "partial"
         self._remember(record, outcome, duration, summary=summary)
         return summary
 
     def stop(self) -> None:
-        """Ask a running cleanup to stop at its next step (the service is shutting down)."""
+        """Ask a running cleanup to stop (the service is shutting down): nothing more is
+        sent, what is on its way ends within one hero_proc call timeout."""
         self._stopping = True
 
     async def idle(self) -> None:
@@ -287,6 +453,7 @@ class Engine:
     async def _run(self, run: _Run) -> None:
         passes = 1 if run.dry_run else MAX_PASSES
         for number in range(1, passes + 1):
+            run.passes = number
             try:
                 shifted = await self._pass(run)
             except _Stopped as stop:
@@ -307,19 +474,24 @@ class Engine:
                 # The listing kept moving under this run: say so rather than loop.
                 run.stop(f"stopped after {passes} passes: jobs kept disappearing during the run")
         if not run.dry_run:
-            if run.stopped is None:
-                try:
-                    self._check(run)
-                except _Stopped as stop:
-                    run.stop(f"stopped: {stop.reason}", stop.reason)
+            if run.stopped is None and (reason := self._halt(run)) is not None:
+                run.stop(f"stopped: {reason}", reason)
             await self._delete_actions(run)
+            await self._settle(run)
+
+    def _halt(self, run: _Run) -> str | None:
+        """Why the run must send nothing more (the service is shutting down, the deadline
+        passed), or None."""
+        if self._stopping:
+            return "the service is shutting down"
+        if time.monotonic() > run.deadline:
+            return f"the deadline of {self.deadline:g}s was reached"
+        return None
 
     def _check(self, run: _Run) -> None:
         """Between steps: stop when the service is shutting down or the deadline passed."""
-        if self._stopping:
-            raise _Stopped("the service is shutting down")
-        if time.monotonic() > run.deadline:
-            raise _Stopped(f"the deadline of {self.deadline:g}s was reached")
+        if (reason := self._halt(run)) is not None:
+            raise _Stopped(reason)
 
     async def _pass(self, run: _Run) -> bool:
         """One walk through the listing; whether it may have skipped jobs.
@@ -331,21 +503,31 @@ class Engine:
         starts one job early, on the last job known to be still there: when that
         is not what hero_proc lists first, the listing moved, this pass may have
         skipped jobs, and another pass follows. A job listed twice is recognised by
-        its id, which only grows.
+        its id, which only grows. The pass ends on a page without a job not seen
+        before: an empty one, or one of jobs already seen.
         """
         walk = _Walk()
-        while True:
-            self._check(run)
-            anchor = walk.last_present
-            offset = walk.offset - 1 if anchor is not None else walk.offset
-            page = await self.client.job_page(
-                run.selector.pushdown, limit=self.page_size, offset=offset
-            )
-            if anchor is not None and (not page or _job_id(page[0]) != anchor):
-                walk.shifted = True
-            await self._page(run, walk, page)
-            if len(page) < self.page_size:
-                return walk.shifted
+        try:
+            while True:
+                self._check(run)
+                anchor = walk.last_present
+                offset = walk.offset - 1 if anchor is not None else walk.offset
+                page = await self.client.job_page(
+                    run.selector.pushdown, limit=self.page_size, offset=offset
+                )
+                if anchor is not None and (not page or _job_id(page[0]) != anchor):
+                    walk.shifted = True
+                await self._page(run, walk, page)
+                if page and not walk.ids:
+                    raise HeroProcProtocolError("job.list answered a page without a valid job id")
+                if not walk.fresh:
+                    if walk.ids > 1:  # more than the anchor, and nothing new
+                        raise HeroProcProtocolError(
+                            "job.list answered only jobs already listed: it does not advance"
+                        )
+                    return walk.shifted
+        finally:
+            run.malformed_idless = max(run.malformed_idless, walk.idless)
 
     async def _page(self, run: _Run, walk: _Walk, page: list[Any]) -> None:
         """Select a page's matches a slice at a time; each slice's deletions are on their
@@ -366,15 +548,20 @@ class Engine:
                 task.cancel()
             await asyncio.gather(*deleting, return_exceptions=True)
             raise
+        if walk.sample is not None:
+            log.warning("cleanup_jobs_malformed", skipped=run.jobs_malformed, sample=walk.sample)
         walk.end_page()
 
     @staticmethod
-    def _select(run: _Run, walk: _Walk, page: list[Any]) -> list[int]:
+    def _select(  # noqa: PLR0912, PLR0915 -- a cleanup's hot loop: one function, for speed
+        run: _Run, walk: _Walk, page: list[Any]
+    ) -> list[int]:
         """The ids of the page's matches, each recorded once; updates what the walk has seen.
 
-        Works on the jobs as hero_proc sent them (this loop sees every listed job):
-        a job must have an integer id and a list of tags to be seen at all, a string
-        action to match, and an integer `created_at_ms` to pass an age filter.
+        Works on the jobs as hero_proc sent them (this loop sees every listed job): a
+        job without an integer id in range, with tags that are not a list of strings,
+        or without a string action is malformed: skipped and counted. A job needs an
+        integer `created_at_ms` to pass an age filter.
         """
         matches: list[int] = []
         kept = None
@@ -383,22 +570,35 @@ class Engine:
         cutoff = run.selector.created_before_ms
         failed = run.failed_jobs
         last_id = walk.last_id
-        fresh = 0
+        fresh = ids = idless = 0
         for job in page:
-            try:
-                job_id = job["id"]
-                tags = job["tags"]
-            except (KeyError, TypeError):
-                job_id, tags = _job_id(job), None
-            if type(job_id) is not int or job_id <= last_id:
-                continue  # not a job, or seen in this pass already (the window started early)
+            if type(job) is dict:
+                job_id = job.get("id")
+                tags = job.get("tags")
+            else:
+                job_id = tags = None
+            if type(job_id) is not int or not 0 < job_id <= MAX_ID:
+                idless += 1  # a position of the listing, but not a job
+                walk.sample = sample(job)
+                continue
+            ids += 1
+            if job_id <= last_id:
+                continue  # seen in this pass already (the window started early)
             last_id = job_id
             fresh += 1
+            action = job.get("action_id")
             if (
-                type(tags) is not list
+                type(action) is not str
+                or not valid_tags(tags)
+                or tags is None
                 or not required.issubset(tags)
                 or (failed and job_id in failed)
             ):
+                if type(action) is not str or not valid_tags(tags):
+                    run.malformed_ids.add(job_id)
+                    walk.sample = sample(job)
+                kept = job_id
+                continue
                 kept = job_id
                 continue
             if cutoff is not None:
@@ -406,10 +606,6 @@ class Engine:
                 if type(created) is not int or created > cutoff:
                     kept = job_id
                     continue
-            action = job.get("action_id")
-            if type(action) is not str:
-                kept = job_id
-                continue  # a job without its action cannot be accounted for: not ours to delete
             matches.append(job_id)
             context = job.get("context")
             if context is None and action in actions:
@@ -422,7 +618,9 @@ class Engine:
                 actions[(action, context if type(context) is str else None)] = None
         run.job_ids.extend(matches)
         walk.last_id = last_id
-        walk.seen += fresh
+        walk.seen += fresh + idless
+        walk.idless += idless
+        walk.ids += ids
         if kept is not None:
             walk.kept = kept
         walk.fresh = walk.fresh or fresh > 0
@@ -432,36 +630,35 @@ class Engine:
         """Delete `jobs`, tally the outcomes, and tell the walk how many left the listing."""
         calls = [("job.delete", {"id": job_id, "force": True}) for job_id in jobs]
         try:
-            outcomes = await self.client.call_many(calls)
+            outcomes = await self.client.call_many(calls, stop=lambda: self._halt(run))
         except BaseException:
-            self._tally(run, walk, jobs, [_UNKNOWN] * len(jobs))  # cancelled mid-way
+            self._tally(run, walk, jobs, [_CUT] * len(jobs))  # cut short: outcomes unknown
             raise
         self._tally(run, walk, jobs, outcomes)
 
     @staticmethod
     def _tally(run: _Run, walk: _Walk, jobs: list[int], outcomes: list[Any]) -> None:
-        deleted = gone = 0
+        gone = done = 0
         still_there = None  # the highest id of the page's matches that could not be deleted
         for job_id, outcome in zip(jobs, outcomes, strict=True):
-            if type(outcome) is dict or (
-                not isinstance(outcome, HeroProcError) and outcome is not _UNKNOWN
-            ):
-                deleted += 1
-            elif isinstance(outcome, NotFound):
+            if type(outcome) is dict and outcome.get("deleted") is True:
+                done += 1
+                continue
+            if isinstance(outcome, NotFound):
                 gone += 1
+                continue
+            still_there = job_id  # as far as this run knows
+            run.failed_jobs.add(job_id)
+            if isinstance(outcome, NotAttempted):
+                run.jobs_not_attempted += 1
+                run.not_attempted = outcome.reason
+            elif unknown(outcome):
+                run.jobs_unknown[job_id] = describe(outcome)
             else:
-                still_there = job_id
-                run.failed_jobs.add(job_id)
-                reason = (
-                    describe(outcome)
-                    if isinstance(outcome, HeroProcError)
-                    else "stopped before hero_proc answered; outcome unknown"
-                )
-                run.errors.append(f"job {job_id}: {reason}")
-                log.warning("cleanup_job_failed", job_id=job_id, reason=reason)
-        run.jobs_deleted += deleted
+                run.fail_job(job_id, describe(outcome))
+        run.jobs_deleted += done
         run.jobs_gone += gone
-        walk.removed += deleted + gone
+        walk.removed += done + gone
         if still_there is not None:
             walk.still_there = max(still_there, walk.still_there or 0)
 
@@ -469,28 +666,67 @@ class Engine:
         if not run.actions:
             return
         if run.stopped is not None:
-            run.actions_failed = len(run.actions)
+            run.actions_not_attempted = len(run.actions)
             run.errors.append(f"{len(run.actions)} actions not attempted: {run.stopped}")
             return
         keys: list[tuple[str, str | None]] = [
             (key, None) if isinstance(key, str) else key for key in run.actions
         ]
         calls = [("action.delete", action_params(name, ctx)) for name, ctx in keys]
-        outcomes = await self.client.call_many(calls)
-        for (name, _), outcome in zip(keys, outcomes, strict=True):
-            if isinstance(outcome, NotFound):
-                run.actions_gone += 1
-                continue
-            if not isinstance(outcome, HeroProcError):
+        outcomes = await self.client.call_many(calls, stop=lambda: self._halt(run))
+        not_attempted = None
+        for key, outcome in zip(keys, outcomes, strict=True):
+            if deleted(outcome):
                 run.actions_deleted += 1
-                continue
-            if isinstance(outcome, InUse):
-                run.actions_in_use += 1
+            elif isinstance(outcome, NotFound):
+                run.actions_gone += 1
+            elif isinstance(outcome, NotAttempted):
+                run.actions_not_attempted += 1
+                not_attempted = outcome.reason
+            elif unknown(outcome):
+                run.actions_unknown[key] = describe(outcome)
             else:
-                run.actions_failed += 1
-            reason = describe(outcome)
-            run.errors.append(f"action {name}: {reason}")
-            log.warning("cleanup_action_failed", action=name, reason=reason)
+                run.fail_action(key[0], describe(outcome), in_use=isinstance(outcome, InUse))
+        if not_attempted is not None:
+            run.complete = False
+            run.errors.append(f"{run.actions_not_attempted} actions not attempted: {not_attempted}")
+
+    async def _settle(self, run: _Run) -> None:
+        """Ask hero_proc about every deletion whose outcome is unknown (batched, within one
+        call timeout): gone counts as deleted, present as a failure; what cannot be
+        checked stays "outcome unknown" (see `_Run.close`)."""
+        if not run.jobs_unknown and not run.actions_unknown:
+            return
+        budget = time.monotonic() + self.client.timeout
+
+        def stop() -> str | None:
+            return "no time left to check" if time.monotonic() > budget else None
+
+        jobs = list(run.jobs_unknown)
+        actions = list(run.actions_unknown)
+        calls = [("job.get", {"id": job_id}) for job_id in jobs]
+        calls += [("action.get", action_params(name, ctx)) for name, ctx in actions]
+        outcomes = await self.client.call_many(calls, stop=stop)
+        for job_id, outcome in zip(jobs, outcomes, strict=False):
+            reason = run.jobs_unknown[job_id]
+            if isinstance(outcome, NotFound):
+                del run.jobs_unknown[job_id]
+                run.jobs_deleted += 1
+                run.jobs_settled += 1
+            elif type(outcome) is dict and outcome.get("id") == job_id:
+                del run.jobs_unknown[job_id]
+                run.fail_job(job_id, f"still present after {reason}")
+        for key, outcome in zip(actions, outcomes[len(jobs) :], strict=True):
+            reason = run.actions_unknown[key]
+            if isinstance(outcome, NotFound):
+                del run.actions_unknown[key]
+                run.actions_deleted += 1
+                run.actions_settled += 1
+            elif type(outcome) is dict and outcome.get("name") == key[0]:
+                del run.actions_unknown[key]
+                run.fail_action(key[0], f"still present after {reason}")
+        settled = run.jobs_settled + run.actions_settled
+        log.info("cleanup_outcomes_checked", checked=len(calls), found_gone=settled)
 
     def _remember(
         self,
@@ -500,15 +736,16 @@ class Engine:
         *,
         summary: CleanupSummary | None = None,
         error: str | None = None,
+        counts: dict[str, int] | None = None,
     ) -> None:
-        counts: dict[str, Any] = {}
+        entry: dict[str, Any] = {}
         if summary is not None:
-            counts = {
-                "jobs_matched": summary.jobs_matched,
-                "jobs_deleted": summary.jobs_deleted,
-                "jobs_failed": summary.jobs_failed,
-                "actions_deleted": summary.actions_deleted,
-            }
+            counts = summary.model_dump(
+                include={"jobs_matched", "jobs_deleted", "jobs_failed", "actions_deleted"}
+            )
+        if counts is not None:
+            keep = ("jobs_matched", "jobs_deleted", "jobs_failed", "actions_deleted")
+            entry = {k: counts[k] for k in keep}
         self.history.appendleft(
             HistoryEntry(
                 **record,
@@ -516,7 +753,7 @@ class Engine:
                 outcome=outcome,
                 error=error,
                 duration_ms=duration_ms,
-                **counts,
+                **entry,
             )
         )
 
@@ -552,35 +789,71 @@ class Engine:
     async def list_jobs(
         self, selector: Selector, *, status: str | None, limit: int, cursor: str | None
     ) -> ListResult:
-        offset, last_id = (int(part) for part in cursor.split(":")) if cursor else (0, 0)
+        """Up to `limit` matching jobs after the cursor's job, oldest first.
+
+        The cursor names the last job returned (and where it was listed, a hint).
+        hero_proc pages by offset only, so the next page is listed one early, at the
+        hint, and checked by id: jobs up to the cursor's are skipped; if the listing
+        moved back (jobs before it were deleted: its first job is past the cursor's),
+        earlier offsets are listed until the cursor's job is behind. Malformed jobs
+        are skipped and counted. At most `LIST_PAGES` pages are read per call: then
+        the answer may hold fewer than `limit` jobs, with a cursor to go on.
+        """
+        hint, last_id = (int(part) for part in cursor.split(":")) if cursor else (0, 0)
         page_size = min(MAX_LIMIT, max(limit, 1_000))
+        offset = max(0, hint - 1)
+        back = page_size  # how far to step back when the listing moved under the cursor
+        anchored = last_id == 0
         jobs: list[JobView] = []
-        while True:
-            page = await self.client.job_list(
-                tag=selector.pushdown, status=status, limit=page_size, offset=offset
+        skipped = 0
+        top: int | None = None  # the highest id of the last page read
+        for _ in range(LIST_PAGES):
+            page = await self.client.job_page(
+                selector.pushdown, limit=page_size, offset=offset, status=status
             )
-            for position, job in enumerate(page):
-                if job.id <= last_id or not selector.matches(job.tags, job.created_at_ms):
+            parsed = [parse_job(item) for item in page]
+            ids = [job.id for job in parsed if job is not None]
+            if not anchored:
+                if offset > 0 and (not page or (ids and ids[0] > last_id)):
+                    # The listing moved back under the cursor: list from earlier.
+                    offset, back = max(0, offset - back), back * 2
                     continue
-                jobs.append(_view(job))
-                if len(jobs) == limit:
-                    return ListResult(jobs=jobs, next_cursor=f"{offset + position + 1}:{job.id}")
+                anchored = True
+            if not page:
+                return _listing(jobs, None, skipped)
+            if not ids:
+                raise HeroProcProtocolError("job.list answered a page without a valid job id")
+            if top is not None and ids[-1] <= top:
+                raise HeroProcProtocolError(f"{OUTSIDE}: job.list does not advance")
+            top = ids[-1]
+            bad = [item for item, job in zip(page, parsed, strict=True) if job is None]
+            if bad:
+                skipped += len(bad)
+                log.warning("list_jobs_malformed", skipped=len(bad), sample=sample(bad[0]))
+            for position, job in enumerate(parsed):
+                if job is None or job.id <= last_id:
+                    continue
+                last_id = job.id
+                if selector.matches(job.tags, job.created_at_ms):
+                    jobs.append(_view(job))
+                    if len(jobs) == limit:
+                        return _listing(jobs, f"{offset + position + 1}:{job.id}", skipped)
             offset += len(page)
-            if len(page) < page_size:
-                return ListResult(jobs=jobs, next_cursor=None)
+        return _listing(jobs, f"{offset}:{last_id}", skipped)
 
     async def stats(self) -> StatsResult:
         hero = await self.client.stats()
         jobs_by_kind: Counter[str] = Counter()
         jobs_by_status: Counter[str] = Counter()
-        async for job in _every(self.client.job_list):
+        skipped = [0, 0]  # malformed jobs, malformed actions
+        async for job in self._every_job(skipped):
             if SCOPE_TAG in job.tags:
                 jobs_by_kind[labels(job.tags).kind or "unknown"] += 1
                 jobs_by_status[job.status or "unknown"] += 1
         actions_by_kind: Counter[str] = Counter()
-        async for action in _every(self.client.action_list):
-            if SCOPE_TAG in action.spec.tags:
-                actions_by_kind[labels(action.spec.tags).kind or "unknown"] += 1
+        async for tags in self._every_action(skipped):
+            if SCOPE_TAG in tags:
+                actions_by_kind[labels(tags).kind or "unknown"] += 1
         return StatsResult(
             codescaler=CodescalerCounts(
                 jobs=jobs_by_kind.total(),
@@ -588,6 +861,8 @@ class Engine:
                 jobs_by_kind=dict(sorted(jobs_by_kind.items())),
                 actions_by_kind=dict(sorted(actions_by_kind.items())),
                 jobs_by_status=dict(sorted(jobs_by_status.items())),
+                jobs_skipped_malformed=skipped[0],
+                actions_skipped_malformed=skipped[1],
             ),
             hero_proc=HeroProcCounts(
                 job_count=hero.job_count,
@@ -596,11 +871,71 @@ class Engine:
             ),
         )
 
+    async def _every_job(self, skipped: list[int]) -> AsyncIterator[JobSummary]:
+        """Every codescaler-tagged job, once: pages end on an empty one; a page must bring
+        a job not seen before (ids only grow), and at most `STATS_PAGES` are read."""
+        offset = last_id = 0
+        for _ in range(STATS_PAGES):
+            page = await self.client.job_page(SCOPE_TAG, limit=MAX_LIMIT, offset=offset)
+            if not page:
+                return
+            fresh = bad = 0
+            example = None
+            for item in page:
+                job = parse_job(item)
+                if job is None:
+                    bad += 1
+                    example = item
+                elif job.id > last_id:
+                    last_id = job.id
+                    fresh += 1
+                    yield job
+            if bad:
+                skipped[0] += bad
+                log.warning("stats_jobs_malformed", skipped=bad, sample=sample(example))
+            if not fresh:
+                raise HeroProcProtocolError(f"{OUTSIDE}: job.list does not advance")
+            offset += len(page)
+        raise HeroProcProtocolError(f"job.list did not end within {STATS_PAGES} pages")
+
+    async def _every_action(self, skipped: list[int]) -> AsyncIterator[list[str]]:
+        """The tags of every codescaler-tagged action, once (by name and context), as
+        `_every_job` pages; an action without a string name or string tags is skipped."""
+        offset = 0
+        seen: set[tuple[str, Any]] = set()
+        for _ in range(STATS_PAGES):
+            page = await self.client.action_page(SCOPE_TAG, limit=MAX_LIMIT, offset=offset)
+            if not page:
+                return
+            fresh = bad = 0
+            example = None
+            for item in page:
+                tags = _action_tags(item)
+                if tags is None:
+                    bad += 1
+                    example = item
+                    continue
+                key = (item["name"], item.get("context"))
+                if type(key[1]) is not str:
+                    key = (key[0], None)
+                if key not in seen:
+                    seen.add(key)
+                    fresh += 1
+                    yield tags
+            if bad:
+                skipped[1] += bad
+                log.warning("stats_actions_malformed", skipped=bad, sample=sample(example))
+            if not fresh:
+                raise HeroProcProtocolError(f"{OUTSIDE}: action.list does not advance")
+            offset += len(page)
+        raise HeroProcProtocolError(f"action.list did not end within {STATS_PAGES} pages")
+
     async def health(self) -> HealthResult:
-        """Version, uptime, and whether hero_proc answers a quick `stats` in time."""
+        """Version, uptime, and whether hero_proc answers a quick `stats` in time: one
+        try, within `HEALTH_TIMEOUT`, whatever hero_proc does."""
         t0 = time.monotonic()
         try:
-            await self.client.stats(timeout=min(HEALTH_TIMEOUT, self.client.timeout))
+            await self.client.stats(timeout=min(HEALTH_TIMEOUT, self.client.timeout), attempts=1)
         except HeroProcError:
             latency = None
         else:
@@ -617,16 +952,23 @@ class Engine:
         )
 
 
-async def _every(list_page: Callable[..., Awaitable[list[T]]]) -> AsyncIterator[T]:
-    """Every codescaler-tagged item of a hero_proc listing, a full page at a time."""
-    offset = 0
-    while True:
-        page = await list_page(tag=SCOPE_TAG, limit=MAX_LIMIT, offset=offset)
-        for item in page:
-            yield item
-        offset += len(page)
-        if len(page) < MAX_LIMIT:
-            return
+def _action_tags(item: Any) -> list[str] | None:
+    """An listed action's tags (null as none), or None when it is malformed."""
+    if type(item) is not dict or type(item.get("name")) is not str:
+        return None
+    spec = item.get("spec")
+    if spec is None:
+        return []
+    if type(spec) is not dict:
+        return None
+    tags = spec.get("tags")
+    if not valid_tags(tags):
+        return None
+    return tags or []
+
+
+def _listing(jobs: list[JobView], cursor: str | None, skipped: int) -> ListResult:
+    return ListResult(jobs=jobs, next_cursor=cursor, jobs_skipped_malformed=skipped)
 
 
 def _view(job: JobSummary) -> JobView:

@@ -5,6 +5,9 @@
     ├── AdminRequired              -32010  an admin method called by a non-admin peer
     ├── CleanupRunning             -32011  a cleanup is already running
     │                              -32012  server busy (too many calls in flight)
+    ├── RunFailed                  -32603  a cleanup ended by a fault of the service; its
+    │                                      `data` carries the counts of what it did so far
+    ├── NotAttempted               (never answered) a call not sent: the run was stopping
     └── HeroProcError              anything wrong with hero_proc
         ├── HeroProcUnavailable    -32020  socket missing, refused, timed out, dropped
         ├── HeroProcProtocolError  -32021  an answer that is not the contract's JSON-RPC
@@ -20,6 +23,7 @@ and its text stays in the log.
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 # JSON-RPC 2.0 codes and this service's own codes, in one table.
@@ -56,6 +60,21 @@ class Error(Exception):
         return self.data
 
 
+# Text that comes from hero_proc (error messages, names) reaches an answer or a log line
+# only through `quote`: at most QUOTE_LENGTH characters, without control characters.
+QUOTE_LENGTH = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def quote(text: Any, limit: int = QUOTE_LENGTH) -> str:
+    """`text` made safe to show: control characters replaced by a space, cut to `limit`
+    characters (the last one then "…")."""
+    raw = text if isinstance(text, str) else ("" if text is None else str(text))
+    # Control runs shrink to one space: four times the limit is enough left to cut.
+    cut: str = _CONTROL.sub(" ", raw[: limit * 4])
+    return cut if len(cut) <= limit else cut[: limit - 1] + "…"
+
+
 class InvalidParams(Error):
     """Params that do not fit the method's schema; `detail` names the field."""
 
@@ -78,6 +97,29 @@ class CleanupRunning(Error):
 
     code = CLEANUP_RUNNING
     message = "A cleanup is already running"
+
+
+class RunFailed(Error):
+    """A cleanup cut short by a fault of the service itself (a bug): it was still
+    logged and recorded; the caller gets -32603 with what it had done by then."""
+
+    code = INTERNAL_ERROR
+    message = "Internal error"
+
+    def __init__(self, counts: dict[str, Any]) -> None:
+        super().__init__("the cleanup failed", counts)
+        self.counts = counts
+
+    def public_data(self) -> Any:
+        return {"counts": self.counts}
+
+
+class NotAttempted(Error):
+    """A call that was never sent: the run was stopping (deadline, shutdown)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"not attempted: {reason}")
+        self.reason = reason
 
 
 class HeroProcError(Error):
@@ -114,8 +156,9 @@ class HeroProcRpcError(HeroProcError):
 
     upstream_code: ClassVar[int | None] = None
 
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(f"hero_proc error {code}: {message}", data)
+    def __init__(self, code: int, message: Any, data: Any = None) -> None:
+        message = quote(message)  # hero_proc's text: bounded before it goes anywhere
+        super().__init__(f"hero_proc error {code}: {message}")
         self.rpc_code = code
         self.rpc_message = message
 
@@ -146,7 +189,7 @@ UPSTREAM_ERRORS: dict[int, type[HeroProcRpcError]] = {
 }
 
 
-def upstream_error(code: int, message: str, data: Any = None) -> HeroProcRpcError:
+def upstream_error(code: int, message: Any, data: Any = None) -> HeroProcRpcError:
     """The typed exception for an error object answered by hero_proc."""
     return UPSTREAM_ERRORS.get(code, HeroProcRpcError)(code, message, data)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple, TypeVar
@@ -19,21 +19,33 @@ from typing import Annotated, Any, NamedTuple, TypeVar
 import aiohttp
 import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, TypeAdapter, ValidationError
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    wait_exponential_jitter,
+)
 
 from .errors import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
+    QUOTE_LENGTH,
     HeroProcError,
     HeroProcProtocolError,
     HeroProcRpcError,
     HeroProcUnavailable,
+    NotAttempted,
+    quote,
     upstream_error,
 )
 
 URL = "http://localhost/rpc"
 _JSON = {"Content-Type": "application/json"}
 MAX_LIMIT = 10_000
+MAX_ID = 2**63 - 1  # job ids are positive and fit a signed 64-bit integer
+
+# Asked before each call is sent: a reason to send no more (the run is stopping), or None.
+StopCheck = Callable[[], str | None]
 
 Tags = Annotated[list[str], BeforeValidator(lambda v: [] if v is None else v)]
 
@@ -63,6 +75,55 @@ def _str_or_none(value: Any) -> str | None:
     return value if type(value) is str else None
 
 
+def valid_id(value: Any) -> bool:
+    """A job id as the contract has it: an integer (not a bool), positive, 64-bit."""
+    return type(value) is int and 0 < value <= MAX_ID
+
+
+def valid_tags(tags: Any) -> bool:
+    """A job's tags as the contract has them: null, or a list of strings."""
+    if tags is None:
+        return True
+    if type(tags) is not list:
+        return False
+    try:
+        "".join(tags)  # a TypeError at the first item that is not a string (fast, in C)
+    except TypeError:
+        return False
+    return True
+
+
+def parse_job(item: Any) -> JobSummary | None:
+    """A listed job, or None when it is malformed: no integer id in range, tags that are
+    not a list of strings, or an action that is not a string. Optional fields of the
+    wrong type read as absent, `null` tags as no tags."""
+    if type(item) is not dict:
+        return None
+    job_id, action, tags = item.get("id"), item.get("action_id"), item.get("tags")
+    if type(job_id) is not int or not valid_id(job_id):
+        return None
+    if type(action) is not str or not valid_tags(tags):
+        return None
+    return JobSummary(
+        job_id,
+        action,
+        _str_or_none(item.get("context")),
+        tags or [],
+        _str_or_none(item.get("status")),
+        _int_or_none(item.get("created_at_ms")),
+        _int_or_none(item.get("finished_at_ms")),
+    )
+
+
+def sample(item: Any) -> str:
+    """A short, printable sample of an item hero_proc answered (for a log line)."""
+    try:
+        text = orjson.dumps(item)[: QUOTE_LENGTH * 2].decode(errors="replace")
+    except (TypeError, orjson.JSONEncodeError):
+        text = type(item).__name__
+    return quote(text)
+
+
 def job_summaries(value: Any, method: str) -> list[JobSummary]:
     """Jobs from an answer, tolerantly: extra fields ignored, `null` tags as no tags, a
     malformed optional field as absent; a job without an integer id and a string
@@ -71,24 +132,10 @@ def job_summaries(value: Any, method: str) -> list[JobSummary]:
         raise HeroProcProtocolError(f"{method} answered a result of the wrong shape")
     jobs = []
     for item in value:
-        try:
-            job_id, action = item["id"], item["action_id"]
-            tags = item.get("tags") or []
-        except (KeyError, TypeError, AttributeError):
-            raise HeroProcProtocolError(f"{method} answered a job of the wrong shape") from None
-        if type(job_id) is not int or type(action) is not str or type(tags) is not list:
+        job = parse_job(item)
+        if job is None:
             raise HeroProcProtocolError(f"{method} answered a job of the wrong shape")
-        jobs.append(
-            JobSummary(
-                job_id,
-                action,
-                _str_or_none(item.get("context")),
-                tags,
-                _str_or_none(item.get("status")),
-                _int_or_none(item.get("created_at_ms")),
-                _int_or_none(item.get("finished_at_ms")),
-            )
-        )
+        jobs.append(job)
     return jobs
 
 
@@ -247,31 +294,45 @@ class HeroProcClient:
         )
         return _unwrap(answer)
 
-    def _retrying(self) -> AsyncRetrying:
-        """Bounded tries with exponential backoff and jitter, for transient failures."""
+    def _retrying(self, attempts: int, stop: StopCheck | None) -> AsyncRetrying:
+        """Bounded tries with exponential backoff and jitter, for transient failures;
+        none once `stop` gives a reason."""
+
+        def stopping(state: RetryCallState) -> bool:
+            return state.attempt_number >= attempts or (stop is not None and stop() is not None)
+
         return AsyncRetrying(
-            stop=stop_after_attempt(self.attempts),
+            stop=stopping,
             wait=wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
             retry=retry_if_exception(transient),
             reraise=True,
         )
 
     async def call(
-        self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        attempts: int | None = None,
+        stop: StopCheck | None = None,
     ) -> Any:
         """Call `method`; its result, or raise the typed error it answered.
 
-        Idempotent methods are tried again after a transient failure (see `transient`).
+        Idempotent methods are tried again after a transient failure (see `transient`),
+        up to `attempts` tries in all (the client's own number by default), and not
+        once `stop` gives a reason.
         """
+        attempts = self.attempts if attempts is None else attempts
         try:
             return await self._call_once(method, params, timeout)
         except HeroProcError as exc:
-            if method not in IDEMPOTENT or not transient(exc) or self.attempts < 2:
+            if method not in IDEMPOTENT or not transient(exc) or attempts < 2:
                 raise
             failed: HeroProcError | None = exc
         # The first try failed transiently (rare): the retry policy takes over, counting
         # that try as its first so that it backs off before the next.
-        async for attempt in self._retrying():
+        async for attempt in self._retrying(attempts, stop):
             with attempt:
                 if failed is not None:
                     first, failed = failed, None
@@ -279,8 +340,8 @@ class HeroProcClient:
                 return await self._call_once(method, params, timeout)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def call_many(self, calls: Sequence[Call]) -> list[Any]:
-        """Call each of `calls`; per call its result or the `HeroProcError` it ended with.
+    async def call_many(self, calls: Sequence[Call], *, stop: StopCheck | None = None) -> list[Any]:
+        """Call each of `calls`; per call its result or the `Error` it ended with.
 
         One call's error never fails its neighbours. Calls go as JSON-RPC batches when
         hero_proc accepts them, sized and overlapped as `Pacing` learns hero_proc's
@@ -288,19 +349,36 @@ class HeroProcClient:
         whole batch lost with its connection) is tried again on its own, as `call`
         does: idempotent calls only. Without batch support every call goes on its
         own, `SINGLES_IN_FLIGHT` at a time.
+
+        `stop` is asked before anything is sent: once it gives a reason, nothing more
+        is sent, and each call never sent ends as `NotAttempted`. Calls already on their
+        way end within one call timeout. Every slot of the answer holds a result
+        hero_proc sent for that call or an error: none is left that reads as success.
         """
         n = len(calls)
-        results: list[Any] = [None] * n
+        results: list[Any] = [_NOT_SENT] * n
         alone: list[int] = []
         if self.batch_supported is False or n == 1:
             alone = list(range(n))
         else:
-            await self._batches(calls, results, alone)
+            await self._batches(calls, results, alone, stop)
         if alone:
-            await self._singles(calls, alone, results)
+            await self._singles(calls, alone, results, stop)
+        reason = None
+        for i, outcome in enumerate(results):
+            if outcome is _NOT_SENT:
+                if reason is None:
+                    reason = (stop() if stop is not None else None) or "not sent"
+                results[i] = NotAttempted(reason)
         return results
 
-    async def _batches(self, calls: Sequence[Call], results: list[Any], alone: list[int]) -> None:
+    async def _batches(
+        self,
+        calls: Sequence[Call],
+        results: list[Any],
+        alone: list[int],
+        stop: StopCheck | None,
+    ) -> None:
         """Send `calls` as batches by a pool of workers that grows to what `pacing` asks;
         positions left to be called alone go to `alone`."""
         n = len(calls)
@@ -310,17 +388,21 @@ class HeroProcClient:
         # costs a small batch, not large ones. Within a cleanup it is always fresh.
         probing = self.pacing.stale()
         workers: set[asyncio.Task[None]] = set()
+        started: list[asyncio.Task[None]] = []
 
         def grow() -> None:
             while len(workers) < self.pacing.inflight and cursor < n:
                 task = asyncio.create_task(worker())
                 workers.add(task)
+                started.append(task)
                 task.add_done_callback(workers.discard)
 
         async def worker() -> None:
             nonlocal cursor
             nonlocal probing
             while cursor < n:
+                if stop is not None and stop() is not None:
+                    return  # what is left stays unsent
                 if self.batch_supported is False:  # learnt meanwhile: the rest one by one
                     alone.extend(range(cursor, n))
                     cursor = n
@@ -341,20 +423,38 @@ class HeroProcClient:
                 alone.extend(i for i in unsettled if calls[i][0] in IDEMPOTENT)
                 grow()
 
-        grow()
-        while workers:
-            await asyncio.wait(set(workers))
+        try:
+            grow()
+            while workers:
+                await asyncio.wait(set(workers))
+        finally:
+            # Cancelled (or a worker failed): no worker outlives this call.
+            for task in started:
+                task.cancel()
+            await asyncio.gather(*started, return_exceptions=True)
+        for task in started:
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                raise exc  # a fault of this code: the caller must not read the slots
 
     async def _singles(
-        self, calls: Sequence[Call], positions: Sequence[int], results: list[Any]
+        self,
+        calls: Sequence[Call],
+        positions: Sequence[int],
+        results: list[Any],
+        stop: StopCheck | None,
     ) -> None:
-        """Each call at `positions` on its own, by a pool of workers (not a task per call)."""
+        """Each call at `positions` on its own, by a pool of workers (not a task per call).
+
+        A position that already holds an outcome (a batch's transient failure) keeps
+        it when `stop` says to send no more: its call was sent, its outcome unknown."""
         todo = iter(positions)
 
         async def worker() -> None:
             for i in todo:
+                if stop is not None and stop() is not None:
+                    continue
                 try:
-                    results[i] = await self.call(*calls[i])
+                    results[i] = await self.call(*calls[i], stop=stop)
                 except HeroProcError as exc:
                     results[i] = exc
 
@@ -376,9 +476,11 @@ class HeroProcClient:
             for i in chunk:
                 results[i] = exc
             return list(chunk) if transient(exc) else []
-        if isinstance(answer, dict) and answer.get("error", {}).get("code") == INVALID_REQUEST:
-            self.batch_supported = False
-            return None
+        if isinstance(answer, dict):
+            error = answer.get("error")
+            if type(error) is dict and error.get("code") == INVALID_REQUEST:
+                self.batch_supported = False
+                return None
         if not isinstance(answer, list):
             err = HeroProcProtocolError("a batch answered with something other than a list")
             for i in chunk:
@@ -401,10 +503,20 @@ class HeroProcClient:
         flt = _given(tag=tag, status=status, action=action, limit=limit, offset=offset)
         return job_summaries(await self._job_list(flt), "job.list")
 
-    async def job_page(self, tag: str, *, limit: int, offset: int) -> list[Any]:
+    async def job_page(
+        self, tag: str, *, limit: int, offset: int, status: str | None = None
+    ) -> list[Any]:
         """One `job.list` page by tag as hero_proc answered it: a list, its items not
-        checked (see `job_summaries`): for a caller that checks what it uses."""
-        return await self._job_list({"tag": tag, "limit": limit, "offset": offset})
+        checked (see `parse_job`): for a caller that checks what it uses."""
+        flt = _given(tag=tag, status=status, limit=limit, offset=offset)
+        return await self._job_list(flt)
+
+    async def action_page(self, tag: str, *, limit: int, offset: int) -> list[Any]:
+        """One `action.list` page by tag as hero_proc answered it, its items not checked."""
+        result = await self.call("action.list", {"tag": tag, "limit": limit, "offset": offset})
+        if not isinstance(result, list):
+            raise HeroProcProtocolError("action.list answered a result of the wrong shape")
+        return result
 
     async def _job_list(self, flt: dict[str, Any]) -> list[Any]:
         result = await self.call("job.list", {"filter": flt})
@@ -448,8 +560,11 @@ class HeroProcClient:
     async def action_delete(self, name: str, *, context: str | None = None) -> None:
         await self.call("action.delete", action_params(name, context))
 
-    async def stats(self, *, timeout: float | None = None) -> HeroProcStats:
-        return _parse(_STATS, await self.call("stats", {}, timeout=timeout), "stats")
+    async def stats(
+        self, *, timeout: float | None = None, attempts: int | None = None
+    ) -> HeroProcStats:
+        result = await self.call("stats", {}, timeout=timeout, attempts=attempts)
+        return _parse(_STATS, result, "stats")
 
 
 class _Id(_Record):
@@ -463,6 +578,9 @@ _STATS = TypeAdapter(HeroProcStats)
 _ID = TypeAdapter(_Id)
 
 
+_NOT_SENT = object()  # the outcome slot of a call not (yet) sent
+
+
 def action_params(name: str, context: str | None) -> dict[str, Any]:
     """The params that name one action: its name, and its context when it has one."""
     return {"name": name} if context is None else {"name": name, "context": context}
@@ -474,30 +592,40 @@ def _given(**params: Any) -> dict[str, Any]:
 
 
 def _settle(answer: list[Any], chunk: Sequence[int], results: list[Any]) -> list[int]:
-    """Each item of a batch answer into `results`; the positions that failed transiently."""
-    by_id: dict[Any, Any] | None = None
+    """Each item of a batch answer into `results`, matched by the id it answers: an item
+    for an id not asked is ignored, an asked id without its item is a protocol error.
+    The positions that failed transiently."""
+    by_id: dict[int, Any] | None = None
     unsettled = []
     answers = len(answer)
     for n, i in enumerate(chunk):
         item = answer[n] if n < answers else None
-        if type(item) is dict and item.get("id") == n and "result" in item and "error" not in item:
+        if (
+            type(item) is dict
+            and item.get("id") == n
+            and "result" in item
+            and "error" not in item
+            and type(item["id"]) is int
+            and item.get("jsonrpc") == "2.0"
+        ):
             results[i] = item["result"]  # the common case: in order, a result
             continue
-        if type(item) is not dict or item.get("id") != n:  # answers out of order: match ids
-            if by_id is None:
-                by_id = {a.get("id"): a for a in answer if isinstance(a, dict)}
+        if type(item) is not dict or type(item.get("id")) is not int or item["id"] != n:
+            if by_id is None:  # answers out of order: match ids (integers only: not 1.0)
+                by_id = {}
+                for a in answer:
+                    if type(a) is dict and type(a.get("id")) is int:
+                        by_id.setdefault(a["id"], a)
             item = by_id.get(n)
         if item is None:
             results[i] = HeroProcProtocolError("a batch answer is missing an item")
-        elif "result" in item and "error" not in item and item.get("jsonrpc") == "2.0":
-            results[i] = item["result"]
-        else:
-            try:
-                results[i] = _unwrap(item)
-            except HeroProcError as exc:
-                results[i] = exc
-                if transient(exc):
-                    unsettled.append(i)
+            continue
+        try:
+            results[i] = _unwrap(item)
+        except HeroProcError as exc:
+            results[i] = exc
+            if transient(exc):
+                unsettled.append(i)
     return unsettled
 
 
@@ -508,7 +636,7 @@ def _unwrap(answer: Any) -> Any:
         err = answer["error"]
         if not isinstance(err, dict) or not isinstance(err.get("code"), int):
             raise HeroProcProtocolError("an error object without an integer code")
-        raise upstream_error(err["code"], str(err.get("message", "")), err.get("data"))
+        raise upstream_error(err["code"], err.get("message", ""))
     if "result" not in answer:
         raise HeroProcProtocolError("a response with neither result nor error")
     return answer["result"]

@@ -95,25 +95,65 @@ class CleanupParams(Filter):
 
 
 class CleanupSummary(Result):
-    """What a cleanup matched and did. Every matched job is deleted, already gone, or failed."""
+    """What a cleanup matched and did. Every matched job is deleted, already gone, failed,
+    or not attempted; a job counts as deleted only when hero_proc said so for that very
+    call (`{deleted: true}`), or when a later check found it gone (`jobs_settled_gone`)."""
 
     jobs_deleted: int = Field(description="Jobs this run deleted")
     actions_deleted: int = Field(description="Actions this run deleted")
     job_ids: list[int] = Field(description="Every matched job, ascending within each pass")
     action_ids: list[str] = Field(description="Every codescaler action of the matched jobs")
-    errors: list[str] = Field(description="One line per job or action that could not be deleted")
+    errors: list[str] = Field(
+        description="One line per job or action that could not be deleted, and one per "
+        "reason the run stopped short (with the count of what was not attempted)"
+    )
     dry_run: bool
-    jobs_matched: int = Field(description="= jobs_deleted + jobs_already_gone + jobs_failed")
+    jobs_matched: int = Field(
+        description="= jobs_deleted + jobs_already_gone + jobs_failed + jobs_not_attempted"
+    )
     jobs_already_gone: int = Field(description="Matched jobs someone else deleted first")
-    jobs_failed: int = Field(description="Matched jobs that could not be deleted (see errors)")
-    actions_matched: int = Field(description="= len(action_ids)")
+    jobs_failed: int = Field(
+        description="Matched jobs not deleted: refused, still present after a deletion "
+        "without a clear answer, or of unknown outcome (each has its line in errors)"
+    )
+    jobs_not_attempted: int = Field(
+        default=0,
+        description="Matched jobs whose deletion was never sent: the run stopped "
+        "(deadline, shutdown) first; one line in errors gives the count and the reason",
+    )
+    jobs_settled_gone: int = Field(
+        default=0,
+        description="Of jobs_deleted: deletions without a clear answer (connection lost, "
+        "tries exhausted, an answer outside the contract, stopped in flight) that a "
+        "later job.get found gone",
+    )
+    jobs_skipped_malformed: int = Field(
+        default=0,
+        description="Listed jobs skipped as malformed (no integer id, tags that are not "
+        "strings, no string action); when not 0 the run is not complete",
+    )
+    actions_matched: int = Field(
+        description="= actions_deleted + actions_already_gone + actions_in_use + "
+        "actions_failed + actions_not_attempted, after a run that was not dry"
+    )
     actions_already_gone: int
     actions_in_use: int = Field(description="Actions still referenced by other jobs (in errors)")
     actions_failed: int = Field(description="Actions not deleted for another reason (in errors)")
+    actions_not_attempted: int = Field(
+        default=0, description="Actions whose deletion was never sent: the run stopped first"
+    )
+    actions_settled_gone: int = Field(
+        default=0,
+        description="Of actions_deleted: deletions without a clear answer that a later "
+        "action.get found gone",
+    )
     foreign_action_ids: list[str] = Field(
         description="Actions of matched jobs that this service did not create: left in place"
     )
-    complete: bool = Field(description="False when hero_proc failed before everything was seen")
+    complete: bool = Field(
+        description="False when the run did not see or settle everything: hero_proc failed "
+        "or broke its contract, the run stopped early, or malformed jobs were skipped"
+    )
     duration_ms: int
 
 
@@ -144,7 +184,8 @@ class ListParams(Filter):
     cursor: str | None = Field(
         default=None,
         pattern=r"^\d{1,12}:\d{1,19}$",
-        description="`next_cursor` of the previous page",
+        description="`next_cursor` of the previous page (opaque: it names the last job "
+        "returned, so that no job is skipped or repeated when others are deleted or created)",
     )
 
 
@@ -163,7 +204,12 @@ class JobView(Result):
 class ListResult(Result):
     jobs: list[JobView]
     next_cursor: str | None = Field(
-        description="Pass it as `cursor` for the next page; null at the end"
+        description="Pass it as `cursor` for the next page; null at the end. A page may "
+        "hold fewer than `limit` jobs and still have a next one (the work of one call is "
+        "bounded)"
+    )
+    jobs_skipped_malformed: int = Field(
+        default=0, description="Jobs hero_proc listed malformed, skipped on this page"
     )
 
 
@@ -173,6 +219,10 @@ class CodescalerCounts(Result):
     jobs_by_kind: dict[str, int]
     actions_by_kind: dict[str, int]
     jobs_by_status: dict[str, int]
+    jobs_skipped_malformed: int = Field(default=0, description="Malformed listed jobs, skipped")
+    actions_skipped_malformed: int = Field(
+        default=0, description="Malformed listed actions, skipped"
+    )
 
 
 class HeroProcCounts(Result):

@@ -363,6 +363,8 @@ class Dispatcher:
             except errors.Error as exc:
                 done(t0, exc.code)
                 data = exc.public_data()
+                if exc.code == errors.INTERNAL_ERROR:  # a fault that still answers its data
+                    data = {"request_id": ctx.request_id, **(data or {})}
                 return ErrorResult(exc.code, exc.message, *(() if data is None else (data,)))
             except Exception:
                 log.exception("rpc_internal_error")

@@ -19,7 +19,8 @@ many unrelated and look-alike jobs. Then, for each simulator mode:
 Modes: `cheap` (no faults), `slow` (`latency_ms: 1`: every call 1 ms, a
 batch's calls one after another), `nobatch` (`batch: false`). The table shows
 jobs/s (codescaler jobs deleted per second, their actions included in the time),
-wall time and the service's peak RSS growth; the last line is JSON with every
+wall time, the service's peak RSS growth and the service's CPU time (user +
+system, read from /proc) per job deleted; the last line is JSON with every
 figure (medians of `--reps`) and the ratios service/seed and service/limit.
 """
 
@@ -163,6 +164,14 @@ async def limit_algorithm(hp: Rpc, batch: int, inflight: int) -> None:
     await hp.many([("action.delete", {"name": a}) for a in sorted(actions)], batch, inflight)
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user + system) process `pid` has used so far."""
+    # /proc/PID/stat: fields 14 and 15 (utime, stime) in clock ticks, counted after
+    # the command name, which is in parentheses and may hold spaces.
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -222,13 +231,20 @@ class Bench:
     ) -> dict[str, float]:
         others = await self.reseed(jobs, faults)
         t0 = time.perf_counter()
+        cpu0 = cpu_seconds(self.service.pid)
         _, growth_kb = await peak_rss_while(self.service.pid, run())
         wall = time.perf_counter() - t0
+        cpu = cpu_seconds(self.service.pid) - cpu0
         await self.hp.call("sim.faults", {})
         left = await self.hp.call("stats")
         if left["job_count"] != others:
             raise RuntimeError(f"{left['job_count']} jobs left, expected the {others} others")
-        return {"seconds": wall, "jobs_per_s": jobs / wall, "rss_growth_mb": growth_kb / 1024}
+        return {
+            "seconds": wall,
+            "jobs_per_s": jobs / wall,
+            "rss_growth_mb": growth_kb / 1024,
+            "svc_cpu_us_per_job": cpu / jobs * 1e6,
+        }
 
     async def service_cleanup(self) -> None:
         summary = await self.svc.call("jobs.cleanup", {})
@@ -274,6 +290,7 @@ async def run(jobs: int, reps: int, seed_reps: int, modes: list[str]) -> dict[st
                     "jobs_per_s": round(median(runs, "jobs_per_s")),
                     "seconds": round(median(runs, "seconds"), 3),
                     "rss_growth_mb": round(max(r["rss_growth_mb"] for r in runs), 1),
+                    "svc_cpu_us_per_job": round(median(runs, "svc_cpu_us_per_job"), 2),
                     "runs_jobs_per_s": [round(r["jobs_per_s"]) for r in runs],
                 }
                 print(f"  {mode:8} {name:8} {rows[name]['jobs_per_s']:>9} jobs/s", file=sys.stderr)
@@ -294,16 +311,20 @@ async def run(jobs: int, reps: int, seed_reps: int, modes: list[str]) -> dict[st
 def table(results: dict[str, Any]) -> str:
     lines = [
         f"N = {results['jobs']} codescaler jobs, medians of {results['reps']} runs",
-        f"{'mode':<9}{'approach':<10}{'jobs/s':>10}{'wall s':>10}{'svc RSS +MB':>13}",
+        f"{'mode':<9}{'approach':<10}{'jobs/s':>10}{'wall s':>10}{'svc RSS +MB':>13}"
+        f"{'svc CPU µs/job':>16}",
     ]
     for mode, rows in results["modes"].items():
         for name in ("seed", "limit", "service"):
             if name not in rows:
                 continue
             row = rows[name]
-            rss = f"{row['rss_growth_mb']:.1f}" if name == "service" else "-"
+            service = name == "service"
+            rss = f"{row['rss_growth_mb']:.1f}" if service else "-"
+            cpu = f"{row['svc_cpu_us_per_job']:.2f}" if service else "-"
             lines.append(
                 f"{mode:<9}{name:<10}{row['jobs_per_s']:>10}{row['seconds']:>10.3f}{rss:>13}"
+                f"{cpu:>16}"
             )
         lines.append(
             f"{'':<9}service/seed {rows['service_over_seed']}x   "

@@ -46,10 +46,22 @@ def outside(store: Store, selected: set[int]) -> dict[int, Any]:
 
 
 def assert_accounted(summary: dict[str, Any]) -> None:
-    """The summary's counts add up and every failure has its line in `errors`."""
+    """The summary's counts add up and every failure has its line in `errors`; a run that
+    skipped malformed jobs or left jobs unattempted is not complete."""
+    if summary["jobs_skipped_malformed"] or summary["jobs_not_attempted"]:
+        assert summary["complete"] is False
     assert summary["jobs_matched"] == len(summary["job_ids"]) == len(set(summary["job_ids"]))
     done = summary["jobs_deleted"] + summary["jobs_already_gone"] + summary["jobs_failed"]
+    done += summary["jobs_not_attempted"]
     assert done == (0 if summary["dry_run"] else summary["jobs_matched"])
+    assert summary["jobs_settled_gone"] <= summary["jobs_deleted"]
+    assert summary["actions_settled_gone"] <= summary["actions_deleted"]
+    if not summary["dry_run"]:
+        actions = sum(
+            summary[f"actions_{k}"]
+            for k in ("deleted", "already_gone", "in_use", "failed", "not_attempted")
+        )
+        assert actions == summary["actions_matched"]
     assert summary["actions_matched"] == len(summary["action_ids"])
     job_lines = [e for e in summary["errors"] if e.startswith("job ")]
     assert len(job_lines) == summary["jobs_failed"]

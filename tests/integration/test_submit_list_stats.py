@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hero_codescalers.simulator import Simulator, seed_population
 
 from ..conftest import Caller
@@ -111,3 +113,89 @@ async def test_repeated_submissions_and_cleanups_do_not_grow_hero_proc(
         after = await caller.call("stats")
         assert after["codescaler"]["jobs"] == after["codescaler"]["actions"] == 0
         assert after["hero_proc"] == unrelated["hero_proc"]
+
+
+async def test_submit_recreates_an_action_removed_between_its_two_calls(
+    simulator: Simulator, caller: Caller
+) -> None:
+    """A cleanup removes the action after the submission found it and before its job.create:
+    the submission makes the action again and its job is created."""
+    params = {"kind": "user", "actor": "alice", "script": "s", "input": 1}
+    first = await caller.call("jobs.submit", params)
+    simulator.store.job_delete({"id": first["job_id"], "force": True})
+    creates = 0
+
+    def remove_the_action_before_the_first_create(method: str, params: dict[str, Any]) -> None:
+        nonlocal creates
+        if method == "job.create":
+            creates += 1
+            if creates == 1:
+                simulator.store.action_delete({"name": first["action_id"]})
+
+    simulator.hooks.append(remove_the_action_before_the_first_create)
+    again = await caller.call("jobs.submit", params)
+    assert again["action_id"] == first["action_id"]
+    assert again["deduplicated"] is False  # the action had to be made again
+    assert simulator.store.jobs[again["job_id"]]["action_id"] == first["action_id"]
+    assert (first["action_id"], None) in simulator.store.actions
+    assert simulator.calls["action.set"] == 2
+    assert creates == 2
+
+
+async def pages(caller: Caller, limit: int, between: Any = None) -> list[list[int]]:
+    """Every page of jobs.list, `between(page_number)` called after each page."""
+    out: list[list[int]] = []
+    cursor = None
+    while True:
+        params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        page = await caller.call("jobs.list", params)
+        out.append([j["id"] for j in page["jobs"]])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return out
+        if between is not None:
+            between(len(out))
+
+
+async def test_list_pages_neither_skip_nor_repeat_when_jobs_are_deleted_between_them(
+    simulator: Simulator, caller: Caller
+) -> None:
+    """Jobs before the cursor, the cursor's own job and jobs after it deleted between pages,
+    new jobs created: every job present throughout is listed once, in order."""
+    ids = [add_job(simulator.store) for _ in range(40)]
+    gone: set[int] = set()
+    created: list[int] = []
+
+    def meddle(page: int) -> None:
+        if page == 1:  # after jobs 1-10 were listed
+            doomed = [ids[2], ids[3], ids[4], ids[9], ids[14]]
+        elif page == 2:
+            doomed = ids[:2] + ids[5:9]
+        else:
+            return
+        for job_id in doomed:
+            simulator.store.job_delete({"id": job_id})
+        gone.update(doomed)
+        created.append(add_job(simulator.store))
+
+    listed = [i for page in await pages(caller, 10, meddle) for i in page]
+    assert len(listed) == len(set(listed)), "a job was listed twice"
+    assert listed == sorted(listed)
+    stayed = [i for i in ids if i not in gone]
+    assert set(stayed) <= set(listed), "a job was skipped"
+    assert set(created) <= set(listed)
+
+
+async def test_list_steps_back_when_many_jobs_before_the_cursor_go(
+    simulator: Simulator, caller: Caller
+) -> None:
+    """More jobs deleted before the cursor than a hero_proc page holds: the next page is
+    found by stepping back, and still starts right after the cursor's job."""
+    ids = [add_job(simulator.store) for _ in range(2_030)]
+    first = await caller.call("jobs.list", {"limit": 1_000})
+    second = await caller.call("jobs.list", {"limit": 1_000, "cursor": first["next_cursor"]})
+    for job_id in ids[:1_500]:
+        simulator.store.job_delete({"id": job_id})
+    third = await caller.call("jobs.list", {"limit": 1_000, "cursor": second["next_cursor"]})
+    assert [j["id"] for j in third["jobs"]] == ids[2_000:]
+    assert third["next_cursor"] is None

@@ -123,8 +123,12 @@ def failed_ids(summary: dict[str, Any]) -> set[int]:
 def check_accounting(summary: dict[str, Any]) -> None:
     assert summary["jobs_matched"] == len(summary["job_ids"]) == len(set(summary["job_ids"]))
     assert summary["jobs_matched"] == (
-        summary["jobs_deleted"] + summary["jobs_already_gone"] + summary["jobs_failed"]
+        summary["jobs_deleted"]
+        + summary["jobs_already_gone"]
+        + summary["jobs_failed"]
+        + summary["jobs_not_attempted"]
     )
+    assert summary["jobs_settled_gone"] <= summary["jobs_deleted"]
     assert len(failed_ids(summary)) == summary["jobs_failed"]
 
 
@@ -187,6 +191,9 @@ def test_cleanup_invariants(
     matched = set(summary["job_ids"])
     check_accounting(summary)
     assert deleted <= matched <= expected, "a job outside the selection was deleted"
+    if fault == "none":
+        assert summary["complete"] is True, "a run without faults did not complete"
+        assert summary["errors"] == [] or all(" in use" in e for e in summary["errors"])
     if summary["complete"]:
         assert matched == expected
     assert matched - deleted <= failed_ids(summary), "a matched job is still there, unreported"

@@ -16,6 +16,7 @@ from hero_codescalers.errors import (
     HeroProcUnavailable,
     InUse,
     JobActive,
+    NotAttempted,
     NotFound,
 )
 from hero_codescalers.heroproc import URL, HeroProcClient, Pacing
@@ -254,3 +255,129 @@ async def test_call_many_tries_again_only_the_items_that_failed_transiently(
     results = await client.call_many([("job.delete", {"id": 1}), ("job.delete", {"id": 2})])
     assert results == [{"deleted": True}, {"deleted": True}]
     assert requests_made(mock_http) == 2
+
+
+async def test_call_many_never_repeats_a_non_idempotent_item(
+    mock_http: CompatAioresponses, client: HeroProcClient
+) -> None:
+    """A batch whose items both fail transiently: the delete is tried again on its own,
+    the create (which could run twice) is not."""
+    mock_http.post(
+        URL,
+        payload=[
+            answer(error={"code": -32603, "message": "Internal error"}, id_=0),
+            answer(error={"code": -32603, "message": "Internal error"}, id_=1),
+        ],
+    )
+    mock_http.post(URL, payload=answer({"deleted": True}))
+    results = await client.call_many([("job.create", {"action": "a"}), ("job.delete", {"id": 1})])
+    assert isinstance(results[0], HeroProcRpcError)
+    assert results[0].rpc_code == -32603
+    assert results[1] == {"deleted": True}
+    assert requests_made(mock_http) == 2
+
+
+async def test_call_many_retries_only_transient_errors(
+    mock_http: CompatAioresponses, client: HeroProcClient
+) -> None:
+    """Items answered "in use", "not found" or another definite error are not sent again."""
+    mock_http.post(
+        URL,
+        payload=[
+            answer(error={"code": -32002, "message": "in use"}, id_=0),
+            answer(error={"code": -32099, "message": "no"}, id_=1),
+        ],
+    )
+    results = await client.call_many([("action.delete", {"name": "a"}), ("job.delete", {"id": 1})])
+    assert isinstance(results[0], InUse)
+    assert isinstance(results[1], HeroProcRpcError)
+    assert requests_made(mock_http) == 1
+
+
+@pytest.mark.parametrize(
+    "batch_answer",
+    [
+        pytest.param(
+            [{"jsonrpc": "2.0", "error": "boom", "id": 0}, answer({"deleted": True}, id_=1)],
+            id="error-not-an-object",
+        ),
+        pytest.param(
+            [answer({"deleted": True}, id_=7), answer({"deleted": True}, id_=1)],
+            id="id-not-asked",
+        ),
+        pytest.param([answer({"deleted": True}, id_=1)], id="item-missing"),
+        pytest.param(
+            [answer({"deleted": True}, id_=True), answer({"deleted": True}, id_=1)],
+            id="id-of-another-type",
+        ),
+    ],
+)
+async def test_batch_items_outside_the_contract_are_errors_never_results(
+    mock_http: CompatAioresponses, client: HeroProcClient, batch_answer: list[Any]
+) -> None:
+    """The first item's answer is malformed or not matched to its id: a protocol error in
+    its slot (not a result, not None); its neighbour keeps its own answer."""
+    mock_http.post(URL, payload=batch_answer)
+    results = await client.call_many([("job.delete", {"id": 1}), ("job.delete", {"id": 2})])
+    assert isinstance(results[0], HeroProcProtocolError)
+    assert results[1] == {"deleted": True}
+
+
+async def test_a_batch_answered_by_an_error_that_is_not_an_object(
+    mock_http: CompatAioresponses, client: HeroProcClient
+) -> None:
+    """A whole batch answered `{"error": "boom"}`: each slot is a protocol error."""
+    mock_http.post(URL, payload={"jsonrpc": "2.0", "error": "boom", "id": None})
+    results = await client.call_many([("job.delete", {"id": 1}), ("job.delete", {"id": 2})])
+    assert all(isinstance(r, HeroProcProtocolError) for r in results)
+
+
+async def test_a_fault_inside_call_many_is_raised_not_left_as_empty_slots(
+    client: HeroProcClient,
+) -> None:
+    """A bug in a batch worker fails the whole call: no slot is left to read as success."""
+
+    async def broken(*args: Any) -> Any:
+        raise RuntimeError("boom")
+
+    client._batch = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="boom"):
+        await client.call_many([("job.delete", {"id": 1}), ("job.delete", {"id": 2})])
+
+
+async def test_calls_not_sent_once_stopped_are_not_attempted(
+    mock_http: CompatAioresponses, client: HeroProcClient
+) -> None:
+    """`stop` gives a reason after the first batch: the rest is never sent, each slot of it
+    `NotAttempted` with that reason."""
+    mock_http.post(
+        URL, payload=[answer({"deleted": True}, id_=0), answer({"deleted": True}, id_=1)]
+    )
+    sent = 0
+
+    def stop() -> str | None:
+        nonlocal sent
+        sent += 1
+        return None if sent == 1 else "the deadline was reached"
+
+    calls = [("job.delete", {"id": i}) for i in range(5)]
+    results = await client.call_many(calls, stop=stop)
+    assert results[:2] == [{"deleted": True}] * 2
+    assert all(isinstance(r, NotAttempted) for r in results[2:])
+    assert results[2].reason == "the deadline was reached"
+    assert requests_made(mock_http) == 1
+
+
+async def test_an_error_text_from_hero_proc_is_cut_and_cleaned(
+    mock_http: CompatAioresponses, client: HeroProcClient
+) -> None:
+    """A long message with control characters becomes at most 200 printable characters."""
+    mock_http.post(
+        URL, payload=answer(error={"code": -32099, "message": "a\x00\nb" + "x" * 50_000})
+    )
+    with pytest.raises(HeroProcRpcError) as caught:
+        await client.job_delete(1)
+    assert len(caught.value.rpc_message) == 200
+    assert caught.value.rpc_message.startswith("a b")
+    assert caught.value.rpc_message.endswith("…")
+    assert len(str(caught.value.public_data())) < 300

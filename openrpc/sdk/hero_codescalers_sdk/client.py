@@ -194,7 +194,9 @@ class AsyncClient:
                 a creation time are then left alone
             status
             limit
-            cursor: `next_cursor` of the previous page
+            cursor: `next_cursor` of the previous page (opaque: it names the last job
+                returned, so that no job is skipped or repeated when others are deleted or
+                created)
         """
         params = {
             "kind": kind,
