@@ -169,10 +169,19 @@ def models_module(schemas: dict[str, Any]) -> str:
             if field != prop:
                 args.append(f"alias={prop!r}")
             if description:
-                args.append(f"description={description!r}")
+                args.append(f"description={string_literal(description)}")
             value = f" = Field({', '.join(args)})" if args else ""
             out.append(f"    {field}: {annotation}{value}\n")
     return "".join(out)
+
+
+def string_literal(text: str, width: int = 72) -> str:
+    """`text` as Python source that fits the line length: one literal, or a parenthesised
+    run of literals split between words."""
+    if len(text) <= width:
+        return repr(text)
+    parts = textwrap.wrap(text, width, drop_whitespace=False, break_on_hyphens=False)
+    return "(" + " ".join(repr(part) for part in parts) + ")"
 
 
 # -- errors.py ------------------------------------------------------------------

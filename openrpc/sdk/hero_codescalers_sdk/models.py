@@ -37,7 +37,10 @@ class CleanupSummary(BaseModel):
     job_ids: list[int] = Field(description="Every matched job, ascending within each pass")
     action_ids: list[str] = Field(description="Every codescaler action of the matched jobs")
     errors: list[str] = Field(
-        description="One line per job or action that could not be deleted, and one per reason the run stopped short (with the count of what was not attempted)"
+        description=(
+            "One line per job or action that could not be deleted, and one per reason"
+            " the run stopped short (with the count of what was not attempted)"
+        )
     )
     dry_run: bool
     jobs_matched: int = Field(
@@ -45,22 +48,39 @@ class CleanupSummary(BaseModel):
     )
     jobs_already_gone: int = Field(description="Matched jobs someone else deleted first")
     jobs_failed: int = Field(
-        description="Matched jobs not deleted: refused, still present after a deletion without a clear answer, or of unknown outcome (each has its line in errors)"
+        description=(
+            "Matched jobs not deleted: refused, still present after a deletion "
+            "without a clear answer, or of unknown outcome (each has its line in "
+            "errors)"
+        )
     )
     jobs_not_attempted: int | None = Field(
         default=0,
-        description="Matched jobs whose deletion was never sent: the run stopped (deadline, shutdown) first; one line in errors gives the count and the reason",
+        description=(
+            "Matched jobs whose deletion was never sent: the run stopped (deadline, "
+            "shutdown) first; one line in errors gives the count and the reason"
+        ),
     )
     jobs_settled_gone: int | None = Field(
         default=0,
-        description="Of jobs_deleted: deletions without a clear answer (connection lost, tries exhausted, an answer outside the contract, stopped in flight) that a later job.get found gone",
+        description=(
+            "Of jobs_deleted: deletions without a clear answer (connection lost, "
+            "tries exhausted, an answer outside the contract, stopped in flight) that"
+            " a later job.get found gone"
+        ),
     )
     jobs_skipped_malformed: int | None = Field(
         default=0,
-        description="Listed jobs skipped as malformed (no integer id, tags that are not strings, no string action); when not 0 the run is not complete",
+        description=(
+            "Listed jobs skipped as malformed (no integer id, tags that are not "
+            "strings, no string action); when not 0 the run is not complete"
+        ),
     )
     actions_matched: int = Field(
-        description="= actions_deleted + actions_already_gone + actions_in_use + actions_failed + actions_not_attempted, after a run that was not dry"
+        description=(
+            "= actions_deleted + actions_already_gone + actions_in_use + "
+            "actions_failed + actions_not_attempted, after a run that was not dry"
+        )
     )
     actions_already_gone: int
     actions_in_use: int = Field(description="Actions still referenced by other jobs (in errors)")
@@ -70,13 +90,20 @@ class CleanupSummary(BaseModel):
     )
     actions_settled_gone: int | None = Field(
         default=0,
-        description="Of actions_deleted: deletions without a clear answer that a later action.get found gone",
+        description=(
+            "Of actions_deleted: deletions without a clear answer that a later "
+            "action.get found gone"
+        ),
     )
     foreign_action_ids: list[str] = Field(
         description="Actions of matched jobs that this service did not create: left in place"
     )
     complete: bool = Field(
-        description="False when the run did not see or settle everything: hero_proc failed or broke its contract, the run stopped early, or malformed jobs were skipped"
+        description=(
+            "False when the run did not see or settle everything: hero_proc failed or"
+            " broke its contract, the run stopped early, or malformed jobs were "
+            "skipped"
+        )
     )
     duration_ms: int
 
@@ -180,7 +207,11 @@ class ListResult(BaseModel):
 
     jobs: list[JobView]
     next_cursor: str | None = Field(
-        description="Pass it as `cursor` for the next page; null at the end. A page may hold fewer than `limit` jobs and still have a next one (the work of one call is bounded)"
+        description=(
+            "Pass it as `cursor` for the next page; null at the end. A page may hold "
+            "fewer than `limit` jobs and still have a next one (the work of one call "
+            "is bounded)"
+        )
     )
     jobs_skipped_malformed: int | None = Field(
         default=0, description="Jobs hero_proc listed malformed, skipped on this page"
