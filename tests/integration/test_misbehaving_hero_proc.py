@@ -18,6 +18,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from hero_codescalers.logs import merge_call
+from hero_codescalers.settings import Settings
 from hero_codescalers.tags import Selector
 
 from ..conftest import Caller, Service, ServiceFactory
@@ -39,6 +40,13 @@ async def simulator(sock_dir: Path) -> AsyncIterator[FakeHeroProc]:
 @pytest.fixture
 def fake(simulator: FakeHeroProc) -> FakeHeroProc:
     return simulator
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The shared settings, but every `stats` walks hero_proc: each test changes what the
+    fake answers between calls, and a reused result would hide it."""
+    return settings.model_copy(update={"stats_reuse": 0})
 
 
 def seed(fake: FakeHeroProc, n: int, **kwargs: Any) -> list[int]:
