@@ -199,3 +199,17 @@ async def test_list_steps_back_when_many_jobs_before_the_cursor_go(
     third = await caller.call("jobs.list", {"limit": 1_000, "cursor": second["next_cursor"]})
     assert [j["id"] for j in third["jobs"]] == ids[2_000:]
     assert third["next_cursor"] is None
+
+
+async def test_stats_counts_every_page_of_a_large_listing(
+    simulator: Simulator, caller: Caller
+) -> None:
+    """More jobs than one hero_proc page of a stats walk: every codescaler job and action is
+    counted once, look-alikes never."""
+    seed_population(simulator.store, 2_600, 150, 150)
+    jobs = [j for j in simulator.store.jobs.values() if "codescaler" in j["tags"]]
+    actions = {j["action_id"] for j in jobs}
+    stats = await caller.call("stats")
+    assert stats["codescaler"]["jobs"] == len(jobs) == 2_600
+    assert stats["codescaler"]["actions"] == len(actions)
+    assert sum(stats["codescaler"]["jobs_by_kind"].values()) == 2_600
