@@ -562,8 +562,8 @@ def listen(settings: Settings) -> tuple[socket.socket, int]:
 
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
     """Serve until SIGINT or SIGTERM; the socket file is removed on the way out."""
+    sock, inode = listen(settings)  # a mistake here is told in one line, nothing before it
     fd_limit(raise_soft=True)
-    sock, inode = listen(settings)
     app = create_app(settings)
     runner = runner_for(app)
     stop = asyncio.Event()
