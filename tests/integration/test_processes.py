@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import socket
 import sys
@@ -70,6 +71,13 @@ def command_env(sock_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def _login_fd_limit() -> None:
+    """In the child: the soft descriptor limit a login session gives an ordinary user
+    (1,024, below the hard limit), as the service meets it outside a unit file."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+
+
 @asynccontextmanager
 async def command(*args: str, env: dict[str, str]) -> AsyncIterator[Proc]:
     process = await asyncio.create_subprocess_exec(
@@ -80,6 +88,7 @@ async def command(*args: str, env: dict[str, str]) -> AsyncIterator[Proc]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env,
+        preexec_fn=_login_fd_limit,
     )
     proc = Proc(process)
     try:
