@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 import json
@@ -165,6 +166,17 @@ def caller(service: Service) -> Caller:
 def hero_proc(simulator: Simulator) -> Caller:
     """Calls the simulator over its socket, as raw JSON-RPC."""
     return Caller(simulator_socket(simulator))
+
+
+async def raw_exchange(socket: Path, data: bytes) -> bytes:
+    """Send `data` on a fresh connection and read until the service closes it."""
+    reader, writer = await asyncio.open_unix_connection(str(socket))
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await reader.read()
+    finally:
+        writer.close()
 
 
 def simulator_socket(simulator: Simulator) -> Path:

@@ -18,19 +18,8 @@ from structlog.testing import capture_logs
 from hero_codescalers.simulator import Simulator
 from hero_codescalers.transport import BUDGET, FD_RESERVE, METRICS, fd_limit
 
-from ..conftest import Caller, Service, ServiceFactory
+from ..conftest import Caller, Service, ServiceFactory, raw_exchange
 from .population import add_job
-
-
-async def raw_exchange(socket: Path, data: bytes) -> bytes:
-    """Send `data` on a fresh connection and read until the service closes it."""
-    reader, writer = await asyncio.open_unix_connection(str(socket))
-    try:
-        writer.write(data)
-        await writer.drain()
-        return await reader.read()
-    finally:
-        writer.close()
 
 
 async def test_a_batch_over_the_limit_is_refused_whole(caller: Caller) -> None:

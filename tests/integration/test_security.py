@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 import logging
@@ -24,7 +23,7 @@ from hero_codescalers.simulator import Simulator
 from hero_codescalers.transport import METRICS, listen
 from hero_codescalers.unixsock import UnsafeSocketDir
 
-from ..conftest import Caller, Service, ServiceFactory
+from ..conftest import Caller, Service, ServiceFactory, raw_exchange
 from ..names import ACTOR_ONLY, HOSTILE_NAMES
 from .peers import IS_ROOT, NOBODY, PeerCannotConnect, post_as
 from .population import add_job
@@ -208,17 +207,6 @@ async def test_only_the_bearer_scheme_and_the_exact_token_make_an_admin(
         assert answer["error"]["data"]["reason"] == "invalid bearer token"
     assert SECRET not in repr(logs)
     assert SECRET.upper() not in repr(logs)
-
-
-async def raw_exchange(socket: Path, data: bytes) -> bytes:
-    """Send `data` on a fresh connection and read until the service closes it."""
-    reader, writer = await asyncio.open_unix_connection(str(socket))
-    try:
-        writer.write(data)
-        await writer.drain()
-        return await reader.read()
-    finally:
-        writer.close()
 
 
 def split_reply(reply: bytes) -> tuple[int, dict[str, str], Any]:
