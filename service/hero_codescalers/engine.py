@@ -31,9 +31,9 @@ import json
 import time
 from array import array
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -84,6 +84,7 @@ from .tags import (
 )
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 MAX_PASSES = 3
 SLICE = 2_000  # jobs of a page selected before their deletions are sent
@@ -881,64 +882,35 @@ class Engine:
             ),
         )
 
-    async def _every_job(self, skipped: list[int]) -> AsyncIterator[JobSummary]:
-        """Every codescaler-tagged job, once: pages end on an empty one; a page must bring
-        a job not seen before (ids only grow), and at most `STATS_PAGES` are read."""
-        offset = last_id = 0
-        for _ in range(STATS_PAGES):
-            page = await self.client.job_page(SCOPE_TAG, limit=STATS_PAGE, offset=offset)
-            if not page:
-                return
-            fresh = bad = 0
-            example = None
-            for item in page:
-                job = parse_job(item)
-                if job is None:
-                    bad += 1
-                    example = item
-                elif job.id > last_id:
-                    last_id = job.id
-                    fresh += 1
-                    yield job
-            if bad:
-                skipped[0] += bad
-                log.warning("stats_jobs_malformed", skipped=bad, sample=sample(example))
-            if not fresh:
-                raise HeroProcProtocolError(f"{OUTSIDE}: job.list does not advance")
-            offset += len(page)
-        raise HeroProcProtocolError(f"job.list did not end within {STATS_PAGES} pages")
+    def _every_job(self, skipped: list[int]) -> AsyncIterator[JobSummary]:
+        """Every codescaler-tagged job, once (ids only grow: a job is new when its id
+        is above the last one seen); malformed jobs are counted in `skipped[0]`."""
+        last_id = 0
 
-    async def _every_action(self, skipped: list[int]) -> AsyncIterator[list[str]]:
-        """The tags of every codescaler-tagged action, once (by name and context), as
-        `_every_job` pages; an action without a string name or string tags is skipped."""
-        offset = 0
-        seen: set[tuple[str, Any]] = set()
-        for _ in range(STATS_PAGES):
-            page = await self.client.action_page(SCOPE_TAG, limit=STATS_PAGE, offset=offset)
-            if not page:
-                return
-            fresh = bad = 0
-            example = None
-            for item in page:
-                tags = _action_tags(item)
-                if tags is None:
-                    bad += 1
-                    example = item
-                    continue
-                key = (item["name"], item.get("context"))
-                if type(key[1]) is not str:
-                    key = (key[0], None)
-                if key not in seen:
-                    seen.add(key)
-                    fresh += 1
-                    yield tags
-            if bad:
-                skipped[1] += bad
-                log.warning("stats_actions_malformed", skipped=bad, sample=sample(example))
-            if not fresh:
-                raise HeroProcProtocolError(f"{OUTSIDE}: action.list does not advance")
-            offset += len(page)
-        raise HeroProcProtocolError(f"action.list did not end within {STATS_PAGES} pages")
+        def new(job: JobSummary) -> bool:
+            nonlocal last_id
+            if job.id <= last_id:
+                return False
+            last_id = job.id
+            return True
+
+        return _every(self.client.job_page, "job.list", parse_job, new, skipped=skipped, slot=0)
+
+    def _every_action(self, skipped: list[int]) -> AsyncIterator[list[str]]:
+        """The tags of every codescaler-tagged action, once (by name and context);
+        malformed actions are counted in `skipped[1]`."""
+        seen: set[tuple[str, str | None]] = set()
+
+        def new(action: tuple[tuple[str, str | None], list[str]]) -> bool:
+            if action[0] in seen:
+                return False
+            seen.add(action[0])
+            return True
+
+        actions = _every(
+            self.client.action_page, "action.list", _action, new, skipped=skipped, slot=1
+        )
+        return (tags async for _, tags in actions)
 
     async def health(self) -> HealthResult:
         """Version, uptime, and whether hero_proc answers a quick `stats` in time: one
@@ -960,6 +932,54 @@ class Engine:
                 latency_ms=latency,
             ),
         )
+
+
+async def _every(
+    list_page: Callable[..., Awaitable[list[Any]]],
+    method: str,
+    parse: Callable[[Any], T | None],
+    new: Callable[[T], bool],
+    *,
+    skipped: list[int],
+    slot: int,
+) -> AsyncIterator[T]:
+    """Every codescaler-tagged item of a hero_proc listing that `parse` accepts and
+    `new` has not seen, a page of `STATS_PAGE` at a time. Pages end on an empty one;
+    a page must bring an item not seen before (else the listing does not advance:
+    -32021), and at most `STATS_PAGES` are read. Items `parse` refuses are counted
+    in `skipped[slot]`, with one warning line per page carrying a sample."""
+    offset = 0
+    noun = "jobs" if slot == 0 else "actions"
+    for _ in range(STATS_PAGES):
+        page = await list_page(SCOPE_TAG, limit=STATS_PAGE, offset=offset)
+        if not page:
+            return
+        fresh = bad = 0
+        example = None
+        for item in page:
+            parsed = parse(item)
+            if parsed is None:
+                bad += 1
+                example = item
+            elif new(parsed):
+                fresh += 1
+                yield parsed
+        if bad:
+            skipped[slot] += bad
+            log.warning(f"stats_{noun}_malformed", skipped=bad, sample=sample(example))
+        if not fresh:
+            raise HeroProcProtocolError(f"{OUTSIDE}: {method} does not advance")
+        offset += len(page)
+    raise HeroProcProtocolError(f"{method} did not end within {STATS_PAGES} pages")
+
+
+def _action(item: Any) -> tuple[tuple[str, str | None], list[str]] | None:
+    """A listed action as (its name and context, its tags), or None when malformed."""
+    tags = _action_tags(item)
+    if tags is None:
+        return None
+    context = item.get("context")
+    return (item["name"], context if type(context) is str else None), tags
 
 
 def _action_tags(item: Any) -> list[str] | None:
