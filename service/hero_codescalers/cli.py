@@ -298,20 +298,25 @@ async def _probe_hero_proc(settings: Settings) -> None:
         )
 
 
+def seed_option(default: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`--seed N`: the jobs a simulator starts with (the same for the same seed)."""
+    return click.option(
+        "--seed",
+        "seed_jobs",
+        type=click.IntRange(min=0),
+        default=default,
+        show_default=True,
+        help="Jobs the simulator starts with: 80% codescaler, 10% unrelated, 10% look-alike.",
+    )
+
+
 @main.command()
 @click.option(
     "--socket",
     type=click.Path(path_type=Path),
     help="Socket to listen on [default: $HERO_SOCKET_DIR/hero_proc/rpc.sock].",
 )
-@click.option(
-    "--seed",
-    "seed_jobs",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Seed this many jobs: 80% codescaler, 10% unrelated, 10% look-alike tags.",
-)
+@seed_option(0)
 @click.option(
     "--rng-seed",
     type=int,
@@ -334,14 +339,7 @@ def simulator(socket: Path | None, seed_jobs: int, rng_seed: int) -> None:
 
 
 @main.command()
-@click.option(
-    "--seed",
-    "seed_jobs",
-    type=click.IntRange(min=0),
-    default=300,
-    show_default=True,
-    help="Jobs the simulator starts with (80% codescaler, 10% unrelated, 10% look-alike).",
-)
+@seed_option(300)
 def dev(seed_jobs: int) -> None:
     """Run a seeded hero_proc simulator and the service in front of it until Ctrl-C.
 

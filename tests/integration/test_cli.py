@@ -78,8 +78,8 @@ async def test_list_submit_stats_and_history(simulator: Simulator, service: Serv
     assert json.loads(out)["runs"][0]["jobs_deleted"] == 1
 
 
-async def test_rpc_errors_exit_1_with_one_line(sock_dir: Path) -> None:
-    """hero_proc unavailable: exit 1 and one line on stderr naming the error and the socket."""
+async def cli_without_hero_proc(sock_dir: Path, *args: str) -> tuple[int, str, str]:
+    """Run the CLI against a service (the caller an admin) whose hero_proc is not there."""
     settings = Settings(
         socket=sock_dir / "svc.sock",
         hero_proc_socket=sock_dir / "none.sock",
@@ -87,10 +87,15 @@ async def test_rpc_errors_exit_1_with_one_line(sock_dir: Path) -> None:
     )
     svc, runner, sock, _ = await start_service(settings)
     try:
-        code, out, err = await cli("jobs-cleanup", "--socket", str(svc.socket))
+        return await cli(*args, "--socket", str(svc.socket))
     finally:
         await runner.cleanup()
         sock.close()
+
+
+async def test_rpc_errors_exit_1_with_one_line(sock_dir: Path) -> None:
+    """hero_proc unavailable: exit 1 and one line on stderr naming the error and the socket."""
+    code, out, err = await cli_without_hero_proc(sock_dir, "jobs-cleanup")
     assert code == 1
     assert out == ""
     assert err.count("\n") == 1
@@ -109,17 +114,7 @@ async def test_invalid_params_exit_1(service: Service) -> None:
 
 async def test_health_exits_4_when_degraded(sock_dir: Path) -> None:
     """The service answers but hero_proc does not: the health JSON, exit 4."""
-    settings = Settings(
-        socket=sock_dir / "svc.sock",
-        hero_proc_socket=sock_dir / "none.sock",
-        admin_uids={os.getuid()},
-    )
-    svc, runner, sock, _ = await start_service(settings)
-    try:
-        code, out, err = await cli("health", "--socket", str(svc.socket))
-    finally:
-        await runner.cleanup()
-        sock.close()
+    code, out, err = await cli_without_hero_proc(sock_dir, "health")
     assert (code, err) == (4, "")
     assert json.loads(out)["status"] == "degraded"
 
