@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from typing import Literal
 
@@ -33,6 +34,14 @@ async def start(
             raise RuntimeError(f"{argv} exited before it was ready")
     asyncio.get_running_loop().create_task(_drain(out))
     return proc
+
+
+async def stop_all(procs: list[asyncio.subprocess.Process]) -> None:
+    """SIGTERM each process still running, the last started first, and wait for it."""
+    for proc in reversed(procs):
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await proc.wait()
 
 
 async def _drain(stream: asyncio.StreamReader) -> None:

@@ -24,7 +24,6 @@ import json
 import os
 import resource
 import shutil
-import signal
 import socket
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from typing import Any
 
 import aiohttp
 
-from ..bench.processes import hero, start
+from ..bench.processes import hero, start, stop_all
 
 NOBODY = 65534
 TOKEN = "flood-soak-admin-token"  # noqa: S105 -- a token for this run only
@@ -236,10 +235,7 @@ async def run(args: argparse.Namespace, pid: int, go: int, report_fd: int) -> di
         latencies, failures = await probe
         metrics = await scrape(path)
     finally:
-        for proc in reversed(procs):
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                await proc.wait()
+        await stop_all(procs)
         shutil.rmtree(scratch, ignore_errors=True)
     flooder = json.loads(raw) if raw else {"error": "no report"}
     wanted = (

@@ -20,7 +20,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from typing import Any
 
 import aiohttp
 
-from ..bench.processes import hero, start
+from ..bench.processes import hero, start, stop_all
 
 ACTORS = ("alice", "bob", "carol", "ci-bot")
 KINDS = ("user", "template", "service", "install")
@@ -140,10 +139,7 @@ async def run(callers: int, seconds: float, jobs: int, warmup: float) -> dict[st
         stop.set()
         await sampler
     finally:
-        for proc in reversed(procs):
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                await proc.wait()
+        await stop_all(procs)
         shutil.rmtree(scratch, ignore_errors=True)
     after_warmup = [mb for t, mb in memory if t >= warmup] or [memory[-1][1]]
     all_latencies = [s for v in load.latencies.values() for s in v]
