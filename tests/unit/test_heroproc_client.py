@@ -340,7 +340,7 @@ async def test_a_fault_inside_call_many_is_raised_not_left_as_empty_slots(
     async def broken(*args: Any) -> Any:
         raise RuntimeError("boom")
 
-    client._batch = broken  # type: ignore[method-assign]
+    client.batches._batch = broken  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="boom"):
         await client.call_many([("job.delete", {"id": 1}), ("job.delete", {"id": 2})])
 

@@ -1,0 +1,186 @@
+"""One cleanup run: passes through the listing, the deletions, then the actions.
+
+A run pages through hero_proc with the most specific tag as the server-side
+filter (`Selector.pushdown`), re-checks every job exactly (`Walk.select`:
+the selector's required tags and cutoff), deletes each page's matches with
+`force: true` before listing the next page, then deletes the codescaler actions
+of the matches, best effort (an action another job still uses stays). A pass
+that may have skipped jobs (the listing moved) is followed by another, up to
+`MAX_PASSES`. Before the run ends, every deletion whose outcome is unknown is
+checked with `job.get` / `action.get`.
+
+`halt` is asked between steps and before each call is sent: once it gives a
+reason (the deadline passed, the service is shutting down), nothing more is
+sent, what is in flight ends within one hero_proc call timeout, and what was
+not sent is reported as not attempted.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+
+from ..errors import HeroProcError, HeroProcProtocolError, HeroProcUnavailable, NotFound
+from ..heroproc import HeroProcClient, StopCheck, action_params
+from ..tags import Selector
+from ..tuning import MAX_PASSES
+from .tally import CUT, Tally, describe
+from .walk import Walk
+
+log = structlog.get_logger(__name__)
+
+
+class Stopped(Exception):
+    """The run must send nothing more: `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class CleanupRun:
+    """The work of one `jobs.cleanup`; what it did is in `tally`."""
+
+    def __init__(
+        self,
+        client: HeroProcClient,
+        selector: Selector,
+        *,
+        dry_run: bool,
+        page_size: int,
+        halt: StopCheck,
+    ) -> None:
+        self.client = client
+        self.selector = selector
+        self.page_size = page_size
+        self.halt = halt
+        self.tally = Tally(dry_run)
+
+    async def run(self) -> None:
+        tally = self.tally
+        passes = 1 if tally.dry_run else MAX_PASSES
+        for number in range(1, passes + 1):
+            tally.passes = number
+            try:
+                moved = await self._pass()
+            except Stopped as stop:
+                tally.stop(f"stopped: {stop.reason}", stop.reason)
+                break
+            except HeroProcError as exc:
+                if not tally.job_ids:
+                    raise  # nothing could be done: the caller gets the error itself
+                unavailable = isinstance(exc, HeroProcUnavailable)
+                tally.stop(
+                    f"listing stopped: {describe(exc)}",
+                    "hero_proc became unavailable" if unavailable else None,
+                )
+                break
+            if not moved:
+                break
+            if number == passes:
+                # The listing kept moving under this run: say so rather than loop.
+                tally.stop(f"stopped after {passes} passes: jobs kept disappearing during the run")
+        if not tally.dry_run:
+            if tally.stopped is None and (reason := self.halt()) is not None:
+                tally.stop(f"stopped: {reason}", reason)
+            await self._delete_actions()
+            await self._settle()
+
+    async def _pass(self) -> bool:
+        """One walk through the listing (see `walk.py`); whether it may have skipped jobs."""
+        walk = Walk()
+        try:
+            while True:
+                if (reason := self.halt()) is not None:
+                    raise Stopped(reason)
+                page = await self.client.job_page(
+                    self.selector.pushdown, limit=self.page_size, offset=walk.offset
+                )
+                walk.check_start(page)
+                await self._page(walk, page)
+                if page and not walk.page_ids:
+                    raise HeroProcProtocolError("job.list answered a page without a valid job id")
+                if not walk.page_new:
+                    if walk.page_ids > 1:  # more than the anchor, and nothing new
+                        raise HeroProcProtocolError(
+                            "job.list answered only jobs already listed: it does not advance"
+                        )
+                    return walk.moved
+        finally:
+            self.tally.malformed_idless = max(self.tally.malformed_idless, walk.idless)
+
+    async def _page(self, walk: Walk, page: list[Any]) -> None:
+        """Select the page's matches and delete them."""
+        walk.start_page()
+        matches = walk.select(page, self.selector, self.tally)
+        if matches and not self.tally.dry_run:
+            await self._delete_jobs(walk, matches)
+        if walk.page_sample is not None:
+            log.warning(
+                "cleanup_jobs_malformed",
+                skipped=self.tally.jobs_malformed,
+                sample=walk.page_sample,
+            )
+        walk.end_page()
+
+    async def _delete_jobs(self, walk: Walk, jobs: list[int]) -> None:
+        """Delete `jobs`, count the outcomes, and tell the walk how many left the listing."""
+        calls = [("job.delete", {"id": job_id, "force": True}) for job_id in jobs]
+        try:
+            outcomes = await self.client.call_many(calls, stop=self.halt)
+        except BaseException:
+            self.tally.job_outcomes(jobs, [CUT] * len(jobs))  # cut short: outcomes unknown
+            raise
+        walk.deleted(*self.tally.job_outcomes(jobs, outcomes))
+
+    async def _delete_actions(self) -> None:
+        tally = self.tally
+        if not tally.actions:
+            return
+        if tally.stopped is not None:
+            tally.actions_not_attempted = len(tally.actions)
+            tally.errors.append(f"{len(tally.actions)} actions not attempted: {tally.stopped}")
+            return
+        keys = list(tally.actions)
+        calls = [("action.delete", action_params(name, context)) for name, context in keys]
+        tally.action_outcomes(keys, await self.client.call_many(calls, stop=self.halt))
+
+    async def _settle(self) -> None:
+        """Ask hero_proc about every deletion whose outcome is unknown (batched, within one
+        call timeout): gone counts as deleted, present as a failure; what cannot be
+        checked stays "outcome unknown" (see `Tally.close`)."""
+        tally = self.tally
+        if not tally.jobs_unknown and not tally.actions_unknown:
+            return
+        budget = time.monotonic() + self.client.timeout
+
+        def stop() -> str | None:
+            return "no time left to check" if time.monotonic() > budget else None
+
+        jobs = list(tally.jobs_unknown)
+        actions = list(tally.actions_unknown)
+        calls = [("job.get", {"id": job_id}) for job_id in jobs]
+        calls += [("action.get", action_params(name, context)) for name, context in actions]
+        outcomes = await self.client.call_many(calls, stop=stop)
+        for job_id, outcome in zip(jobs, outcomes, strict=False):
+            reason = tally.jobs_unknown[job_id]
+            if isinstance(outcome, NotFound):
+                del tally.jobs_unknown[job_id]
+                tally.jobs_deleted += 1
+                tally.jobs_settled += 1
+            elif isinstance(outcome, dict) and outcome.get("id") == job_id:
+                del tally.jobs_unknown[job_id]
+                tally.fail_job(job_id, f"still present after {reason}")
+        for key, outcome in zip(actions, outcomes[len(jobs) :], strict=True):
+            reason = tally.actions_unknown[key]
+            if isinstance(outcome, NotFound):
+                del tally.actions_unknown[key]
+                tally.actions_deleted += 1
+                tally.actions_settled += 1
+            elif isinstance(outcome, dict) and outcome.get("name") == key[0]:
+                del tally.actions_unknown[key]
+                tally.fail_action(key[0], f"still present after {reason}")
+        settled = tally.jobs_settled + tally.actions_settled
+        log.info("cleanup_outcomes_checked", checked=len(calls), found_gone=settled)

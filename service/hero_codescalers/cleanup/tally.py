@@ -1,0 +1,240 @@
+"""What one cleanup run did: its counts, its failures with their reasons, its summary.
+
+Nothing counts as deleted unless hero_proc answered `{deleted: true}` for that
+very call (`deleted`), or a later `job.get` / `action.get` found it gone. A
+deletion that did not succeed is, by its outcome: already gone (not found), not
+attempted (the run was stopping), of unknown outcome (no answer, hero_proc's
+internal error, an answer outside the contract: it may have been carried out,
+so it is checked before the summary), or failed with a reason (`describe`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from ..errors import (
+    HeroProcProtocolError,
+    HeroProcRpcError,
+    HeroProcUnavailable,
+    InUse,
+    NotAttempted,
+    NotFound,
+    quote,
+)
+from ..heroproc import OUTSIDE, ActionKey, transient
+from ..models import CleanupSummary
+from ..tags import ACTION_PREFIX
+
+log = structlog.get_logger(__name__)
+
+CUT = object()  # the outcome of a deletion cut short (cancelled, or a fault of this code)
+
+
+def describe(outcome: Any) -> str:
+    """A short public reason for a deletion that did not succeed."""
+    if isinstance(outcome, InUse):
+        reason = "in use by another job"
+    elif isinstance(outcome, HeroProcUnavailable):
+        reason = f"hero_proc unavailable ({outcome.reason})"
+    elif isinstance(outcome, HeroProcRpcError):
+        reason = f"hero_proc error {outcome.rpc_code}: {outcome.rpc_message}"
+    elif isinstance(outcome, HeroProcProtocolError):
+        reason = f"{OUTSIDE} ({outcome.detail})"
+    elif isinstance(outcome, NotAttempted):
+        reason = f"not attempted: {outcome.reason}"
+    elif outcome is CUT:
+        reason = "stopped before hero_proc answered"
+    else:
+        reason = f"{OUTSIDE} (a result of the wrong shape)"
+    return reason
+
+
+def deleted(outcome: Any) -> bool:
+    """Whether a delete's outcome is the contract's success: `{deleted: true}`."""
+    return isinstance(outcome, dict) and outcome.get("deleted") is True
+
+
+def unknown(outcome: Any) -> bool:
+    """Whether a delete that did not succeed may still have been carried out: no answer,
+    hero_proc's internal error, or an answer outside the contract."""
+    if isinstance(outcome, HeroProcRpcError):
+        return transient(outcome)
+    return not isinstance(outcome, NotAttempted)
+
+
+@dataclass
+class Tally:
+    """The counts of one cleanup run, kept as its deletions are answered."""
+
+    dry_run: bool
+    job_ids: list[int] = field(default_factory=list)  # matched, in listing order
+    failed_jobs: set[int] = field(default_factory=set)  # not deleted: not matched again
+    # The codescaler actions of the matched jobs, and the other actions they run.
+    actions: dict[ActionKey, None] = field(default_factory=dict)
+    foreign_actions: dict[str, None] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    jobs_deleted: int = 0
+    jobs_gone: int = 0
+    jobs_failed: int = 0
+    jobs_not_attempted: int = 0
+    jobs_settled: int = 0
+    # Deletions sent whose outcome is unknown, until `job.get` settles them: id -> reason.
+    jobs_unknown: dict[int, str] = field(default_factory=dict)
+    malformed_ids: set[int] = field(default_factory=set)  # malformed jobs with a valid id
+    malformed_idless: int = 0  # the most entries without a valid id listed in one pass
+    actions_deleted: int = 0
+    actions_gone: int = 0
+    actions_in_use: int = 0
+    actions_failed: int = 0
+    actions_not_attempted: int = 0
+    actions_settled: int = 0
+    actions_unknown: dict[ActionKey, str] = field(default_factory=dict)
+    not_attempted: str | None = None  # why calls were not sent, when some were not
+    passes: int = 0  # walks through the listing started
+    malformed_noted: bool = False  # the errors line on malformed jobs is written
+    complete: bool = True
+    stopped: str | None = None  # why the run stopped early, when it did
+
+    def match(self, job_id: int, action: str, context: str | None) -> None:
+        """Record a matched job and the action it runs."""
+        self.job_ids.append(job_id)
+        if action.startswith(ACTION_PREFIX):
+            self.actions[(action, context)] = None
+        else:
+            self.foreign_actions[action] = None
+
+    def stop(self, error: str, reason: str | None = None) -> None:
+        """The run ends short of complete: `error` says why in the summary; a `reason`
+        also means the actions are not attempted (it names why)."""
+        self.complete = False
+        self.errors.append(error)
+        if reason is not None:
+            self.stopped = reason
+        log.warning("cleanup_stopped", error=error)
+
+    def job_outcomes(self, jobs: list[int], outcomes: list[Any]) -> tuple[int, int | None]:
+        """Count each job's delete outcome: how many left the listing (deleted or found
+        gone), and the highest id of those still there as far as this run knows."""
+        removed = 0
+        still_there = None
+        for job_id, outcome in zip(jobs, outcomes, strict=True):
+            if deleted(outcome):
+                self.jobs_deleted += 1
+                removed += 1
+            elif isinstance(outcome, NotFound):
+                self.jobs_gone += 1
+                removed += 1
+            else:
+                still_there = job_id
+                self.failed_jobs.add(job_id)
+                if isinstance(outcome, NotAttempted):
+                    self.jobs_not_attempted += 1
+                    self.not_attempted = outcome.reason
+                elif unknown(outcome):
+                    self.jobs_unknown[job_id] = describe(outcome)
+                else:
+                    self.fail_job(job_id, describe(outcome))
+        return removed, still_there
+
+    def action_outcomes(self, keys: list[ActionKey], outcomes: list[Any]) -> None:
+        """Count each action's delete outcome."""
+        not_attempted = None
+        for key, outcome in zip(keys, outcomes, strict=True):
+            if deleted(outcome):
+                self.actions_deleted += 1
+            elif isinstance(outcome, NotFound):
+                self.actions_gone += 1
+            elif isinstance(outcome, NotAttempted):
+                self.actions_not_attempted += 1
+                not_attempted = outcome.reason
+            elif unknown(outcome):
+                self.actions_unknown[key] = describe(outcome)
+            else:
+                self.fail_action(key[0], describe(outcome), in_use=isinstance(outcome, InUse))
+        if not_attempted is not None:
+            self.complete = False
+            self.errors.append(
+                f"{self.actions_not_attempted} actions not attempted: {not_attempted}"
+            )
+
+    def fail_job(self, job_id: int, reason: str) -> None:
+        self.jobs_failed += 1
+        self.errors.append(f"job {job_id}: {reason}")
+        log.warning("cleanup_job_failed", job_id=job_id, reason=reason)
+
+    def fail_action(self, name: str, reason: str, *, in_use: bool = False) -> None:
+        if in_use:
+            self.actions_in_use += 1
+        else:
+            self.actions_failed += 1
+        self.errors.append(f"action {quote(name)}: {reason}")
+        log.warning("cleanup_action_failed", action=quote(name), reason=reason)
+
+    @property
+    def jobs_malformed(self) -> int:
+        return len(self.malformed_ids) + self.malformed_idless
+
+    def close(self) -> None:
+        """Turn what is still open into lines of `errors` (idempotent): outcomes never
+        settled, calls never sent, malformed jobs skipped."""
+        for job_id, reason in self.jobs_unknown.items():
+            self.fail_job(job_id, f"outcome unknown: {reason}")
+        self.jobs_unknown.clear()
+        for (name, _), reason in self.actions_unknown.items():
+            self.fail_action(name, f"outcome unknown: {reason}")
+        self.actions_unknown.clear()
+        if self.not_attempted is not None:
+            self.complete = False
+            if self.jobs_not_attempted:
+                self.errors.append(
+                    f"{self.jobs_not_attempted} matched jobs not attempted: {self.not_attempted}"
+                )
+            self.not_attempted = None
+        if self.jobs_malformed and not self.malformed_noted:
+            self.malformed_noted = True
+            self.complete = False
+            self.errors.append(
+                f"{self.jobs_malformed} listed jobs skipped: malformed "
+                "(no integer id, tags that are not strings, or no string action)"
+            )
+
+    def summary(self, duration_ms: int) -> CleanupSummary:
+        self.close()
+        return CleanupSummary(
+            jobs_deleted=self.jobs_deleted,
+            actions_deleted=self.actions_deleted,
+            job_ids=self.job_ids,
+            action_ids=[name for name, _ in self.actions],
+            errors=self.errors,
+            dry_run=self.dry_run,
+            jobs_matched=len(self.job_ids),
+            jobs_already_gone=self.jobs_gone,
+            jobs_failed=self.jobs_failed,
+            jobs_not_attempted=self.jobs_not_attempted,
+            jobs_settled_gone=self.jobs_settled,
+            jobs_skipped_malformed=self.jobs_malformed,
+            actions_matched=len(self.actions),
+            actions_already_gone=self.actions_gone,
+            actions_in_use=self.actions_in_use,
+            actions_failed=self.actions_failed,
+            actions_not_attempted=self.actions_not_attempted,
+            actions_settled_gone=self.actions_settled,
+            foreign_action_ids=list(self.foreign_actions),
+            complete=self.complete,
+            duration_ms=duration_ms,
+        )
+
+    def counts(self) -> dict[str, int]:
+        """What the run had done so far (for a run that failed as a whole)."""
+        return {
+            "jobs_matched": len(self.job_ids),
+            "jobs_deleted": self.jobs_deleted,
+            "jobs_already_gone": self.jobs_gone,
+            "jobs_failed": self.jobs_failed + len(self.jobs_unknown),
+            "jobs_not_attempted": self.jobs_not_attempted,
+            "jobs_skipped_malformed": self.jobs_malformed,
+            "actions_deleted": self.actions_deleted,
+        }
