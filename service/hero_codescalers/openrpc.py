@@ -17,7 +17,9 @@ from .errors import DOCUMENTED, INTERNAL_ERROR, INVALID_PARAMS
 from .rpc import Example, MethodDef, Registry
 
 REF = "#/components/schemas/{model}"
-DEFAULT_SOCKET = "~/hero/var/sockets/hero_codescalers/rpc.sock"
+# The socket where the systemd units put it (deploy/hero_codescalers.socket):
+# $HERO_SOCKET_DIR/hero_codescalers/rpc.sock with HERO_SOCKET_DIR=/run/hero.
+DEFAULT_SOCKET = "/run/hero/hero_codescalers/rpc.sock"
 
 
 def _hoist(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
@@ -39,6 +41,8 @@ def _unwrap_optional(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _params(method: MethodDef, components: dict[str, Any]) -> list[dict[str, Any]]:
+    """The params' content descriptors, in the model's order: required ones first, as
+    the OpenRPC specification asks (an optional param before a required one is an error)."""
     schema = _hoist(method.params.model_json_schema(ref_template=REF), components)
     required = set(schema.get("required", []))
     out = []
@@ -51,6 +55,10 @@ def _params(method: MethodDef, components: dict[str, Any]) -> list[dict[str, Any
         descriptor["required"] = name in required
         descriptor["schema"] = prop
         out.append(descriptor)
+    flags = [p["required"] for p in out]
+    if flags != sorted(flags, reverse=True):
+        names = [p["name"] for p in out]
+        raise ValueError(f"{method.name}: required params must come first: {names}")
     return out
 
 
@@ -136,7 +144,8 @@ def build_document(registry: Registry) -> dict[str, Any]:
                 "variables": {
                     "socket": {
                         "default": DEFAULT_SOCKET.replace("/", "%2F"),
-                        "description": "The socket path, '/' written as %2F",
+                        "description": "The socket's absolute path, '/' written as %2F "
+                        "(the default is where the systemd units put it)",
                     }
                 },
             }

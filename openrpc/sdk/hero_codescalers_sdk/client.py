@@ -150,7 +150,7 @@ class AsyncClient:
         return PingResult.model_validate(result)
 
     async def jobs_submit(
-        self, *, kind: str, actor: str, target: str | None = None, script: str, input: Any = None
+        self, *, kind: str, actor: str, script: str, target: str | None = None, input: Any = None
     ) -> SubmitResult:
         """Enqueue a tagged job, reusing the action of an identical input
 
@@ -161,11 +161,11 @@ class AsyncClient:
         Params:
             kind: The feature: letters, digits, '.', '-', '_'
             actor: Who asked: letters, digits, '.' and '-' (no '_'); not 'kind' or 'target'
-            target: What the job acts on: letters, digits, '.', '-', '_'
             script: What the job runs
+            target: What the job acts on: letters, digits, '.', '-', '_'
             input: The feature's input; with `script` it names the action
         """
-        params = {"kind": kind, "actor": actor, "target": target, "script": script, "input": input}
+        params = {"kind": kind, "actor": actor, "script": script, "target": target, "input": input}
         given = {k: v for k, v in params.items() if v is not None}
         result = await self.call("jobs.submit", given)
         return SubmitResult.model_validate(result)
@@ -320,12 +320,12 @@ class Client:
         return self._runner.run(self._client.system_ping())
 
     def jobs_submit(
-        self, *, kind: str, actor: str, target: str | None = None, script: str, input: Any = None
+        self, *, kind: str, actor: str, script: str, target: str | None = None, input: Any = None
     ) -> SubmitResult:
         """Enqueue a tagged job, reusing the action of an identical input"""
         return self._runner.run(
             self._client.jobs_submit(
-                kind=kind, actor=actor, target=target, script=script, input=input
+                kind=kind, actor=actor, script=script, target=target, input=input
             )
         )
 
