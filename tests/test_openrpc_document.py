@@ -11,11 +11,13 @@ from urllib.parse import unquote
 
 import jsonschema
 import pytest
+from pydantic import Field
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
 from hero_codescalers import rpc
 from hero_codescalers.auth import AdminPolicy
+from hero_codescalers.examples import Example
 from hero_codescalers.methods import registry
 from hero_codescalers.models import Params
 from hero_codescalers.openrpc import build_document, default_document, render
@@ -163,11 +165,11 @@ class Late(Params):
     b: int
 
 
-def one_method(params: type[Params]) -> rpc.Registry:
-    """A registry of one method `m` with these params."""
+def one_method(params: type[Params], *examples: Example) -> rpc.Registry:
+    """A registry of one method `m` with these params and examples."""
     reg = rpc.Registry()
 
-    @reg.method("m", summary="m")
+    @reg.method("m", summary="m", examples=examples)
     async def m(ctx: object, params: Late) -> None:
         """m"""
 
@@ -179,3 +181,23 @@ def test_a_required_param_after_an_optional_one_is_refused() -> None:
     """The OpenRPC specification puts required params first: `make openrpc` refuses otherwise."""
     with pytest.raises(ValueError, match=r"m: required params must come first: \['a', 'b'\]"):
         build_document(one_method(Late))
+
+
+@pytest.mark.parametrize(
+    ("example", "message"),
+    [
+        pytest.param(Example("bad", {"limit": 0}, {}), "m example 'bad'", id="invalid-params"),
+        pytest.param(Example("bad", {"sort": 1}, {}), "m example 'bad'", id="unknown-param"),
+        pytest.param(
+            Example("bad", {}, {}, given=("m/gone",)), "no example 'm/gone'", id="given-nothing"
+        ),
+    ],
+)
+def test_an_example_the_method_would_refuse_is_refused(example: Example, message: str) -> None:
+    """Examples are checked against the method's params model, and what they follow exists."""
+
+    class Limited(Params):
+        limit: int = Field(default=100, ge=1)
+
+    with pytest.raises(ValueError, match=message):
+        build_document(one_method(Limited, example))
