@@ -32,7 +32,7 @@ from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator
 from hero_codescalers.transport import create_app
 
-from .conftest import Service, start_service
+from .conftest import Service, serve_tcp, start_service
 from .integration.population import add_job
 
 SDK = Path(__file__).parents[1] / "openrpc" / "sdk"
@@ -147,16 +147,8 @@ async def test_an_unreachable_service_is_a_transport_error(sock_dir: Path) -> No
 
 async def test_a_tcp_url_works_too(simulator: Simulator, settings: Settings) -> None:
     """The app behind a TCP site (as behind a relay) answers the SDK given a URL."""
-    runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        async with AsyncClient(url=f"http://127.0.0.1:{port}/rpc") as client:
-            assert (await client.stats()).hero_proc.job_count == 0
-    finally:
-        await runner.cleanup()
+    async with serve_tcp(create_app(settings)) as url, AsyncClient(url=url) as client:
+        assert (await client.stats()).hero_proc.job_count == 0
 
 
 def test_default_socket_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -302,14 +294,9 @@ async def recorder() -> AsyncIterator[tuple[Recorder, str]]:
     peer = Recorder()
     app = web.Application()
     app.router.add_post("/rpc", peer.handle)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield peer, f"http://127.0.0.1:{port}/rpc"
-    peer.release.set()
-    await runner.cleanup()
+    async with serve_tcp(app) as url:
+        yield peer, url
+        peer.release.set()
 
 
 @pytest.mark.parametrize(

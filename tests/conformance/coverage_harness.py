@@ -41,6 +41,8 @@ from hero_codescalers.simulator import Simulator
 from hero_codescalers.transport import create_app, runner_for
 from hero_codescalers.unixsock import bind_unix, remove_socket
 
+from ..conftest import serve_tcp
+
 ROOT = Path(__file__).parents[2]
 TOOL = ROOT / "openrpc" / "node_modules" / ".bin" / "open-rpc-test-coverage"
 DOCUMENT = ROOT / "openrpc" / "openrpc.json"
@@ -153,19 +155,13 @@ async def post(session: aiohttp.ClientSession, body: str) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def relay(document: dict[str, Any]) -> AsyncIterator[tuple[int, Relay]]:
-    """The relay, listening on 127.0.0.1; its port and itself."""
+async def relay(document: dict[str, Any]) -> AsyncIterator[tuple[str, Relay]]:
+    """The relay, listening on 127.0.0.1; its URL and itself."""
     state = Relay(document)
     app = web.Application()
     app.router.add_post("/rpc", state.handle)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield site._server.sockets[0].getsockname()[1], state  # type: ignore[union-attr]
-    finally:
-        await runner.cleanup()
+    async with serve_tcp(app) as url:
+        yield url, state
 
 
 async def run_tool(reporter: str) -> tuple[int, str, str]:
@@ -176,8 +172,8 @@ async def run_tool(reporter: str) -> tuple[int, str, str]:
     document = json.loads(DOCUMENT.read_text())
     scratch = Path(tempfile.mkdtemp(prefix="hc-cov-", dir="/tmp"))
     try:
-        async with relay(document) as (port, state):
-            copied = tool_document(document, f"http://127.0.0.1:{port}/rpc")
+        async with relay(document) as (url, state):
+            copied = tool_document(document, url)
             (scratch / "openrpc.json").write_text(json.dumps(copied))
             proc = await asyncio.create_subprocess_exec(
                 str(TOOL),
