@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PY_SOURCES := service tests openrpc/sdk
-# @open-rpc/test-coverage, run against the live service by the tests (needs node and npm)
+# @open-rpc/test-coverage and @open-rpc/schema-utils-js, run by the tests (needs node and npm)
 NODE_STAMP := openrpc/node_modules/.installed
 MUTATE_STAMP := $(VENV)/.installed-mutate
 # `make mutate MODULE=auth` runs one module of [tool.hero_codescalers.mutate.modules]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import itertools
 import json
@@ -183,3 +184,17 @@ def simulator_socket(simulator: Simulator) -> Path:
     path = simulator.socket_path
     assert path is not None
     return path
+
+
+@contextlib.asynccontextmanager
+async def serve_tcp(app: web.Application) -> AsyncIterator[str]:
+    """`app` served on 127.0.0.1 (an ephemeral port), as behind a relay; its /rpc URL."""
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        yield f"http://127.0.0.1:{port}/rpc"
+    finally:
+        await runner.cleanup()

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import jsonschema
 import pytest
+from pydantic import Field
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
+from hero_codescalers import rpc
 from hero_codescalers.auth import AdminPolicy
+from hero_codescalers.examples import Example
 from hero_codescalers.methods import registry
-from hero_codescalers.openrpc import default_document, render
+from hero_codescalers.models import Params
+from hero_codescalers.openrpc import build_document, default_document, render
 from hero_codescalers.rpc import Dispatcher
 
 from .conftest import Caller
+from .deploy.units import SOCKET_UNIT, unit
 
 COMMITTED = Path(__file__).parent.parent / "openrpc" / "openrpc.json"
 META = Path(__file__).parent.parent / "openrpc" / "meta-schema"
@@ -104,6 +111,14 @@ def test_each_method_documents_params_result_and_errors() -> None:
     def codes(method: dict[str, Any]) -> set[int]:
         return {errors[e["$ref"].rsplit("/", 1)[1]]["code"] for e in method["errors"]}
 
+    submit = methods["jobs.submit"]
+    assert [(p["name"], p["required"]) for p in submit["params"]] == [
+        ("kind", True),
+        ("actor", True),
+        ("script", True),
+        ("target", False),
+        ("input", False),
+    ]
     cleanup = methods["jobs.cleanup"]
     assert [p["name"] for p in cleanup["params"]] == [
         "kind",
@@ -129,3 +144,60 @@ async def test_a_function_not_in_the_document_cannot_be_called(caller: Caller) -
     """Only declared names dispatch: a module-level helper is not a method."""
     for name in ("selector", "_services", "jobs.delete", "sim.reset"):
         assert (await caller.error(name, {}))["code"] == -32601
+
+
+def test_the_server_default_is_the_socket_of_the_systemd_units() -> None:
+    """The `socket` variable's default is an absolute path (never `~`, which no client
+    expands in a URL): the one hero_codescalers.socket listens on."""
+    (server,) = json.loads(COMMITTED.read_text())["servers"]
+    default = server["variables"]["socket"]["default"]
+    assert "/" not in default  # percent-encoded, so that it stays one URL host
+    path = unquote(default)
+    assert path.startswith("/")
+    assert "~" not in path
+    assert [path] == unit(SOCKET_UNIT)["Socket"]["ListenStream"]
+
+
+class Late(Params):
+    """Optional `a` before required `b`."""
+
+    a: int | None = None
+    b: int
+
+
+def one_method(params: type[Params], *examples: Example) -> rpc.Registry:
+    """A registry of one method `m` with these params and examples."""
+    reg = rpc.Registry()
+
+    @reg.method("m", summary="m", examples=examples)
+    async def m(ctx: object, params: Late) -> None:
+        """m"""
+
+    reg.methods["m"] = dataclasses.replace(reg.methods["m"], params=params)
+    return reg
+
+
+def test_a_required_param_after_an_optional_one_is_refused() -> None:
+    """The OpenRPC specification puts required params first: `make openrpc` refuses otherwise."""
+    with pytest.raises(ValueError, match=r"m: required params must come first: \['a', 'b'\]"):
+        build_document(one_method(Late))
+
+
+@pytest.mark.parametrize(
+    ("example", "message"),
+    [
+        pytest.param(Example("bad", {"limit": 0}, {}), "m example 'bad'", id="invalid-params"),
+        pytest.param(Example("bad", {"sort": 1}, {}), "m example 'bad'", id="unknown-param"),
+        pytest.param(
+            Example("bad", {}, {}, given=("m/gone",)), "no example 'm/gone'", id="given-nothing"
+        ),
+    ],
+)
+def test_an_example_the_method_would_refuse_is_refused(example: Example, message: str) -> None:
+    """Examples are checked against the method's params model, and what they follow exists."""
+
+    class Limited(Params):
+        limit: int = Field(default=100, ge=1)
+
+    with pytest.raises(ValueError, match=message):
+        build_document(one_method(Limited, example))

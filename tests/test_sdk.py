@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import inspect
+import json
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 from hero_codescalers_sdk import (
+    AdminRequired,
     AsyncClient,
     CleanupRunning,
     CleanupSummary,
     Client,
+    HeroCodescalersError,
     HeroProcUnavailable,
     InvalidParams,
     MethodNotFound,
@@ -26,10 +32,11 @@ from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator
 from hero_codescalers.transport import create_app
 
-from .conftest import Service, start_service
+from .conftest import Service, serve_tcp, start_service
 from .integration.population import add_job
 
 SDK = Path(__file__).parents[1] / "openrpc" / "sdk"
+DOCUMENT = json.loads((SDK.parent / "openrpc.json").read_text())
 
 
 def load_generator() -> object:
@@ -54,9 +61,7 @@ def test_committed_sdk_is_what_the_generator_writes(tmp_path: Path) -> None:
 
 def test_one_method_per_rpc_method_and_one_exception_per_error_code() -> None:
     """Every documented method and error code has its SDK counterpart."""
-    import json  # noqa: PLC0415
-
-    document = json.loads((SDK.parent / "openrpc.json").read_text())
+    document = DOCUMENT
     for method in document["methods"]:
         name = method["name"].replace(".", "_")
         assert asyncio.iscoroutinefunction(getattr(AsyncClient, name))
@@ -142,16 +147,8 @@ async def test_an_unreachable_service_is_a_transport_error(sock_dir: Path) -> No
 
 async def test_a_tcp_url_works_too(simulator: Simulator, settings: Settings) -> None:
     """The app behind a TCP site (as behind a relay) answers the SDK given a URL."""
-    runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        async with AsyncClient(url=f"http://127.0.0.1:{port}/rpc") as client:
-            assert (await client.stats()).hero_proc.job_count == 0
-    finally:
-        await runner.cleanup()
+    async with serve_tcp(create_app(settings)) as url, AsyncClient(url=url) as client:
+        assert (await client.stats()).hero_proc.job_count == 0
 
 
 def test_default_socket_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -207,3 +204,162 @@ async def test_the_sync_client_for_scripts(simulator: Simulator, service: Servic
     job_id, deleted = await asyncio.to_thread(script)
     assert job_id == 1
     assert deleted == 1
+
+
+def test_every_error_is_a_hero_codescalers_error() -> None:
+    """One base to catch: RpcError (and each documented code's class) and TransportError."""
+    assert issubclass(RpcError, HeroCodescalersError)
+    assert issubclass(TransportError, HeroCodescalersError)
+    assert issubclass(AdminRequired, RpcError)
+    assert not issubclass(TransportError, RpcError)
+    assert not issubclass(RpcError, TransportError)
+
+
+async def test_one_except_catches_an_answered_error_and_an_unreachable_service(
+    simulator: Simulator, service: Service, sock_dir: Path
+) -> None:
+    """`except HeroCodescalersError` catches both kinds of failure, as their own classes."""
+    caught: list[HeroCodescalersError] = []
+    for socket, params in ((service.socket, {"actor": "kind_x"}), (sock_dir / "none", {})):
+        async with AsyncClient(socket) as client:
+            try:
+                await client.jobs_list(**params)
+            except HeroCodescalersError as exc:
+                caught.append(exc)
+    assert [type(e) for e in caught] == [InvalidParams, TransportError]
+
+
+def documented_default(param: dict[str, Any]) -> Any:
+    """The default a keyword parameter of the SDK should have: none for a required param,
+    else the schema's default (None when it has none)."""
+    if param["required"]:
+        return inspect.Parameter.empty
+    return param["schema"].get("default")
+
+
+@pytest.mark.parametrize("cls", [AsyncClient, Client])
+def test_signatures_show_the_documented_defaults(cls: type) -> None:
+    """`dry_run: bool = False`, `limit: int = 100`: the schema's defaults, not None."""
+    for method in DOCUMENT["methods"]:
+        signature = inspect.signature(getattr(cls, method["name"].replace(".", "_")))
+        for param in method["params"]:
+            parameter = signature.parameters[param["name"]]
+            assert parameter.kind is inspect.Parameter.KEYWORD_ONLY
+            assert parameter.default == documented_default(param), (method["name"], param)
+    cleanup = inspect.signature(cls.jobs_cleanup).parameters
+    assert (cleanup["dry_run"].annotation, cleanup["dry_run"].default) == ("bool", False)
+    listing = inspect.signature(cls.jobs_list).parameters
+    assert (listing["limit"].annotation, listing["limit"].default) == ("int", 100)
+    assert inspect.signature(cls.jobs_cleanup_history).parameters["limit"].default == 20
+
+
+@pytest.mark.parametrize("cls", [AsyncClient, Client])
+def test_each_method_has_a_timeout_that_fits_it(cls: type) -> None:
+    """Seconds for health and reads, none for a cleanup (the service's deadline bounds it)."""
+    timeouts = {
+        m["name"]: inspect.signature(getattr(cls, m["name"].replace(".", "_")))
+        .parameters["timeout"]
+        .default
+        for m in DOCUMENT["methods"]
+    }
+    assert timeouts["jobs.cleanup"] is None
+    assert timeouts["system.health"] == timeouts["system.ping"] == 10.0
+    for read in ("jobs.list", "stats", "jobs.cleanup_history", "rpc.discover"):
+        assert 0 < timeouts[read] <= 60, read
+
+
+class Recorder:
+    """A JSON-RPC peer over TCP that records each request and answers an error, or holds
+    the calls of the methods in `hold` until `release` is set."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.hold: set[str] = set()
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        call = await request.json()
+        self.requests.append(call)
+        if call["method"] in self.hold:
+            self.held.set()
+            await self.release.wait()
+        error = {"code": -32602, "message": "Invalid params", "data": "recorded"}
+        return web.json_response({"jsonrpc": "2.0", "id": call["id"], "error": error})
+
+
+@pytest.fixture
+async def recorder() -> AsyncIterator[tuple[Recorder, str]]:
+    """The recorder, listening; its URL."""
+    peer = Recorder()
+    app = web.Application()
+    app.router.add_post("/rpc", peer.handle)
+    async with serve_tcp(app) as url:
+        yield peer, url
+        peer.release.set()
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs", "sent"),
+    [
+        pytest.param("jobs_cleanup", {}, {}, id="cleanup-nothing-given"),
+        pytest.param("jobs_cleanup", {"actor": "a"}, {"actor": "a"}, id="cleanup-one-filter"),
+        pytest.param("jobs_cleanup", {"dry_run": True}, {"dry_run": True}, id="dry-run-given"),
+        pytest.param("jobs_cleanup", {"dry_run": False}, {}, id="dry-run-its-default"),
+        pytest.param("jobs_list", {}, {}, id="list-nothing-given"),
+        pytest.param("jobs_list", {"limit": 5}, {"limit": 5}, id="limit-given"),
+        pytest.param("jobs_list", {"limit": 100}, {}, id="limit-its-default"),
+        pytest.param("jobs_cleanup_history", {"limit": 1}, {"limit": 1}, id="history-limit"),
+        pytest.param(
+            "jobs_submit",
+            {"kind": "k", "actor": "a", "script": "s"},
+            {"kind": "k", "actor": "a", "script": "s"},
+            id="submit-required-only",
+        ),
+        pytest.param(
+            "jobs_submit",
+            {"kind": "k", "actor": "a", "script": "s", "target": "t", "input": 0},
+            {"kind": "k", "actor": "a", "script": "s", "target": "t", "input": 0},
+            id="submit-input-zero-is-not-its-default",
+        ),
+    ],
+)
+async def test_only_what_the_caller_chose_is_sent(
+    recorder: tuple[Recorder, str], method: str, kwargs: dict[str, Any], sent: dict[str, Any]
+) -> None:
+    """A default the caller did not give is not sent: the service applies its own. A value
+    equal to the documented default means the same, so it is left out too."""
+    peer, url = recorder
+    async with AsyncClient(url=url) as client:
+        with pytest.raises(InvalidParams):
+            await getattr(client, method)(**kwargs)
+    assert peer.requests[0]["params"] == sent
+
+
+async def test_a_call_that_outlives_its_timeout_is_a_transport_error(
+    recorder: tuple[Recorder, str],
+) -> None:
+    """`timeout=` per call: past it, TransportError names the method and the wait; a cleanup
+    (no timeout by default) held meanwhile still gets its answer."""
+    peer, url = recorder
+    peer.hold = {"stats", "jobs.cleanup"}
+    async with AsyncClient(url=url) as client:
+        cleanup = asyncio.create_task(client.jobs_cleanup())
+        await peer.held.wait()
+        with pytest.raises(TransportError, match=r"to stats within 0\.05s"):
+            await client.stats(timeout=0.05)
+        peer.release.set()
+        with pytest.raises(InvalidParams):
+            await cleanup
+
+
+async def test_the_sync_client_in_a_running_event_loop_says_so(service: Service) -> None:
+    """Called from a coroutine, Client refuses with a message that names AsyncClient
+    (not asyncio's "cannot be called from a running event loop"), and closes cleanly."""
+    with Client(service.socket) as client:
+        with pytest.raises(
+            RuntimeError, match=r"Client cannot be called inside a running event loop.*AsyncClient"
+        ):
+            client.stats()
+        with pytest.raises(RuntimeError, match="AsyncClient"):
+            client.call("system.ping")

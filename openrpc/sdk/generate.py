@@ -6,10 +6,13 @@ writes the package `hero_codescalers_sdk/` under `--out`:
 
 - `models.py`: a pydantic model per `components/schemas` object (results are
   read tolerantly: unknown fields are kept, not refused);
-- `errors.py`: `RpcError` (code, message, data) and a subclass per
-  `components/errors` entry, plus `TransportError` for an unreachable service;
+- `errors.py`: `HeroCodescalersError`, the base of `RpcError` (code, message,
+  data; a subclass per `components/errors` entry) and of `TransportError` (the
+  service unreachable or silent);
 - `client.py`: `AsyncClient`, one typed coroutine per method, and `Client`, the
-  same methods for scripts (synchronous);
+  same methods for scripts (synchronous). A method's optional params default to
+  their documented defaults, and a param is sent only when it differs from its
+  default; each method has a `timeout` of its own (see `TIMEOUTS`);
 - `__init__.py`, `py.typed`.
 
 The output depends only on the document: `make sdk` regenerates it, and a test
@@ -35,6 +38,20 @@ HEADER = (
 )
 SCHEMA_REF = "#/components/schemas/"
 ERROR_REF = "#/components/errors/"
+BASES = ("HeroCodescalersError", "RpcError", "TransportError")
+
+# Seconds a method's call waits for its answer unless the call says otherwise
+# (`timeout=`, None for no limit). Quick methods get a few seconds; the others (reads,
+# submissions) a bound above the service's own (hero_proc calls of 10 s, up to 3
+# tries); a cleanup none: the service's deadline (HERO_CODESCALERS_CLEANUP_DEADLINE,
+# 900 s by default) ends it with its summary, which a client timeout would lose.
+TIMEOUTS: dict[str, float | None] = {
+    "rpc.discover": 10.0,
+    "system.health": 10.0,
+    "system.ping": 10.0,
+    "jobs.cleanup": None,
+}
+DEFAULT_TIMEOUT = 60.0
 
 
 # -- JSON Schema to Python types ----------------------------------------------
@@ -46,41 +63,40 @@ def ref_name(ref: str, prefix: str) -> str:
     return ref[len(prefix) :]
 
 
-def py_type(schema: dict[str, Any], schemas: dict[str, Any]) -> str:  # noqa: PLR0911 -- one case a return
+SIMPLE = {"string": "str", "integer": "int", "number": "float", "boolean": "bool", "null": "None"}
+
+
+def py_type(schema: dict[str, Any], schemas: dict[str, Any]) -> str:
     """The annotation for a value of `schema`."""
     if "$ref" in schema:
         name = ref_name(schema["$ref"], SCHEMA_REF)
         return "Any" if not schemas[name] else name  # `{}` (any JSON) has no model
     if "anyOf" in schema:
-        parts: list[str] = []
-        for branch in schema["anyOf"]:
-            part = py_type(branch, schemas)
-            if part not in parts:
-                parts.append(part)
-        return "Any" if "Any" in parts else " | ".join(parts)
+        return union([py_type(branch, schemas) for branch in schema["anyOf"]])
     if "enum" in schema:
         return "Literal[" + ", ".join(literal(v) for v in schema["enum"]) + "]"
     if "const" in schema:
         return f"Literal[{literal(schema['const'])}]"
+    return typed(schema, schemas)
+
+
+def union(parts: list[str]) -> str:
+    """`A | B`, each part once; Any when one part is."""
+    return "Any" if "Any" in parts else " | ".join(dict.fromkeys(parts))
+
+
+def typed(schema: dict[str, Any], schemas: dict[str, Any]) -> str:
+    """The annotation of a schema by its `type`."""
     kind = schema.get("type")
-    simple = {
-        "string": "str",
-        "integer": "int",
-        "number": "float",
-        "boolean": "bool",
-        "null": "None",
-    }
     if isinstance(kind, list):
-        return " | ".join(py_type({**schema, "type": k}, schemas) for k in kind)
-    if kind in simple:
-        return simple[kind]
+        return union([py_type({**schema, "type": k}, schemas) for k in kind])
     if kind == "array":
         return f"list[{py_type(schema.get('items', {}), schemas)}]"
     if kind == "object":
         extra = schema.get("additionalProperties")
         value = py_type(extra, schemas) if isinstance(extra, dict) else "Any"
         return f"dict[str, {value}]"
-    return "Any"
+    return SIMPLE.get(kind, "Any") if isinstance(kind, str) else "Any"
 
 
 def literal(value: Any) -> str:
@@ -195,18 +211,29 @@ def errors_module(errors: dict[str, Any]) -> str:
     out.append("from __future__ import annotations\n\n")
     out.append("from typing import Any, ClassVar\n\n")
     names = sorted(errors)
-    exported = sorted(["RpcError", "TransportError", *names, "error_for"])
+    exported = sorted([*BASES, *names, "error_for"])
     out.append(f"__all__ = {json.dumps(exported)}\n")
     out.append(
         textwrap.dedent(
             '''
 
 
-            class TransportError(Exception):
+            class HeroCodescalersError(Exception):
+                """Base of every error of the SDK: catch it for any failed call.
+
+                HeroCodescalersError
+                ├── TransportError      the service unreachable, or no answer in time
+                └── RpcError            an error answered by the service (code, message, data)
+                    ├── AdminRequired, CleanupRunning, InvalidParams, …  one per documented code
+                    └── (a plain RpcError for a code the document does not list)
+                """
+
+
+            class TransportError(HeroCodescalersError):
                 """The service could not be reached, or did not answer in time."""
 
 
-            class RpcError(Exception):
+            class RpcError(HeroCodescalersError):
                 """An error object answered by the service: its code, message and data."""
 
                 CODE: ClassVar[int] = 0
@@ -246,6 +273,9 @@ TRANSPORT = '''
 DEFAULT_SOCKET_DIR = "~/hero/var/sockets"
 SERVICE_SOCKET = "hero_codescalers/rpc.sock"
 UNIX_URL = "http://localhost/rpc"
+DEFAULT_TIMEOUT = {default_timeout!r}
+
+T = TypeVar("T")
 
 
 def default_socket() -> Path:
@@ -257,6 +287,21 @@ def default_socket() -> Path:
     return base / SERVICE_SOCKET
 
 
+def _given(params: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The params to send: every required one (not in `defaults`), and an optional one
+    only when it differs from its documented default, so that a call sends what its
+    caller chose and the service applies its own defaults to the rest."""
+    return {{
+        name: value
+        for name, value in params.items()
+        if name not in defaults or not _same(value, defaults[name])
+    }}
+
+
+def _same(value: Any, default: Any) -> bool:
+    return type(value) is type(default) and value == default  # True is not 1
+
+
 class AsyncClient:
     """hero_codescalers over its Unix socket (the default) or an HTTP URL.
 
@@ -266,7 +311,9 @@ class AsyncClient:
     Use it as an async context manager (or call `close()`); the connection is
     kept between calls. A method answers its result model or raises the
     `RpcError` subclass of the error code; `TransportError` when the service
-    cannot be reached or does not answer within `timeout` seconds.
+    cannot be reached or does not answer within the call's `timeout` (seconds,
+    None for no limit; each method has a default of its own). Both are
+    `HeroCodescalersError`s.
     """
 
     def __init__(
@@ -274,7 +321,6 @@ class AsyncClient:
         socket: str | Path | None = None,
         *,
         url: str | None = None,
-        timeout: float = 600.0,
         token: str | None = None,
     ) -> None:
         if socket is not None and url is not None:
@@ -284,8 +330,7 @@ class AsyncClient:
         else:
             self.socket = Path(socket) if socket is not None else default_socket()
         self.url = url or UNIX_URL
-        self.timeout = timeout
-        self._headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        self._headers = {{}} if token is None else {{"Authorization": f"Bearer {{token}}"}}
         self._ids = itertools.count(1)
         self._session: aiohttp.ClientSession | None = None
 
@@ -309,32 +354,43 @@ class AsyncClient:
             connector = (
                 aiohttp.UnixConnector(path=str(self.socket)) if self.socket is not None else None
             )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                headers=self._headers,
-            )
+            self._session = aiohttp.ClientSession(connector=connector, headers=self._headers)
         return self._session
 
-    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        """Call `method` with named params; its result, or raise its error."""
-        request = {"jsonrpc": "2.0", "id": next(self._ids), "method": method}
-        request["params"] = params or {}
+    async def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> Any:
+        """Call `method` with named params; its result, or raise its error. `timeout`:
+        seconds to wait for the answer, None for no limit."""
+        request = {{"jsonrpc": "2.0", "id": next(self._ids), "method": method}}
+        request["params"] = params or {{}}
+        limit = aiohttp.ClientTimeout(total=timeout)
         try:
-            async with self._open().post(self.url, json=request) as response:
+            async with self._open().post(self.url, json=request, timeout=limit) as response:
                 answer = await response.json(content_type=None)
         except aiohttp.ClientConnectorError as exc:
             reason = exc.os_error.strerror or type(exc.os_error).__name__
-            message = f"cannot reach hero_codescalers at {self.where}: {reason}"
+            message = f"cannot reach hero_codescalers at {{self.where}}: {{reason}}"
             raise TransportError(message) from None
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            message = f"no answer from hero_codescalers at {self.where}: {type(exc).__name__}"
+        except TimeoutError:
+            waited = "" if timeout is None else f" within {{timeout:g}}s"
+            message = (
+                f"no answer from hero_codescalers at {{self.where}} to {{method}}{{waited}} "
+                "(a call's timeout= waits longer; None, without limit)"
+            )
+            raise TransportError(message) from None
+        except aiohttp.ClientError as exc:
+            message = f"no answer from hero_codescalers at {{self.where}}: {{type(exc).__name__}}"
             raise TransportError(message) from None
         except ValueError:
-            raise TransportError(f"hero_codescalers at {self.where} answered non-JSON") from None
+            raise TransportError(f"hero_codescalers at {{self.where}} answered non-JSON") from None
         if not isinstance(answer, dict):
             what = type(answer).__name__
-            raise TransportError(f"hero_codescalers at {self.where} answered a {what}")
+            raise TransportError(f"hero_codescalers at {{self.where}} answered a {{what}}")
         if "error" in answer:
             error = answer["error"]
             raise error_for(error.get("code", 0), error.get("message", ""), error.get("data"))
@@ -346,7 +402,9 @@ SYNC = '''
 class Client:
     """The same methods as `AsyncClient`, for scripts: each call runs to its end.
 
-    Use it as a context manager (or call `close()`).
+    Use it as a context manager (or call `close()`). It runs its own event loop,
+    so it cannot be called from a coroutine (inside a running event loop): there,
+    use `AsyncClient`.
     """
 
     def __init__(
@@ -354,11 +412,10 @@ class Client:
         socket: str | Path | None = None,
         *,
         url: str | None = None,
-        timeout: float = 600.0,
         token: str | None = None,
     ) -> None:
         self._runner = asyncio.Runner()
-        self._client = AsyncClient(socket, url=url, timeout=timeout, token=token)
+        self._client = AsyncClient(socket, url=url, token=token)
 
     def __enter__(self) -> Client:
         return self
@@ -367,12 +424,31 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self._runner.run(self._client.close())
+        if self._client._session is not None:
+            self._run(self._client.close())
         self._runner.close()
 
-    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        """Call `method` with named params; its result, or raise its error."""
-        return self._runner.run(self._client.call(method, params))
+    def _run(self, call: Coroutine[Any, Any, T]) -> T:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no event loop runs in this thread: the runner's may
+            return self._runner.run(call)
+        call.close()
+        raise RuntimeError(
+            "hero_codescalers_sdk.Client cannot be called inside a running event loop "
+            "(from a coroutine): use hero_codescalers_sdk.AsyncClient and await its methods"
+        )
+
+    def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> Any:
+        """Call `method` with named params; its result, or raise its error. `timeout`:
+        seconds to wait for the answer, None for no limit."""
+        return self._run(self._client.call(method, params, timeout=timeout))
 '''
 
 
@@ -389,27 +465,84 @@ def result_type(method: dict[str, Any], schemas: dict[str, Any]) -> tuple[str, s
     return py_type(schema, schemas), None
 
 
-def signature(method: dict[str, Any], schemas: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
-    """The keyword-only parameters of a method, and (param, argument name) pairs."""
-    parts = []
-    names = []
-    for param in method["params"]:
-        arg = identifier(param["name"])
-        annotation = py_type(param["schema"], schemas)
-        if param.get("required"):
-            parts.append(f"{arg}: {annotation}")
-        else:
-            parts.append(f"{arg}: {optional(annotation)} = None")
-        names.append((param["name"], arg))
-    return ("*, " + ", ".join(parts)) if parts else "", names
+REQUIRED = object()  # the default of a required param: it has none
+
+
+def parameter(param: dict[str, Any], schemas: dict[str, Any]) -> tuple[str, Any]:
+    """A param as a keyword parameter (`name: type` or `name: type = default`), and its
+    default (`REQUIRED` for none): the schema's default, else None."""
+    arg = identifier(param["name"])
+    annotation = py_type(param["schema"], schemas)
+    if param.get("required"):
+        return f"{arg}: {annotation}", REQUIRED
+    default = param["schema"].get("default")
+    if default is None:
+        annotation = optional(annotation)
+    return f"{arg}: {annotation} = {default!r}", default
+
+
+def timeout_of(method: dict[str, Any]) -> float | None:
+    return TIMEOUTS.get(method["name"], DEFAULT_TIMEOUT)
+
+
+def signature(method: dict[str, Any], schemas: dict[str, Any]) -> str:
+    """The keyword-only parameters of a method: its params, then `timeout`."""
+    if any(p["name"] == "timeout" for p in method["params"]):
+        raise ValueError(f"{method['name']}: a param named timeout hides the call's timeout")
+    parts = [parameter(p, schemas)[0] for p in method["params"]]
+    parts.append(f"timeout: float | None = {timeout_of(method)!r}")
+    return "*, " + ", ".join(parts)
 
 
 def method_doc(method: dict[str, Any]) -> str:
     text = method.get("summary", method["name"]) + "\n\n" + method.get("description", "")
     params = [f"{p['name']}: {p.get('description', '')}".rstrip(": ") for p in method["params"]]
-    if params:
-        text += "\n\nParams:\n" + "\n".join(f"    {p}" for p in params)
-    return text
+    limit = timeout_of(method)
+    wait = "no limit by default" if limit is None else f"{limit:g} by default; None: no limit"
+    params.append(f"timeout: seconds to wait for the answer ({wait})")
+    return text + "\n\nParams:\n" + "\n".join(f"    {p}" for p in params)
+
+
+def call_args(method: dict[str, Any], schemas: dict[str, Any]) -> str:
+    """The arguments of `self.call` in a method: its name, the params to send, timeout."""
+    names = {p["name"]: identifier(p["name"]) for p in method["params"]}
+    if not names:
+        return f"{method['name']!r}, timeout=timeout"
+    values = ", ".join(f"{n!r}: {a}" for n, a in names.items())
+    defaults = {
+        p["name"]: default
+        for p in method["params"]
+        if (default := parameter(p, schemas)[1]) is not REQUIRED
+    }
+    optional_ = ", ".join(f"{n!r}: {d!r}" for n, d in defaults.items())
+    return f"{method['name']!r}, _given({{{values}}}, {{{optional_}}}), timeout=timeout"
+
+
+def async_method(method: dict[str, Any], schemas: dict[str, Any]) -> str:
+    annotation, model = result_type(method, schemas)
+    name = method_name(method["name"])
+    out = [
+        f"\n    async def {name}(self, {signature(method, schemas)}) -> {annotation}:\n",
+        docstring(method_doc(method), "        "),
+        f"        result = await self.call({call_args(method, schemas)})\n",
+    ]
+    if model:
+        out.append(f"        return {model}.model_validate(result)\n")
+    else:
+        out.append(f"        return cast({annotation!r}, result)\n")
+    return "".join(out)
+
+
+def sync_method(method: dict[str, Any], schemas: dict[str, Any]) -> str:
+    annotation, _ = result_type(method, schemas)
+    name = method_name(method["name"])
+    args = [identifier(p["name"]) for p in method["params"]]
+    forward = ", ".join(f"{a}={a}" for a in (*args, "timeout"))
+    return (
+        f"\n    def {name}(self, {signature(method, schemas)}) -> {annotation}:\n"
+        + docstring(method.get("summary", method["name"]), "        ")
+        + f"        return self._run(self._client.{name}({forward}))\n"
+    )
 
 
 def client_module(document: dict[str, Any]) -> str:
@@ -420,44 +553,17 @@ def client_module(document: dict[str, Any]) -> str:
     out = [HEADER.format(doc="Clients of the hero_codescalers API: AsyncClient and Client."), "\n"]
     out.append("from __future__ import annotations\n\n")
     out.append(
-        "import asyncio\nimport itertools\nimport os\nfrom pathlib import Path\n"
-        "from typing import Any, Literal, cast\n\n"
+        "import asyncio\nimport itertools\nimport os\nfrom collections.abc import Coroutine\n"
+        "from pathlib import Path\nfrom typing import Any, Literal, TypeVar, cast\n\n"
     )
     out.append("import aiohttp\n\n")
     out.append("from .errors import TransportError, error_for\n")
     out.append(f"from .models import {', '.join(models)}\n\n")
-    out.append('__all__ = ["AsyncClient", "Client", "default_socket"]\n\n')
-    out.append(TRANSPORT)
-    sync_methods = []
-    for method in document["methods"]:
-        annotation, model = result_type(method, schemas)
-        params, names = signature(method, schemas)
-        self_params = f"self, {params}" if params else "self"
-        call_params = "{" + ", ".join(f"{n!r}: {a}" for n, a in names) + "}" if names else "{}"
-        name = method_name(method["name"])
-        doc = docstring(method_doc(method), "        ")
-        body = [f"\n    async def {name}({self_params}) -> {annotation}:\n", doc]
-        if names:
-            body.append(f"        params = {call_params}\n")
-            body.append(
-                f"        given = {{k: v for k, v in params.items() if v is not None}}\n"
-                f"        result = await self.call({method['name']!r}, given)\n"
-            )
-        else:
-            body.append(f"        result = await self.call({method['name']!r})\n")
-        if model:
-            body.append(f"        return {model}.model_validate(result)\n")
-        else:
-            body.append(f"        return cast({annotation!r}, result)\n")
-        out.extend(body)
-        forward = ", ".join(f"{a}={a}" for _, a in names)
-        sync_methods.append(
-            f"\n    def {name}({self_params}) -> {annotation}:\n"
-            + docstring(method.get("summary", method["name"]), "        ")
-            + f"        return self._runner.run(self._client.{name}({forward}))\n"
-        )
+    out.append('__all__ = ["DEFAULT_TIMEOUT", "AsyncClient", "Client", "default_socket"]\n\n')
+    out.append(TRANSPORT.format(default_timeout=DEFAULT_TIMEOUT))
+    out.extend(async_method(m, schemas) for m in document["methods"])
     out.append(SYNC)
-    out.extend(sync_methods)
+    out.extend(sync_method(m, schemas) for m in document["methods"])
     return "".join(out)
 
 
@@ -465,21 +571,11 @@ def init_module(document: dict[str, Any]) -> str:
     schemas = document["components"]["schemas"]
     models = sorted(name for name, schema in schemas.items() if schema.get("type") == "object")
     errors = sorted(document["components"]["errors"])
-    exported = [
-        "AsyncClient",
-        "Client",
-        "RpcError",
-        "TransportError",
-        "default_socket",
-        *errors,
-        *models,
-    ]
+    exported = ["AsyncClient", "Client", "default_socket", *BASES, *errors, *models]
     info = document["info"]
     out = [HEADER.format(doc=f"Python SDK of {info['title']} {info['version']}."), "\n"]
     out.append("from .client import AsyncClient, Client, default_socket\n")
-    out.append(
-        f"from .errors import {', '.join(sorted(['RpcError', 'TransportError', *errors]))}\n"
-    )
+    out.append(f"from .errors import {', '.join(sorted([*BASES, *errors]))}\n")
     out.append(f"from .models import {', '.join(models)}\n\n")
     out.append(f"API_VERSION = {info['version']!r}\n\n")
     out.append(

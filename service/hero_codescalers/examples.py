@@ -1,20 +1,74 @@
-"""The OpenRPC document's examples: one story told against an empty hero_proc.
+"""The OpenRPC document's examples, each true in the state it declares.
 
-Run in the document's order (method by method, example by example) against a
-fresh simulator, every example's params give its result: `tests/test_examples.py`
-checks it, and so does the @open-rpc/test-coverage run. Fields named in
+An example names in `given` the examples whose calls make the state it needs
+("method/example"); those run first, each after its own `given`, on an empty
+hero_proc and a fresh service. So the ids an example shows depend only on the
+examples it names: adding a method, or an example anywhere, shifts nothing.
+`steps` gives that order; `tests/integration/test_examples.py` replays every
+example so (checking the result of each step), and the @open-rpc/test-coverage
+run gives each call of the tool the state of its example. Fields named in
 `VOLATILE` (clocks, durations, the caller, the socket's path) differ from run to
 run and are compared by type only; a `partial` example shows part of its result.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from . import __version__
+from . import __version__, rpc
 from .engine import input_hash
-from .rpc import Example
 from .tags import action_name
+
+
+@dataclass(frozen=True)
+class Example(rpc.Example):
+    """An example pairing and the examples ("method/example") run before it, in order."""
+
+    given: tuple[str, ...] = ()
+
+
+def given(example: rpc.Example) -> tuple[str, ...]:
+    """The examples `example` follows: none for one that declares nothing."""
+    return example.given if isinstance(example, Example) else ()
+
+
+def steps(registry: rpc.Registry, ref: str) -> list[tuple[str, rpc.Example]]:
+    """The calls that replay example `ref` ("method/example") from an empty hero_proc:
+    what it follows, each after what that follows (once each), then the example itself.
+    A reference to no example, or a cycle, is a ValueError."""
+    order: list[tuple[str, rpc.Example]] = []
+    _visit(registry, ref, order, done=set(), path=())
+    return order
+
+
+def _visit(
+    registry: rpc.Registry,
+    ref: str,
+    order: list[tuple[str, rpc.Example]],
+    done: set[str],
+    path: tuple[str, ...],
+) -> None:
+    if ref in path:
+        raise ValueError(f"examples follow each other in a cycle: {' -> '.join((*path, ref))}")
+    if ref in done:
+        return
+    method, example = lookup(registry, ref)
+    for before in given(example):
+        _visit(registry, before, order, done, (*path, ref))
+    done.add(ref)
+    order.append((method, example))
+
+
+def lookup(registry: rpc.Registry, ref: str) -> tuple[str, rpc.Example]:
+    """The method and the example that `ref` ("method/example") names."""
+    method, _, name = ref.rpartition("/")
+    spec = registry.methods.get(method)
+    found = [ex for ex in spec.examples if ex.name == name] if spec else []
+    if not found:
+        raise ValueError(f"no example {ref!r} (written as 'method/example')")
+    return method, found[0]
+
 
 VOLATILE = frozenset(
     {
@@ -33,6 +87,8 @@ VOLATILE = frozenset(
 HOME_PAGE = action_name("user", input_hash("render --page home", {"page": "home"}))
 RESTART = action_name("service", input_hash("restart router", None))
 T = 1_790_000_000_000  # a time in the examples' results (volatile)
+# The last of three submissions: jobs 1 and 2 of action HOME_PAGE, job 3 of RESTART.
+THREE_SUBMISSIONS = "jobs.submit/another-kind"
 
 
 def _job(job_id: int, action: str, kind: str, actor: str, target: str | None) -> dict[str, Any]:
@@ -142,6 +198,7 @@ SUBMIT = (
             "deduplicated": True,
         },
         summary="The same script and input: the action is reused",
+        given=("jobs.submit/first-submission",),
     ),
     Example(
         "another-kind",
@@ -152,6 +209,7 @@ SUBMIT = (
             "tags": ["codescaler", "codescaler_kind_service", "codescaler_alice"],
             "deduplicated": False,
         },
+        given=("jobs.submit/same-input-again",),
     ),
 )
 
@@ -168,6 +226,7 @@ LIST = (
             "jobs_skipped_malformed": 0,
         },
         summary="alice's jobs, oldest first",
+        given=(THREE_SUBMISSIONS,),
     ),
 )
 
@@ -187,6 +246,7 @@ STATS = (
             },
             "hero_proc": {"job_count": 3, "action_count": 2, "running_count": 0},
         },
+        given=(THREE_SUBMISSIONS,),
     ),
 )
 
@@ -202,6 +262,7 @@ CLEANUP = (
             actions_matched=2,
         ),
         summary="What removing alice's jobs would do; nothing changes",
+        given=(THREE_SUBMISSIONS,),
     ),
     Example(
         "one-kind",
@@ -215,6 +276,7 @@ CLEANUP = (
             actions_matched=1,
         ),
         summary="Every job of kind user and their action",
+        given=(THREE_SUBMISSIONS,),
     ),
     Example(
         "everything-left",
@@ -228,6 +290,7 @@ CLEANUP = (
             actions_matched=1,
         ),
         summary="Every codescaler job still there",
+        given=("jobs.cleanup/one-kind",),
     ),
 )
 
@@ -268,5 +331,6 @@ HISTORY = (
             ]
         },
         summary="Newest first",
+        given=("jobs.cleanup/everything-left",),
     ),
 )

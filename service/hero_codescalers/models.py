@@ -1,7 +1,10 @@
 """Params and results of the RPC methods: pydantic models, the source of the schemas.
 
 Params are strict (no coercion: "5" is not an integer) and closed (an unknown
-param is an error). Results keep the names and types of the original
+param is an error). A params model's field order is the order of positional
+params and of the OpenRPC document: required params first, then optional ones;
+a param added later goes after every existing one, so that a positional call
+keeps its meaning. Results keep the names and types of the original
 specification and add fields after them.
 """
 
@@ -162,8 +165,8 @@ class SubmitParams(Params):
 
     kind: Kind
     actor: Actor
-    target: Target | None = None
     script: str = Field(min_length=1, max_length=SCRIPT_MAX_LENGTH, description="What the job runs")
+    target: Target | None = None
     input: JsonValue = Field(
         default=None, description="The feature's input; with `script` it names the action"
     )

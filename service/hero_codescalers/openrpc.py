@@ -12,12 +12,17 @@ import json
 import sys
 from typing import Any
 
+from pydantic import ValidationError
+
 from . import __version__
 from .errors import DOCUMENTED, INTERNAL_ERROR, INVALID_PARAMS
+from .examples import given, steps
 from .rpc import Example, MethodDef, Registry
 
 REF = "#/components/schemas/{model}"
-DEFAULT_SOCKET = "~/hero/var/sockets/hero_codescalers/rpc.sock"
+# The socket where the systemd units put it (deploy/hero_codescalers.socket):
+# $HERO_SOCKET_DIR/hero_codescalers/rpc.sock with HERO_SOCKET_DIR=/run/hero.
+DEFAULT_SOCKET = "/run/hero/hero_codescalers/rpc.sock"
 
 
 def _hoist(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
@@ -39,6 +44,8 @@ def _unwrap_optional(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _params(method: MethodDef, components: dict[str, Any]) -> list[dict[str, Any]]:
+    """The params' content descriptors, in the model's order: required ones first, as
+    the OpenRPC specification asks (an optional param before a required one is an error)."""
     schema = _hoist(method.params.model_json_schema(ref_template=REF), components)
     required = set(schema.get("required", []))
     out = []
@@ -51,6 +58,10 @@ def _params(method: MethodDef, components: dict[str, Any]) -> list[dict[str, Any
         descriptor["required"] = name in required
         descriptor["schema"] = prop
         out.append(descriptor)
+    flags = [p["required"] for p in out]
+    if flags != sorted(flags, reverse=True):
+        names = [p["name"] for p in out]
+        raise ValueError(f"{method.name}: required params must come first: {names}")
     return out
 
 
@@ -68,27 +79,35 @@ def _result(method: MethodDef, components: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "schema": {"$ref": REF.format(model=name)}}
 
 
-def positional(method: MethodDef, params: dict[str, Any]) -> list[Any]:
-    """`params` in the method's order, null where absent, up to the last one given."""
-    names = list(method.params.model_fields)
-    unknown = set(params) - set(names)
-    if unknown:
-        raise ValueError(f"{method.name}: example params {sorted(unknown)} are not params")
-    last = max((names.index(k) for k in params), default=-1)
-    return [params.get(name) for name in names[: last + 1]]
+def _describe(ex: Example) -> str:
+    """What a reader needs besides params and result: the state the example runs in."""
+    lines = []
+    if refs := given(ex):
+        follows = ", ".join(f'{m} "{n}"' for m, _, n in (r.rpartition("/") for r in refs))
+        them, they = ("it", "it follows") if len(refs) == 1 else ("them", "they follow")
+        lines.append(
+            f"Follows {follows}: runs after {them} (and after what {they}), "
+            "on a fresh service and an empty hero_proc."
+        )
+    if ex.partial:
+        lines.append("The result is abbreviated: it holds these members and more.")
+    return " ".join(lines)
 
 
 def _example(method: MethodDef, ex: Example) -> dict[str, Any]:
-    """An example pairing whose params are listed in the method's order (tools send
-    them by position), null standing for a param left out."""
-    names = list(method.params.model_fields)
-    values = positional(method, ex.params)
+    """An example pairing: the params it gives, by name and in the method's order, and
+    none it leaves out (no null where the param's schema has none)."""
+    try:
+        method.params.model_validate(ex.params)
+    except ValidationError as exc:
+        raise ValueError(f"{method.name} example {ex.name!r}: {exc}") from None
     out: dict[str, Any] = {"name": ex.name}
     if ex.summary:
         out["summary"] = ex.summary
-    if ex.partial:
-        out["description"] = "The result is abbreviated: it holds these members and more."
-    out["params"] = [{"name": n, "value": v} for n, v in zip(names, values, strict=False)]
+    if description := _describe(ex):
+        out["description"] = description
+    names = [n for n in method.params.model_fields if n in ex.params]
+    out["params"] = [{"name": n, "value": ex.params[n]} for n in names]
     out["result"] = {"name": "result", "value": ex.result}
     return out
 
@@ -118,6 +137,9 @@ def build_document(registry: Registry) -> dict[str, Any]:
     """The OpenRPC document of every method in `registry`."""
     components: dict[str, Any] = {}
     methods = [_method(m, components) for m in registry.methods.values()]
+    for spec in registry.methods.values():  # every example's `given` names examples
+        for ex in spec.examples:
+            steps(registry, f"{spec.name}/{ex.name}")
     return {
         "openrpc": "1.3.2",
         "info": {
@@ -136,7 +158,8 @@ def build_document(registry: Registry) -> dict[str, Any]:
                 "variables": {
                     "socket": {
                         "default": DEFAULT_SOCKET.replace("/", "%2F"),
-                        "description": "The socket path, '/' written as %2F",
+                        "description": "The socket's absolute path, '/' written as %2F "
+                        "(the default is where the systemd units put it)",
                     }
                 },
             }

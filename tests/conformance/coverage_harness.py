@@ -1,10 +1,18 @@
-"""Run @open-rpc/test-coverage against the live service, started on a fresh simulator.
+"""Run @open-rpc/test-coverage against the live service, each call in its example's state.
 
-The tool speaks HTTP to the URL of the document's first server, over TCP, while
-the service listens on a Unix socket: for the run, a small bridge listens on
-127.0.0.1 (an ephemeral port) and pipes each connection to the service's
-socket, and the tool gets a copy of the document whose `servers` point at it.
-The calls the tool makes are the document's examples, in the document's order.
+The tool calls every example of the document, in the document's order, by HTTP
+over TCP, while the service listens on a Unix socket. For the run, a small relay
+listens on 127.0.0.1 (an ephemeral port) and the tool gets a copy of the document
+whose `servers` point at it. Each example declares the state it needs (the
+examples it follows, from an empty hero_proc): for each call of the tool, the
+relay starts a fresh simulator and service, replays what the example follows,
+then forwards the tool's request as it is and answers the service's answer.
+
+The tool sends an example's param values by position and ignores their names;
+the document's examples name only the params they give. So the tool's copy lists
+each example's params in the method's order, with null in the place of an
+optional param the example leaves out (the service reads a null optional param
+as absent); the relay checks that each request is one of those calls.
 
     python -m tests.conformance.coverage_harness     # console report (make openrpc-coverage)
 """
@@ -13,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import os
 import shutil
@@ -22,46 +31,26 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
+from hero_codescalers.examples import steps
+from hero_codescalers.methods import registry
 from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator
 from hero_codescalers.transport import create_app, runner_for
 from hero_codescalers.unixsock import bind_unix, remove_socket
+
+from ..conftest import serve_tcp
 
 ROOT = Path(__file__).parents[2]
 TOOL = ROOT / "openrpc" / "node_modules" / ".bin" / "open-rpc-test-coverage"
 DOCUMENT = ROOT / "openrpc" / "openrpc.json"
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    finally:
-        writer.close()
-
-
 @contextlib.asynccontextmanager
-async def tcp_bridge(unix_socket: Path) -> AsyncIterator[int]:
-    """A TCP listener on 127.0.0.1 whose connections are piped to `unix_socket`; its port."""
-
-    async def connect(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        service_r, service_w = await asyncio.open_unix_connection(str(unix_socket))
-        await asyncio.gather(_pipe(client_r, service_w), _pipe(service_r, client_w))
-
-    server = await asyncio.start_server(connect, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
-@contextlib.asynccontextmanager
-async def live_service() -> AsyncIterator[tuple[Path, Path]]:
-    """A fresh simulator and the service in front of it; (service socket, scratch dir)."""
+async def live_service() -> AsyncIterator[Path]:
+    """A fresh simulator and the service in front of it; the service's socket."""
     scratch = Path(tempfile.mkdtemp(prefix="hc-cov-", dir="/tmp"))
     settings = Settings(socket_dir=scratch, admin_uids={os.getuid()})  # any user runs it
     try:
@@ -71,7 +60,7 @@ async def live_service() -> AsyncIterator[tuple[Path, Path]]:
             await runner.setup()
             try:
                 await web.SockSite(runner, sock).start()
-                yield settings.socket, scratch
+                yield settings.socket
             finally:
                 await runner.cleanup()
                 sock.close()
@@ -80,25 +69,126 @@ async def live_service() -> AsyncIterator[tuple[Path, Path]]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def by_position(method: dict[str, Any], example: dict[str, Any]) -> list[Any]:
+    """An example's param values in the method's order, null for one it leaves out, up
+    to the last it gives: what a caller by position sends."""
+    names = [p["name"] for p in method["params"]]
+    given = {p["name"]: p["value"] for p in example["params"]}
+    last = max((names.index(name) for name in given), default=-1)
+    return [given.get(name) for name in names[: last + 1]]
+
+
+def tool_document(document: dict[str, Any], url: str) -> dict[str, Any]:
+    """The document as the tool gets it: its server the relay, examples by position."""
+    copied = copy.deepcopy(document)
+    copied["servers"] = [{"name": "relay", "url": url}]
+    for method in copied["methods"]:
+        names = [p["name"] for p in method["params"]]
+        for example in method.get("examples", []):
+            values = by_position(method, example)
+            example["params"] = [
+                {"name": n, "value": v} for n, v in zip(names, values, strict=False)
+            ]
+    return copied
+
+
+class Relay:
+    """Answers each call of the tool from a fresh service in its example's state."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.pending = [
+            (method["name"], example["name"], by_position(method, example))
+            for method in document["methods"]
+            for example in method.get("examples", [])
+        ]
+        self.document = document
+        self.problems: list[str] = []
+
+    def example_of(self, call: dict[str, Any]) -> str:
+        """The example ("method/example") the tool's call is, each matched once."""
+        for i, (method, name, params) in enumerate(self.pending):
+            if call.get("method") == method and call.get("params") == params:
+                del self.pending[i]
+                return f"{method}/{name}"
+        raise AssertionError(f"the tool sent a call of no example: {call}")
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            return await self.answer(body)
+        except AssertionError as exc:  # told to the test, not only to the tool
+            self.problems.append(str(exc))
+            return web.Response(status=500, text=str(exc))
+
+    async def answer(self, body: bytes) -> web.Response:
+        ref = self.example_of(json.loads(body))
+        *before, _ = steps(registry, ref)
+        async with live_service() as socket, session_for(socket) as session:
+            for method, example in before:
+                answer = await post(session, json.dumps(self.request(method, example.name)))
+                assert "result" in answer, f"{ref}: {method} {example.name} answered {answer}"
+            async with session.post("http://localhost/rpc", data=body) as response:
+                return web.Response(
+                    status=response.status,
+                    body=await response.read(),
+                    content_type=response.content_type,
+                )
+
+    def request(self, method: str, name: str) -> dict[str, Any]:
+        """The call of example `name` of `method`, its params by name."""
+        spec = next(m for m in self.document["methods"] if m["name"] == method)
+        example = next(e for e in spec["examples"] if e["name"] == name)
+        params = {p["name"]: p["value"] for p in example["params"]}
+        return {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+
+
+def session_for(socket: Path) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.UnixConnector(path=str(socket)),
+        headers={"Content-Type": "application/json"},
+    )
+
+
+async def post(session: aiohttp.ClientSession, body: str) -> Any:
+    async with session.post("http://localhost/rpc", data=body) as response:
+        return await response.json()
+
+
+@contextlib.asynccontextmanager
+async def relay(document: dict[str, Any]) -> AsyncIterator[tuple[str, Relay]]:
+    """The relay, listening on 127.0.0.1; its URL and itself."""
+    state = Relay(document)
+    app = web.Application()
+    app.router.add_post("/rpc", state.handle)
+    async with serve_tcp(app) as url:
+        yield url, state
+
+
 async def run_tool(reporter: str) -> tuple[int, str, str]:
-    """Run the tool with `reporter` against a live service; exit code, stdout, stderr."""
+    """Run the tool with `reporter`, each call in its example's state; exit code, stdout,
+    stderr. Every example is called exactly once."""
     if not TOOL.exists():
         raise RuntimeError(f"{TOOL} is missing: run `make install` (npm ci in openrpc/)")
-    async with live_service() as (socket, scratch), tcp_bridge(socket) as port:
-        document = json.loads(DOCUMENT.read_text())
-        document["servers"] = [{"name": "bridge", "url": f"http://127.0.0.1:{port}/rpc"}]
-        bridged = scratch / "openrpc.json"
-        bridged.write_text(json.dumps(document))
-        proc = await asyncio.create_subprocess_exec(
-            str(TOOL),
-            "-s",
-            str(bridged),
-            "-r",
-            reporter,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await proc.communicate()
+    document = json.loads(DOCUMENT.read_text())
+    scratch = Path(tempfile.mkdtemp(prefix="hc-cov-", dir="/tmp"))
+    try:
+        async with relay(document) as (url, state):
+            copied = tool_document(document, url)
+            (scratch / "openrpc.json").write_text(json.dumps(copied))
+            proc = await asyncio.create_subprocess_exec(
+                str(TOOL),
+                "-s",
+                str(scratch / "openrpc.json"),
+                "-r",
+                reporter,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            out, err = await proc.communicate()
+        assert state.problems == []
+        assert state.pending == [], f"examples the tool did not call: {state.pending}"
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 

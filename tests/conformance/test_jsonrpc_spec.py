@@ -69,7 +69,7 @@ async def test_call_with_named_parameters(caller: Caller, jobs: list[int]) -> No
 async def test_notifications(caller: Caller, simulator: Simulator) -> None:
     """`update [1,2,3,4,5]` and `foobar`: notifications, known or not, get no answer at all."""
     assert await caller.post(
-        '{"jsonrpc": "2.0", "method": "jobs.submit", "params": ["user", "alice", null, "s"]}'
+        '{"jsonrpc": "2.0", "method": "jobs.submit", "params": ["user", "alice", "s"]}'
     ) == (204, None)
     assert await caller.post('{"jsonrpc": "2.0", "method": "foobar"}') == (204, None)
     assert len(simulator.store.jobs) == 1  # the notification was carried out

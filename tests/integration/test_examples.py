@@ -1,4 +1,5 @@
-"""Every example of the OpenRPC document is true against the simulator, in the document's order."""
+"""Every example of the OpenRPC document is true against the simulator, in the state it
+declares: on a fresh service and an empty hero_proc, after the examples it follows."""
 
 from __future__ import annotations
 
@@ -6,55 +7,106 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hero_codescalers.examples import VOLATILE
+import pytest
+
+from hero_codescalers import rpc
+from hero_codescalers.examples import Example, steps
 from hero_codescalers.methods import registry
+from hero_codescalers.models import NoParams
 
 from ..conftest import Caller
+from ..example_results import same
 
 DOCUMENT = json.loads((Path(__file__).parents[2] / "openrpc" / "openrpc.json").read_text())
-
-
-def same(expected: Any, actual: Any, *, partial: bool, where: str = "result") -> None:
-    """`actual` is `expected`, but for volatile fields (same type) and, when partial, extra keys."""
-    if isinstance(expected, dict):
-        assert isinstance(actual, dict), where
-        if not partial:
-            assert set(actual) == set(expected), where
-        for key, value in expected.items():
-            assert key in actual, f"{where}.{key}"
-            if key in VOLATILE:
-                assert type(actual[key]) is type(value) or None in (value, actual[key]), (
-                    f"{where}.{key}"
-                )
-            else:
-                same(value, actual[key], partial=partial, where=f"{where}.{key}")
-    elif isinstance(expected, list):
-        assert isinstance(actual, list), where
-        assert len(actual) == len(expected), where
-        for i, (e, a) in enumerate(zip(expected, actual, strict=True)):
-            same(e, a, partial=partial, where=f"{where}[{i}]")
-    else:
-        assert actual == expected, where
+DOCUMENTED = {
+    f"{m['name']}/{ex['name']}": ex for m in DOCUMENT["methods"] for ex in m.get("examples", [])
+}
 
 
 def test_every_method_has_an_example() -> None:
     """No method without at least one example pairing."""
     assert all(m.get("examples") for m in DOCUMENT["methods"])
+    assert len(DOCUMENTED) == sum(len(m.examples) for m in registry.methods.values())
 
 
-async def test_examples_are_true_against_the_simulator(caller: Caller) -> None:
-    """Sent as the document lists them (params by position), each example gets its result."""
-    ran = 0
-    for method in DOCUMENT["methods"]:
-        partial = {ex.name: ex.partial for ex in registry.methods[method["name"]].examples}
-        for example in method["examples"]:
-            params = [p["value"] for p in example["params"]]
-            result = await caller.call(method["name"], params)
-            same(
-                example["result"]["value"],
-                result,
-                partial=partial[example["name"]],
-                where=f"{method['name']} {example['name']}",
-            )
-            ran += 1
-    assert ran == sum(len(m.examples) for m in registry.methods.values())
+@pytest.mark.parametrize("ref", sorted(DOCUMENTED))
+async def test_each_example_is_true_in_the_state_it_declares(caller: Caller, ref: str) -> None:
+    """Replayed from an empty hero_proc (what it follows first), each call sends the params
+    the document lists, by name, and gets the result the document shows."""
+    for method, example in steps(registry, ref):
+        documented = DOCUMENTED[f"{method}/{example.name}"]
+        params = {p["name"]: p["value"] for p in documented["params"]}
+        result = await caller.call(method, params)
+        same(
+            documented["result"]["value"],
+            result,
+            partial=example.partial,
+            where=f"{method} {example.name}",
+        )
+
+
+def fake_registry(**examples: tuple[Example, ...]) -> rpc.Registry:
+    """A registry whose method `m` (as a keyword) has the examples given."""
+
+    async def handler(ctx: rpc.CallContext, params: Any) -> None: ...
+
+    reg = rpc.Registry()
+    for name, exs in examples.items():
+        reg.methods[name] = rpc.MethodDef(
+            name, "", "", handler, NoParams, None, (), admin=False, examples=exs
+        )
+    return reg
+
+
+def test_steps_run_what_an_example_follows_first_and_each_once() -> None:
+    """A shared prerequisite runs once, before both examples that follow it."""
+    reg = fake_registry(
+        a=(Example("one", {}, None), Example("two", {}, None, given=("a/one",))),
+        b=(Example("three", {}, None, given=("a/one", "a/two")),),
+    )
+    assert [(m, ex.name) for m, ex in steps(reg, "b/three")] == [
+        ("a", "one"),
+        ("a", "two"),
+        ("b", "three"),
+    ]
+
+
+def test_steps_do_not_depend_on_the_order_of_methods() -> None:
+    """A method added before the others leaves every other example's steps unchanged."""
+    story = {"a": (Example("one", {}, None), Example("two", {}, None, given=("a/one",)))}
+    before = [(m, e.name) for m, e in steps(fake_registry(**story), "a/two")]
+    added = fake_registry(new=(Example("first", {}, None),), **story)
+    assert [(m, e.name) for m, e in steps(added, "a/two")] == before
+
+
+@pytest.mark.parametrize(
+    ("examples", "message"),
+    [
+        pytest.param(
+            {"a": (Example("one", {}, None, given=("a/none",)),)},
+            "no example 'a/none'",
+            id="unknown-example",
+        ),
+        pytest.param(
+            {"a": (Example("one", {}, None, given=("one",)),)},
+            "no example 'one'",
+            id="no-method-named",
+        ),
+        pytest.param(
+            {
+                "a": (
+                    Example("one", {}, None, given=("a/two",)),
+                    Example("two", {}, None, given=("a/one",)),
+                )
+            },
+            "cycle: a/one -> a/two -> a/one",
+            id="cycle",
+        ),
+    ],
+)
+def test_a_broken_reference_is_an_error(
+    examples: dict[str, tuple[Example, ...]], message: str
+) -> None:
+    """A `given` that names no example, or a cycle, is refused (so `make openrpc` fails)."""
+    with pytest.raises(ValueError, match=message):
+        steps(fake_registry(**examples), "a/one")

@@ -145,6 +145,21 @@ async def test_positional_params_follow_the_documented_order(caller: Caller) -> 
     assert err["data"] == "params: at most 5 positional params"
 
 
+async def test_positional_params_put_required_ones_first(caller: Caller) -> None:
+    """jobs.submit by position: kind, actor, script (required), then target, input."""
+    made = await caller.call("jobs.submit", ["user", "alice", "render", "web", {"page": 1}])
+    assert made["tags"] == [
+        "codescaler",
+        "codescaler_kind_user",
+        "codescaler_alice",
+        "codescaler_target_web",
+    ]
+    again = await caller.call(
+        "jobs.submit", {"kind": "user", "actor": "bob", "script": "render", "input": {"page": 1}}
+    )
+    assert again["action_id"] == made["action_id"]
+
+
 async def test_internal_errors_answer_a_request_id_and_nothing_else(
     service: Service, caller: Caller
 ) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hero_codescalers_sdk import AdminRequired, Client, RpcError, TransportError
+from hero_codescalers_sdk import AdminRequired, Client, HeroCodescalersError
 
 ACTOR = "sibling-demo"
 
@@ -56,7 +56,7 @@ def main() -> int:
             "cleaning up needs an admin peer (uid 0, or --admin-uid/--admin-gid)", file=sys.stderr
         )
         return 1
-    except (RpcError, TransportError) as exc:
+    except HeroCodescalersError as exc:  # any other answered error, or no answer
         print(f"sibling tool: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -6,6 +6,7 @@ from .client import AsyncClient, Client, default_socket
 from .errors import (
     AdminRequired,
     CleanupRunning,
+    HeroCodescalersError,
     HeroProcError,
     HeroProcUnavailable,
     InternalError,
@@ -43,6 +44,7 @@ __all__ = [
     "Client",
     "CodescalerCounts",
     "HealthResult",
+    "HeroCodescalersError",
     "HeroProcCounts",
     "HeroProcError",
     "HeroProcHealth",

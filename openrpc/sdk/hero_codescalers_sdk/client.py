@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 import aiohttp
 
@@ -23,12 +24,15 @@ from .models import (
     SubmitResult,
 )
 
-__all__ = ["AsyncClient", "Client", "default_socket"]
+__all__ = ["DEFAULT_TIMEOUT", "AsyncClient", "Client", "default_socket"]
 
 
 DEFAULT_SOCKET_DIR = "~/hero/var/sockets"
 SERVICE_SOCKET = "hero_codescalers/rpc.sock"
 UNIX_URL = "http://localhost/rpc"
+DEFAULT_TIMEOUT = 60.0
+
+T = TypeVar("T")
 
 
 def default_socket() -> Path:
@@ -40,6 +44,21 @@ def default_socket() -> Path:
     return base / SERVICE_SOCKET
 
 
+def _given(params: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The params to send: every required one (not in `defaults`), and an optional one
+    only when it differs from its documented default, so that a call sends what its
+    caller chose and the service applies its own defaults to the rest."""
+    return {
+        name: value
+        for name, value in params.items()
+        if name not in defaults or not _same(value, defaults[name])
+    }
+
+
+def _same(value: Any, default: Any) -> bool:
+    return type(value) is type(default) and value == default  # True is not 1
+
+
 class AsyncClient:
     """hero_codescalers over its Unix socket (the default) or an HTTP URL.
 
@@ -49,7 +68,9 @@ class AsyncClient:
     Use it as an async context manager (or call `close()`); the connection is
     kept between calls. A method answers its result model or raises the
     `RpcError` subclass of the error code; `TransportError` when the service
-    cannot be reached or does not answer within `timeout` seconds.
+    cannot be reached or does not answer within the call's `timeout` (seconds,
+    None for no limit; each method has a default of its own). Both are
+    `HeroCodescalersError`s.
     """
 
     def __init__(
@@ -57,7 +78,6 @@ class AsyncClient:
         socket: str | Path | None = None,
         *,
         url: str | None = None,
-        timeout: float = 600.0,
         token: str | None = None,
     ) -> None:
         if socket is not None and url is not None:
@@ -67,7 +87,6 @@ class AsyncClient:
         else:
             self.socket = Path(socket) if socket is not None else default_socket()
         self.url = url or UNIX_URL
-        self.timeout = timeout
         self._headers = {} if token is None else {"Authorization": f"Bearer {token}"}
         self._ids = itertools.count(1)
         self._session: aiohttp.ClientSession | None = None
@@ -92,25 +111,36 @@ class AsyncClient:
             connector = (
                 aiohttp.UnixConnector(path=str(self.socket)) if self.socket is not None else None
             )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                headers=self._headers,
-            )
+            self._session = aiohttp.ClientSession(connector=connector, headers=self._headers)
         return self._session
 
-    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        """Call `method` with named params; its result, or raise its error."""
+    async def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> Any:
+        """Call `method` with named params; its result, or raise its error. `timeout`:
+        seconds to wait for the answer, None for no limit."""
         request = {"jsonrpc": "2.0", "id": next(self._ids), "method": method}
         request["params"] = params or {}
+        limit = aiohttp.ClientTimeout(total=timeout)
         try:
-            async with self._open().post(self.url, json=request) as response:
+            async with self._open().post(self.url, json=request, timeout=limit) as response:
                 answer = await response.json(content_type=None)
         except aiohttp.ClientConnectorError as exc:
             reason = exc.os_error.strerror or type(exc.os_error).__name__
             message = f"cannot reach hero_codescalers at {self.where}: {reason}"
             raise TransportError(message) from None
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except TimeoutError:
+            waited = "" if timeout is None else f" within {timeout:g}s"
+            message = (
+                f"no answer from hero_codescalers at {self.where} to {method}{waited} "
+                "(a call's timeout= waits longer; None, without limit)"
+            )
+            raise TransportError(message) from None
+        except aiohttp.ClientError as exc:
             message = f"no answer from hero_codescalers at {self.where}: {type(exc).__name__}"
             raise TransportError(message) from None
         except ValueError:
@@ -123,34 +153,50 @@ class AsyncClient:
             raise error_for(error.get("code", 0), error.get("message", ""), error.get("data"))
         return answer.get("result")
 
-    async def rpc_discover(self) -> dict[str, Any]:
+    async def rpc_discover(self, *, timeout: float | None = 10.0) -> dict[str, Any]:
         """This service's OpenRPC document
 
         The OpenRPC document that declares every method of this service.
+
+        Params:
+            timeout: seconds to wait for the answer (10 by default; None: no limit)
         """
-        result = await self.call("rpc.discover")
+        result = await self.call("rpc.discover", timeout=timeout)
         return cast("dict[str, Any]", result)
 
-    async def system_health(self) -> HealthResult:
+    async def system_health(self, *, timeout: float | None = 10.0) -> HealthResult:
         """Version, uptime and whether hero_proc answers
 
         Version, uptime, and hero_proc's reachability and latency from a quick `stats` call
         (at most one second). `status` is `degraded` while hero_proc does not answer.
+
+        Params:
+            timeout: seconds to wait for the answer (10 by default; None: no limit)
         """
-        result = await self.call("system.health")
+        result = await self.call("system.health", timeout=timeout)
         return HealthResult.model_validate(result)
 
-    async def system_ping(self) -> PingResult:
+    async def system_ping(self, *, timeout: float | None = 10.0) -> PingResult:
         """Answer at once, touching nothing
 
         A trivial call: for liveness checks, and for measuring the cost of the RPC layer
         itself (it does not reach hero_proc).
+
+        Params:
+            timeout: seconds to wait for the answer (10 by default; None: no limit)
         """
-        result = await self.call("system.ping")
+        result = await self.call("system.ping", timeout=timeout)
         return PingResult.model_validate(result)
 
     async def jobs_submit(
-        self, *, kind: str, actor: str, target: str | None = None, script: str, input: Any = None
+        self,
+        *,
+        kind: str,
+        actor: str,
+        script: str,
+        target: str | None = None,
+        input: Any = None,
+        timeout: float | None = 60.0,
     ) -> SubmitResult:
         """Enqueue a tagged job, reusing the action of an identical input
 
@@ -161,13 +207,19 @@ class AsyncClient:
         Params:
             kind: The feature: letters, digits, '.', '-', '_'
             actor: Who asked: letters, digits, '.' and '-' (no '_'); not 'kind' or 'target'
-            target: What the job acts on: letters, digits, '.', '-', '_'
             script: What the job runs
+            target: What the job acts on: letters, digits, '.', '-', '_'
             input: The feature's input; with `script` it names the action
+            timeout: seconds to wait for the answer (60 by default; None: no limit)
         """
-        params = {"kind": kind, "actor": actor, "target": target, "script": script, "input": input}
-        given = {k: v for k, v in params.items() if v is not None}
-        result = await self.call("jobs.submit", given)
+        result = await self.call(
+            "jobs.submit",
+            _given(
+                {"kind": kind, "actor": actor, "script": script, "target": target, "input": input},
+                {"target": None, "input": None},
+            ),
+            timeout=timeout,
+        )
         return SubmitResult.model_validate(result)
 
     async def jobs_list(
@@ -178,8 +230,9 @@ class AsyncClient:
         actor: str | None = None,
         older_than_ms: int | None = None,
         status: Literal["pending", "running", "succeeded", "failed", "cancelled"] | None = None,
-        limit: int | None = None,
+        limit: int = 100,
         cursor: str | None = None,
+        timeout: float | None = 60.0,
     ) -> ListResult:
         """Codescaler jobs, filtered like a cleanup, a page at a time
 
@@ -197,29 +250,46 @@ class AsyncClient:
             cursor: `next_cursor` of the previous page (opaque: it names the last job
                 returned, so that no job is skipped or repeated when others are deleted or
                 created)
+            timeout: seconds to wait for the answer (60 by default; None: no limit)
         """
-        params = {
-            "kind": kind,
-            "target": target,
-            "actor": actor,
-            "older_than_ms": older_than_ms,
-            "status": status,
-            "limit": limit,
-            "cursor": cursor,
-        }
-        given = {k: v for k, v in params.items() if v is not None}
-        result = await self.call("jobs.list", given)
+        result = await self.call(
+            "jobs.list",
+            _given(
+                {
+                    "kind": kind,
+                    "target": target,
+                    "actor": actor,
+                    "older_than_ms": older_than_ms,
+                    "status": status,
+                    "limit": limit,
+                    "cursor": cursor,
+                },
+                {
+                    "kind": None,
+                    "target": None,
+                    "actor": None,
+                    "older_than_ms": None,
+                    "status": None,
+                    "limit": 100,
+                    "cursor": None,
+                },
+            ),
+            timeout=timeout,
+        )
         return ListResult.model_validate(result)
 
-    async def stats(self) -> StatsResult:
+    async def stats(self, *, timeout: float | None = 60.0) -> StatsResult:
         """Codescaler job and action counts, and hero_proc's totals
 
         Codescaler jobs (by kind and status) and actions (by kind) present in hero_proc,
         and hero_proc's own totals. Concurrent calls share one reading of hero_proc, which
         may be reused for up to 2 seconds (a cleanup or submission through this service
         discards it).
+
+        Params:
+            timeout: seconds to wait for the answer (60 by default; None: no limit)
         """
-        result = await self.call("stats")
+        result = await self.call("stats", timeout=timeout)
         return StatsResult.model_validate(result)
 
     async def jobs_cleanup(
@@ -229,7 +299,8 @@ class AsyncClient:
         target: str | None = None,
         actor: str | None = None,
         older_than_ms: int | None = None,
-        dry_run: bool | None = None,
+        dry_run: bool = False,
+        timeout: float | None = None,
     ) -> CleanupSummary:
         """Delete codescaler jobs and their actions (admin)
 
@@ -248,19 +319,33 @@ class AsyncClient:
             older_than_ms: Only jobs created at least this many milliseconds ago; jobs without
                 a creation time are then left alone
             dry_run: List what would be deleted; change nothing
+            timeout: seconds to wait for the answer (no limit by default)
         """
-        params = {
-            "kind": kind,
-            "target": target,
-            "actor": actor,
-            "older_than_ms": older_than_ms,
-            "dry_run": dry_run,
-        }
-        given = {k: v for k, v in params.items() if v is not None}
-        result = await self.call("jobs.cleanup", given)
+        result = await self.call(
+            "jobs.cleanup",
+            _given(
+                {
+                    "kind": kind,
+                    "target": target,
+                    "actor": actor,
+                    "older_than_ms": older_than_ms,
+                    "dry_run": dry_run,
+                },
+                {
+                    "kind": None,
+                    "target": None,
+                    "actor": None,
+                    "older_than_ms": None,
+                    "dry_run": False,
+                },
+            ),
+            timeout=timeout,
+        )
         return CleanupSummary.model_validate(result)
 
-    async def jobs_cleanup_history(self, *, limit: int | None = None) -> HistoryResult:
+    async def jobs_cleanup_history(
+        self, *, limit: int = 20, timeout: float | None = 60.0
+    ) -> HistoryResult:
         """The last cleanup runs: who, when, what, result (admin)
 
         The most recent cleanup runs since the service started, newest first.
@@ -269,17 +354,20 @@ class AsyncClient:
 
         Params:
             limit
+            timeout: seconds to wait for the answer (60 by default; None: no limit)
         """
-        params = {"limit": limit}
-        given = {k: v for k, v in params.items() if v is not None}
-        result = await self.call("jobs.cleanup_history", given)
+        result = await self.call(
+            "jobs.cleanup_history", _given({"limit": limit}, {"limit": 20}), timeout=timeout
+        )
         return HistoryResult.model_validate(result)
 
 
 class Client:
     """The same methods as `AsyncClient`, for scripts: each call runs to its end.
 
-    Use it as a context manager (or call `close()`).
+    Use it as a context manager (or call `close()`). It runs its own event loop,
+    so it cannot be called from a coroutine (inside a running event loop): there,
+    use `AsyncClient`.
     """
 
     def __init__(
@@ -287,11 +375,10 @@ class Client:
         socket: str | Path | None = None,
         *,
         url: str | None = None,
-        timeout: float = 600.0,
         token: str | None = None,
     ) -> None:
         self._runner = asyncio.Runner()
-        self._client = AsyncClient(socket, url=url, timeout=timeout, token=token)
+        self._client = AsyncClient(socket, url=url, token=token)
 
     def __enter__(self) -> Client:
         return self
@@ -300,32 +387,58 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self._runner.run(self._client.close())
+        if self._client._session is not None:
+            self._run(self._client.close())
         self._runner.close()
 
-    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        """Call `method` with named params; its result, or raise its error."""
-        return self._runner.run(self._client.call(method, params))
+    def _run(self, call: Coroutine[Any, Any, T]) -> T:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no event loop runs in this thread: the runner's may
+            return self._runner.run(call)
+        call.close()
+        raise RuntimeError(
+            "hero_codescalers_sdk.Client cannot be called inside a running event loop "
+            "(from a coroutine): use hero_codescalers_sdk.AsyncClient and await its methods"
+        )
 
-    def rpc_discover(self) -> dict[str, Any]:
+    def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> Any:
+        """Call `method` with named params; its result, or raise its error. `timeout`:
+        seconds to wait for the answer, None for no limit."""
+        return self._run(self._client.call(method, params, timeout=timeout))
+
+    def rpc_discover(self, *, timeout: float | None = 10.0) -> dict[str, Any]:
         """This service's OpenRPC document"""
-        return self._runner.run(self._client.rpc_discover())
+        return self._run(self._client.rpc_discover(timeout=timeout))
 
-    def system_health(self) -> HealthResult:
+    def system_health(self, *, timeout: float | None = 10.0) -> HealthResult:
         """Version, uptime and whether hero_proc answers"""
-        return self._runner.run(self._client.system_health())
+        return self._run(self._client.system_health(timeout=timeout))
 
-    def system_ping(self) -> PingResult:
+    def system_ping(self, *, timeout: float | None = 10.0) -> PingResult:
         """Answer at once, touching nothing"""
-        return self._runner.run(self._client.system_ping())
+        return self._run(self._client.system_ping(timeout=timeout))
 
     def jobs_submit(
-        self, *, kind: str, actor: str, target: str | None = None, script: str, input: Any = None
+        self,
+        *,
+        kind: str,
+        actor: str,
+        script: str,
+        target: str | None = None,
+        input: Any = None,
+        timeout: float | None = 60.0,
     ) -> SubmitResult:
         """Enqueue a tagged job, reusing the action of an identical input"""
-        return self._runner.run(
+        return self._run(
             self._client.jobs_submit(
-                kind=kind, actor=actor, target=target, script=script, input=input
+                kind=kind, actor=actor, script=script, target=target, input=input, timeout=timeout
             )
         )
 
@@ -337,11 +450,12 @@ class Client:
         actor: str | None = None,
         older_than_ms: int | None = None,
         status: Literal["pending", "running", "succeeded", "failed", "cancelled"] | None = None,
-        limit: int | None = None,
+        limit: int = 100,
         cursor: str | None = None,
+        timeout: float | None = 60.0,
     ) -> ListResult:
         """Codescaler jobs, filtered like a cleanup, a page at a time"""
-        return self._runner.run(
+        return self._run(
             self._client.jobs_list(
                 kind=kind,
                 target=target,
@@ -350,12 +464,13 @@ class Client:
                 status=status,
                 limit=limit,
                 cursor=cursor,
+                timeout=timeout,
             )
         )
 
-    def stats(self) -> StatsResult:
+    def stats(self, *, timeout: float | None = 60.0) -> StatsResult:
         """Codescaler job and action counts, and hero_proc's totals"""
-        return self._runner.run(self._client.stats())
+        return self._run(self._client.stats(timeout=timeout))
 
     def jobs_cleanup(
         self,
@@ -364,15 +479,23 @@ class Client:
         target: str | None = None,
         actor: str | None = None,
         older_than_ms: int | None = None,
-        dry_run: bool | None = None,
+        dry_run: bool = False,
+        timeout: float | None = None,
     ) -> CleanupSummary:
         """Delete codescaler jobs and their actions (admin)"""
-        return self._runner.run(
+        return self._run(
             self._client.jobs_cleanup(
-                kind=kind, target=target, actor=actor, older_than_ms=older_than_ms, dry_run=dry_run
+                kind=kind,
+                target=target,
+                actor=actor,
+                older_than_ms=older_than_ms,
+                dry_run=dry_run,
+                timeout=timeout,
             )
         )
 
-    def jobs_cleanup_history(self, *, limit: int | None = None) -> HistoryResult:
+    def jobs_cleanup_history(
+        self, *, limit: int = 20, timeout: float | None = 60.0
+    ) -> HistoryResult:
         """The last cleanup runs: who, when, what, result (admin)"""
-        return self._runner.run(self._client.jobs_cleanup_history(limit=limit))
+        return self._run(self._client.jobs_cleanup_history(limit=limit, timeout=timeout))

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 __all__ = [
     "AdminRequired",
     "CleanupRunning",
+    "HeroCodescalersError",
     "HeroProcError",
     "HeroProcUnavailable",
     "InternalError",
@@ -23,11 +24,22 @@ __all__ = [
 ]
 
 
-class TransportError(Exception):
+class HeroCodescalersError(Exception):
+    """Base of every error of the SDK: catch it for any failed call.
+
+    HeroCodescalersError
+    ├── TransportError      the service unreachable, or no answer in time
+    └── RpcError            an error answered by the service (code, message, data)
+        ├── AdminRequired, CleanupRunning, InvalidParams, …  one per documented code
+        └── (a plain RpcError for a code the document does not list)
+    """
+
+
+class TransportError(HeroCodescalersError):
     """The service could not be reached, or did not answer in time."""
 
 
-class RpcError(Exception):
+class RpcError(HeroCodescalersError):
     """An error object answered by the service: its code, message and data."""
 
     CODE: ClassVar[int] = 0
