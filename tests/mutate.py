@@ -54,14 +54,14 @@ class Module:
     """One module under mutation and the tests that run against it."""
 
     name: str
-    source: str  # file name inside the package
+    source: str  # file path inside the package, e.g. "cleanup/walk.py"
     functions: list[str]  # mutant-name globs relative to the module, e.g. "xǁEngineǁ_select__*"
     tests: list[str]  # pytest arguments selecting the in-process tests that cover it
     mutmut: dict[str, Any]  # [tool.mutmut] settings of this module's run, over the shared ones
 
     @property
     def dotted(self) -> str:
-        return f"{PACKAGE}.{self.source.removesuffix('.py')}"
+        return f"{PACKAGE}.{self.source.removesuffix('.py').replace('/', '.')}"
 
     @property
     def globs(self) -> list[str]:

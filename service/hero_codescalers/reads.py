@@ -9,7 +9,7 @@ advance (-32021). Each reads a bounded number of pages per call.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import structlog
@@ -43,55 +43,97 @@ async def list_jobs(
 ) -> ListResult:
     """Up to `limit` matching jobs after the cursor's job, oldest first.
 
-    The cursor names the last job returned (and where it was listed, a hint).
-    hero_proc pages by offset only, so the next page is listed one early, at the
-    hint, and checked by id: jobs up to the cursor's are skipped; if the listing
-    moved back (jobs before it were deleted: its first job is past the cursor's),
-    earlier offsets are listed until the cursor's job is behind. At most
-    `LIST_PAGES` pages are read per call: then the answer may hold fewer than
-    `limit` jobs, with a cursor to go on.
+    The cursor names the last job returned and where it was listed (see `_JobPages`).
+    At most `LIST_PAGES` pages are read per call: then the answer may hold fewer
+    than `limit` jobs, with a cursor to go on.
     """
-    hint, last_id = (int(part) for part in cursor.split(":")) if cursor else (0, 0)
-    page_size = min(MAX_LIMIT, max(limit, LIST_PAGE))
-    offset = max(0, hint - 1)
-    back = page_size  # how far to step back when the listing moved under the cursor
-    anchored = last_id == 0
+    pages = _JobPages(client, selector.pushdown, status, limit, cursor)
     jobs: list[JobView] = []
-    skipped = 0
-    top: int | None = None  # the highest id of the last page read
     for _ in range(LIST_PAGES):
-        page = await client.job_page(
-            selector.pushdown, limit=page_size, offset=offset, status=status
-        )
-        parsed = [parse_job(item) for item in page]
-        ids = [job.id for job in parsed if job is not None]
-        if not anchored:
-            if offset > 0 and (not page or (ids and ids[0] > last_id)):
-                # The listing moved back under the cursor: list from earlier.
-                offset, back = max(0, offset - back), back * 2
-                continue
-            anchored = True
-        if not page:
-            return _listing(jobs, None, skipped)
-        if not ids:
-            raise HeroProcProtocolError("job.list answered a page without a valid job id")
-        if top is not None and ids[-1] <= top:
-            raise HeroProcProtocolError(f"{OUTSIDE}: job.list does not advance")
-        top = ids[-1]
-        bad = [item for item, job in zip(page, parsed, strict=True) if job is None]
-        if bad:
-            skipped += len(bad)
-            log.warning("list_jobs_malformed", skipped=len(bad), sample=sample(bad[0]))
-        for position, job in enumerate(parsed):
-            if job is None or job.id <= last_id:
-                continue
-            last_id = job.id
+        page = await pages.next()
+        if page is None:
+            return _listing(jobs, None, pages.skipped)
+        for position, job in pages.new_jobs(page):
             if selector.matches(job.tags, job.created_at_ms):
                 jobs.append(_view(job))
                 if len(jobs) == limit:
-                    return _listing(jobs, f"{offset + position + 1}:{job.id}", skipped)
-        offset += len(page)
-    return _listing(jobs, f"{offset}:{last_id}", skipped)
+                    return _listing(jobs, f"{position + 1}:{job.id}", pages.skipped)
+        pages.offset += len(page)
+    return _listing(jobs, f"{pages.offset}:{pages.last_id}", pages.skipped)
+
+
+class _JobPages:
+    """The pages of `job.list` after a cursor, `offset:last_id`.
+
+    hero_proc pages by offset only, so the next page is listed one early, at the
+    cursor's offset, and checked by id: jobs up to the cursor's are skipped; if the
+    listing moved back (jobs before it were deleted: its first job is past the
+    cursor's), earlier offsets are listed until the cursor's job is behind.
+    Malformed jobs are skipped and counted.
+    """
+
+    def __init__(
+        self,
+        client: HeroProcClient,
+        tag: str,
+        status: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> None:
+        self.client = client
+        self.tag = tag
+        self.status = status
+        self.size = min(MAX_LIMIT, max(limit, LIST_PAGE))
+        hint, self.last_id = (int(part) for part in cursor.split(":")) if cursor else (0, 0)
+        self.offset = max(0, hint - 1)
+        self.back = self.size  # how far to step back when the listing moved back
+        self.anchored = self.last_id == 0  # the cursor's job is known to be behind
+        self.top: int | None = None  # the highest id of the last page read
+        self.skipped = 0
+
+    async def next(self) -> list[JobSummary | None] | None:
+        """The next page, parsed (None for a malformed job); None once the listing ends."""
+        page = await self.client.job_page(
+            self.tag, limit=self.size, offset=self.offset, status=self.status
+        )
+        parsed = [parse_job(item) for item in page]
+        ids = [job.id for job in parsed if job is not None]
+        if self._moved_back(page, ids):
+            return []
+        if not page:
+            return None
+        self._check_advances(ids)
+        bad = [item for item, job in zip(page, parsed, strict=True) if job is None]
+        if bad:
+            self.skipped += len(bad)
+            log.warning("list_jobs_malformed", skipped=len(bad), sample=sample(bad[0]))
+        return parsed
+
+    def _moved_back(self, page: list[Any], ids: list[int]) -> bool:
+        """Until the cursor's job is behind: whether the listing moved back under the
+        cursor (then the next page is listed from earlier)."""
+        if self.anchored:
+            return False
+        if self.offset > 0 and (not page or (ids and ids[0] > self.last_id)):
+            self.offset, self.back = max(0, self.offset - self.back), self.back * 2
+            return True
+        self.anchored = True
+        return False
+
+    def _check_advances(self, ids: list[int]) -> None:
+        """A page must hold a valid job id, and one past the last page's."""
+        if not ids:
+            raise HeroProcProtocolError("job.list answered a page without a valid job id")
+        if self.top is not None and ids[-1] <= self.top:
+            raise HeroProcProtocolError(f"{OUTSIDE}: job.list does not advance")
+        self.top = ids[-1]
+
+    def new_jobs(self, page: list[JobSummary | None]) -> Iterator[tuple[int, JobSummary]]:
+        """The page's jobs past the cursor's, with their position in the listing."""
+        for position, job in enumerate(page, start=self.offset):
+            if job is not None and job.id > self.last_id:
+                self.last_id = job.id
+                yield position, job
 
 
 async def stats(client: HeroProcClient) -> StatsResult:

@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from ..errors import HeroProcError, HeroProcProtocolError, HeroProcUnavailable, NotFound
+from ..errors import HeroProcError, HeroProcProtocolError, HeroProcUnavailable
 from ..heroproc import HeroProcClient, StopCheck, action_params
 from ..tags import Selector
 from ..tuning import MAX_PASSES
@@ -59,34 +59,41 @@ class CleanupRun:
         self.tally = Tally(dry_run)
 
     async def run(self) -> None:
-        tally = self.tally
-        passes = 1 if tally.dry_run else MAX_PASSES
-        for number in range(1, passes + 1):
-            tally.passes = number
-            try:
-                moved = await self._pass()
-            except Stopped as stop:
-                tally.stop(f"stopped: {stop.reason}", stop.reason)
-                break
-            except HeroProcError as exc:
-                if not tally.job_ids:
-                    raise  # nothing could be done: the caller gets the error itself
-                unavailable = isinstance(exc, HeroProcUnavailable)
-                tally.stop(
-                    f"listing stopped: {describe(exc)}",
-                    "hero_proc became unavailable" if unavailable else None,
-                )
-                break
-            if not moved:
-                break
-            if number == passes:
-                # The listing kept moving under this run: say so rather than loop.
-                tally.stop(f"stopped after {passes} passes: jobs kept disappearing during the run")
-        if not tally.dry_run:
-            if tally.stopped is None and (reason := self.halt()) is not None:
-                tally.stop(f"stopped: {reason}", reason)
+        await self._passes()
+        if not self.tally.dry_run:
+            if self.tally.stopped is None and (reason := self.halt()) is not None:
+                self.tally.stop(f"stopped: {reason}", reason)
             await self._delete_actions()
             await self._settle()
+
+    async def _passes(self) -> None:
+        """Walk the listing until a pass did not move (one pass for a dry run)."""
+        passes = 1 if self.tally.dry_run else MAX_PASSES
+        for number in range(1, passes + 1):
+            self.tally.passes = number
+            if not await self._pass_unless_stopped():
+                return
+        # The listing kept moving under this run: say so rather than loop.
+        self.tally.stop(f"stopped after {passes} passes: jobs kept disappearing during the run")
+
+    async def _pass_unless_stopped(self) -> bool:
+        """One pass; whether another must follow. A halt, or hero_proc failing once some
+        jobs were matched, stops the run with the reason (a failure before any match is
+        the caller's error)."""
+        tally = self.tally
+        try:
+            return await self._pass()
+        except Stopped as stop:
+            tally.stop(f"stopped: {stop.reason}", stop.reason)
+        except HeroProcError as exc:
+            if not tally.job_ids:
+                raise
+            unavailable = isinstance(exc, HeroProcUnavailable)
+            tally.stop(
+                f"listing stopped: {describe(exc)}",
+                "hero_proc became unavailable" if unavailable else None,
+            )
+        return False
 
     async def _pass(self) -> bool:
         """One walk through the listing (see `walk.py`); whether it may have skipped jobs."""
@@ -164,23 +171,7 @@ class CleanupRun:
         calls = [("job.get", {"id": job_id}) for job_id in jobs]
         calls += [("action.get", action_params(name, context)) for name, context in actions]
         outcomes = await self.client.call_many(calls, stop=stop)
-        for job_id, outcome in zip(jobs, outcomes, strict=False):
-            reason = tally.jobs_unknown[job_id]
-            if isinstance(outcome, NotFound):
-                del tally.jobs_unknown[job_id]
-                tally.jobs_deleted += 1
-                tally.jobs_settled += 1
-            elif isinstance(outcome, dict) and outcome.get("id") == job_id:
-                del tally.jobs_unknown[job_id]
-                tally.fail_job(job_id, f"still present after {reason}")
-        for key, outcome in zip(actions, outcomes[len(jobs) :], strict=True):
-            reason = tally.actions_unknown[key]
-            if isinstance(outcome, NotFound):
-                del tally.actions_unknown[key]
-                tally.actions_deleted += 1
-                tally.actions_settled += 1
-            elif isinstance(outcome, dict) and outcome.get("name") == key[0]:
-                del tally.actions_unknown[key]
-                tally.fail_action(key[0], f"still present after {reason}")
+        tally.settle_jobs(jobs, outcomes[: len(jobs)])
+        tally.settle_actions(actions, outcomes[len(jobs) :])
         settled = tally.jobs_settled + tally.actions_settled
         log.info("cleanup_outcomes_checked", checked=len(calls), found_gone=settled)

@@ -160,6 +160,29 @@ class Tally:
                 f"{self.actions_not_attempted} actions not attempted: {not_attempted}"
             )
 
+    def settle_jobs(self, jobs: list[int], outcomes: list[Any]) -> None:
+        """What `job.get` found of deletions whose outcome was unknown: gone counts as
+        deleted, present as a failure; without an answer the outcome stays unknown."""
+        for job_id, outcome in zip(jobs, outcomes, strict=True):
+            if isinstance(outcome, NotFound):
+                del self.jobs_unknown[job_id]
+                self.jobs_deleted += 1
+                self.jobs_settled += 1
+            elif isinstance(outcome, dict) and outcome.get("id") == job_id:
+                reason = self.jobs_unknown.pop(job_id)
+                self.fail_job(job_id, f"still present after {reason}")
+
+    def settle_actions(self, keys: list[ActionKey], outcomes: list[Any]) -> None:
+        """As `settle_jobs`, for actions and `action.get`."""
+        for key, outcome in zip(keys, outcomes, strict=True):
+            if isinstance(outcome, NotFound):
+                del self.actions_unknown[key]
+                self.actions_deleted += 1
+                self.actions_settled += 1
+            elif isinstance(outcome, dict) and outcome.get("name") == key[0]:
+                reason = self.actions_unknown.pop(key)
+                self.fail_action(key[0], f"still present after {reason}")
+
     def fail_job(self, job_id: int, reason: str) -> None:
         self.jobs_failed += 1
         self.errors.append(f"job {job_id}: {reason}")

@@ -228,26 +228,36 @@ class Batches:
 def settle(answer: list[Any], chunk: range, results: list[Any]) -> list[int]:
     """Each item of a batch answer into `results`, matched by the id it answers (the
     position in `chunk`); the positions that failed transiently."""
-    by_id: dict[int, Any] | None = None  # made only for an answer out of order
     unsettled = []
-    for n, i in enumerate(chunk):
-        item = answer[n] if n < len(answer) else None
-        if not (isinstance(item, dict) and type(item.get("id")) is int and item["id"] == n):
-            if by_id is None:
-                by_id = _by_id(answer, len(chunk))
-            item = by_id.get(n)
-        if item is None:
-            results[i] = HeroProcProtocolError("a batch answer is missing an item")
-        elif "result" in item and "error" not in item and item.get("jsonrpc") == "2.0":
-            results[i] = item["result"]  # the common case, read as `unwrap` would
-        else:
-            try:
-                results[i] = unwrap(item)
-            except HeroProcError as exc:
-                results[i] = exc
-                if transient(exc):
-                    unsettled.append(i)
+    for i, item in zip(chunk, _in_call_order(answer, len(chunk)), strict=True):
+        results[i] = outcome = _outcome(item)
+        if isinstance(outcome, HeroProcError) and transient(outcome):
+            unsettled.append(i)
     return unsettled
+
+
+def _in_call_order(answer: list[Any], asked: int) -> list[Any]:
+    """The items of a batch answer in the order of its calls, None for a call without
+    one: the answer itself when hero_proc answered in order, else matched by id."""
+    if len(answer) == asked and all(
+        isinstance(item, dict) and type(item.get("id")) is int and item["id"] == n
+        for n, item in enumerate(answer)
+    ):
+        return answer
+    by_id = _by_id(answer, asked)
+    return [by_id.get(n) for n in range(asked)]
+
+
+def _outcome(item: Any) -> Any:
+    """What one item of a batch answer says: the call's result or its error."""
+    if item is None:
+        return HeroProcProtocolError("a batch answer is missing an item")
+    if "result" in item and "error" not in item and item.get("jsonrpc") == "2.0":
+        return item["result"]  # the common case, read as `unwrap` would
+    try:
+        return unwrap(item)
+    except HeroProcError as exc:
+        return exc
 
 
 def _by_id(answer: list[Any], asked: int) -> dict[int, Any]:
