@@ -16,8 +16,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
+from types import FrameType, TracebackType
 from typing import Any
 
 import click
@@ -229,29 +230,57 @@ def _wait_until_live(path: Path, child: subprocess.Popen[bytes], limit_s: float 
     return False
 
 
-def _run_until_stopped(children: Collection[subprocess.Popen[bytes]]) -> int:
+def _run_until_stopped(children: Sequence[subprocess.Popen[bytes]]) -> int:
     """Wait for SIGINT or SIGTERM or a child's end; then stop the children still running,
     the service first, each with SIGTERM. 0 when every child exited 0, else the first
     failure."""
-    stop = {"requested": False}
-
-    def forward(signum: int, frame: Any) -> None:
-        stop["requested"] = True  # (Ctrl-C in a terminal reaches the children as well)
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while all(child.poll() is None for child in children) and not stop["requested"]:
+    with _StopSignals() as stop:
+        while all(child.poll() is None for child in children) and not stop.requested:
             time.sleep(0.1)
-        for child in reversed(list(children)):  # the service first, then its hero_proc
-            if child.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    child.send_signal(signal.SIGTERM)
-                child.wait()
-    finally:
-        for sig, handler in previous.items():
+        _terminate_last_first(children)
+    return _first_failure(child.returncode for child in children)
+
+
+class _StopSignals:
+    """Inside `with`, SIGINT and SIGTERM only set `requested`; the handlers they had
+    before are restored on leaving. (Ctrl-C in a terminal reaches the children as well.)"""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def _request(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+
+    def __enter__(self) -> _StopSignals:
+        self._previous = {sig: signal.signal(sig, self._request) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-    codes = [child.returncode for child in children]
-    return next((c for c in codes if c), 0)
+
+
+def _terminate_last_first(children: Sequence[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each child still running and wait for its end, the last started first
+    (the service before its hero_proc)."""
+    for child in reversed(children):
+        if child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGTERM)
+            child.wait()
+
+
+def _first_failure(codes: Iterable[int | None]) -> int:
+    """The first non-zero exit status, or 0 when there is none."""
+    return next((code for code in codes if code), 0)
 
 
 COMMANDS = (serve, simulator, dev)
