@@ -38,13 +38,10 @@ def inherited_socket(
     does, so that a child process never takes them for its own. More than one
     socket, or one that is not a listening Unix stream socket, is a ConfigError.
     """
-    env = os.environ if environ is None else environ
-    listen_pid = env.get("LISTEN_PID")
-    listen_fds = env.get("LISTEN_FDS")
-    if listen_pid is None or listen_fds is None:
+    variables = _take_activation_variables(os.environ if environ is None else environ)
+    if variables is None:
         return None
-    for name in _ACTIVATION_VARS:
-        env.pop(name, None)
+    listen_pid, listen_fds = variables
     if listen_pid.strip() != str(os.getpid() if pid is None else pid):
         return None  # meant for another process (the variables leaked to a child)
     if listen_fds.strip() != "1":
@@ -54,14 +51,33 @@ def inherited_socket(
             "the service takes exactly one socket",
             "1 (one ListenStream= in the .socket unit)",
         )
+    sock = _listening_socket_at_fd3(listen_fds)
+    log.info("socket_activated", socket=sock.getsockname(), fd=LISTEN_FDS_START)
+    return sock
+
+
+def _take_activation_variables(env: MutableMapping[str, str]) -> tuple[str, str] | None:
+    """LISTEN_PID and LISTEN_FDS, all three variables then removed from `env`; None (and
+    `env` left alone) when either is missing."""
+    listen_pid = env.get("LISTEN_PID")
+    listen_fds = env.get("LISTEN_FDS")
+    if listen_pid is None or listen_fds is None:
+        return None
+    for name in _ACTIVATION_VARS:
+        env.pop(name, None)
+    return listen_pid, listen_fds
+
+
+def _listening_socket_at_fd3(listen_fds: str) -> socket.socket:
+    """File descriptor 3 as a non-blocking, non-inheritable socket; a ConfigError on
+    LISTEN_FDS when it is not a listening Unix stream socket (the fd is then left open)."""
     try:
         sock = socket.socket(fileno=LISTEN_FDS_START)
     except OSError as exc:
         raise ConfigError(
             "LISTEN_FDS", listen_fds, f"file descriptor 3: {exc.strerror}", "a socket at fd 3"
         ) from None
-    listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM or not listening:
+    if not _is_listening_unix_stream(sock):
         sock.detach()  # not ours to close
         raise ConfigError(
             "LISTEN_FDS",
@@ -71,8 +87,13 @@ def inherited_socket(
         )
     sock.set_inheritable(False)
     sock.setblocking(False)
-    log.info("socket_activated", socket=sock.getsockname(), fd=LISTEN_FDS_START)
     return sock
+
+
+def _is_listening_unix_stream(sock: socket.socket) -> bool:
+    """A Unix stream socket that listen() was called on (SO_ACCEPTCONN)."""
+    listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    return sock.family == socket.AF_UNIX and sock.type == socket.SOCK_STREAM and bool(listening)
 
 
 def notify(state: str, environ: MutableMapping[str, str] | None = None) -> bool:

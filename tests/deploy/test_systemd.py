@@ -145,6 +145,25 @@ async def test_without_activation_the_service_binds_its_own(
     assert not any(line["event"] == "socket_activated" for line in svc.lines)
 
 
+async def test_an_inherited_socket_that_does_not_listen_is_a_configuration_error(
+    sock_dir: Path,
+) -> None:
+    """fd 3 a Unix stream socket that was never listen()ed on: exit 2, one line naming
+    LISTEN_FDS and what the .socket unit should say."""
+    unlistened = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        async with activated(unlistened, command_env(sock_dir)) as svc:
+            _, err = await svc.process.communicate()
+    finally:
+        unlistened.close()
+    assert svc.process.returncode == 2
+    assert err.decode().splitlines()[-1] == (
+        "hero_codescalers: configuration error: LISTEN_FDS=1: file descriptor 3 is not "
+        "a listening Unix stream socket; expected ListenStream=/path/of/the.sock and "
+        "Accept=no in the .socket unit"
+    )
+
+
 def test_inherited_socket_reads_and_removes_the_variables() -> None:
     """Not for this pid: None; the variables are gone either way; several sockets: an error."""
     env = {"LISTEN_PID": "1", "LISTEN_FDS": "1", "LISTEN_FDNAMES": "x", "OTHER": "y"}

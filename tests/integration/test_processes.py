@@ -265,3 +265,19 @@ async def test_dev_runs_simulator_and_service_until_interrupted(sock_dir: Path) 
         assert await dev.process.wait() == 0
     assert not service_sock.exists()
     assert not (sock_dir / "hero_proc" / "rpc.sock").exists()
+
+
+async def test_dev_stops_the_simulator_when_the_service_cannot_start(
+    sock_dir: Path, tmp_path: Path
+) -> None:
+    """`dev` whose service ends first (a configuration error, status 2): the simulator
+    still running is stopped, and dev exits with the service's status."""
+    env = command_env(sock_dir, HERO_CODESCALERS_TOKEN_FILE=os.fspath(tmp_path / "missing"))
+    async with command("dev", "--seed", "0", env=env) as dev:
+        await dev.wait_for("simulator_started")
+        await dev.wait_for("simulator_stopped")
+        assert await dev.process.wait() == 2
+    errors = [line["event"] for line in dev.lines if "configuration error" in line["event"]]
+    assert errors, dev.lines
+    assert "HERO_CODESCALERS_TOKEN_FILE=" in errors[0]
+    assert not (sock_dir / "hero_proc" / "rpc.sock").exists()

@@ -7,7 +7,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from hero_codescalers.cli import main, parse_duration_ms, render_json
+from hero_codescalers.cli import main
+from hero_codescalers.cli.options import parse_duration_ms
+from hero_codescalers.cli.output import render_json
 
 
 @pytest.mark.parametrize(

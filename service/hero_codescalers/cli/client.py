@@ -1,0 +1,126 @@
+"""The commands that call the service: the jobs, their cleanup, stats and health.
+
+Each sends one call through the SDK and prints the answer as JSON
+(`output.call_and_print`); none imports the service itself.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from pathlib import Path
+
+import click
+
+from ..models import JobStatus
+from .options import filter_options, socket_option
+from .output import EXIT_DEGRADED, call_and_print
+
+
+@click.command("jobs-cleanup")
+@filter_options
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted; change nothing.")
+@socket_option
+def jobs_cleanup(
+    kind: str | None,
+    target: str | None,
+    actor: str | None,
+    older_than: int | None,
+    dry_run: bool,
+    socket: Path | None,
+) -> None:
+    """Delete codescaler jobs (and their actions) matching every filter given (admin).
+
+    Exits 4 when the run stopped short (`complete: false`; the reason is in `errors`).
+    """
+    call_and_print(
+        socket,
+        lambda c: c.jobs_cleanup(
+            kind=kind, target=target, actor=actor, older_than_ms=older_than, dry_run=dry_run
+        ),
+        lambda summary: 0 if summary.complete else EXIT_DEGRADED,
+    )
+
+
+@click.command("jobs-list")
+@filter_options
+@click.option("--status", type=click.Choice(typing.get_args(JobStatus)))
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--cursor", help="next_cursor from the previous page.")
+@socket_option
+def jobs_list(
+    kind: str | None,
+    target: str | None,
+    actor: str | None,
+    older_than: int | None,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+    socket: Path | None,
+) -> None:
+    """List codescaler jobs matching every filter given, oldest first."""
+    call_and_print(
+        socket,
+        lambda c: c.jobs_list(
+            kind=kind,
+            target=target,
+            actor=actor,
+            older_than_ms=older_than,
+            status=status,  # type: ignore[arg-type] # click.Choice checked it
+            limit=limit,
+            cursor=cursor,
+        ),
+    )
+
+
+@click.command("jobs-submit")
+@click.option("--kind", required=True)
+@click.option("--actor", required=True)
+@click.option("--target")
+@click.option("--script", required=True, help="What the job runs.")
+@click.option("--input", "input_", help="The feature's input, as JSON.")
+@socket_option
+def jobs_submit(
+    kind: str, actor: str, target: str | None, script: str, input_: str | None, socket: Path | None
+) -> None:
+    """Enqueue a tagged job (the action is reused for an identical script and input)."""
+    try:
+        value = None if input_ is None else json.loads(input_)
+    except ValueError:
+        raise click.BadParameter("not valid JSON", param_hint="--input") from None
+    call_and_print(
+        socket,
+        lambda c: c.jobs_submit(kind=kind, actor=actor, target=target, script=script, input=value),
+    )
+
+
+@click.command()
+@socket_option
+def stats(socket: Path | None) -> None:
+    """Codescaler job and action counts, and hero_proc's totals."""
+    call_and_print(socket, lambda c: c.stats())
+
+
+@click.command()
+@socket_option
+def health(socket: Path | None) -> None:
+    """The service's version, uptime and hero_proc's reachability.
+
+    Exits 4 when the service answers but is degraded (hero_proc does not answer).
+    """
+    call_and_print(
+        socket,
+        lambda c: c.system_health(),
+        lambda health: 0 if health.status == "ok" else EXIT_DEGRADED,
+    )
+
+
+@click.command("cleanup-history")
+@click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
+@socket_option
+def cleanup_history(limit: int, socket: Path | None) -> None:
+    """The last cleanup runs: who, when, what and the result (admin)."""
+    call_and_print(socket, lambda c: c.jobs_cleanup_history(limit=limit))
+
+
+COMMANDS = (jobs_cleanup, jobs_list, jobs_submit, stats, health, cleanup_history)

@@ -1,0 +1,76 @@
+"""The options several commands share, and the duration they parse.
+
+`--socket` of the client commands, their job filters (`--kind`, `--target`,
+`--actor`, `--older-than`), the simulators' `--seed`, and the DURATION type
+(`90s`, `15m`, `12h`, `7d`) that `--older-than` takes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+_DURATION = re.compile(r"^(\d{1,15})(ms|s|m|h|d)?$")
+_UNIT_MS = {None: 1, "ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_duration_ms(text: str) -> int:
+    """`N` or `Nms` milliseconds, `Ns` seconds, `Nm` minutes, `Nh` hours, `Nd` days."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 90s, 15m, 12h or 7d")
+    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+class Duration(click.ParamType[int]):
+    name = "DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_duration_ms(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+socket_option = click.option(
+    "--socket",
+    type=click.Path(path_type=Path),
+    help="The service's socket [default: $HERO_CODESCALERS_SOCKET or "
+    "$HERO_SOCKET_DIR/hero_codescalers/rpc.sock]",
+)
+
+
+def filter_options(fn: Any) -> Any:
+    """The job filters of `jobs-cleanup` and `jobs-list`, in this order in their --help."""
+    for option in reversed(
+        (
+            click.option("--kind", help="Only jobs of this kind (exact)."),
+            click.option("--target", help="Only jobs with this target (exact)."),
+            click.option("--actor", help="Only jobs of this actor (exact)."),
+            click.option(
+                "--older-than",
+                type=Duration(),
+                help="Only jobs created at least this long ago: N or Nms, Ns, Nm, Nh, Nd.",
+            ),
+        )
+    ):
+        fn = option(fn)
+    return fn
+
+
+def seed_option(default: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`--seed N`: the jobs a simulator starts with (the same for the same seed)."""
+    return click.option(
+        "--seed",
+        "seed_jobs",
+        type=click.IntRange(min=0),
+        default=default,
+        show_default=True,
+        help="Jobs the simulator starts with: 80% codescaler, 10% unrelated, 10% look-alike.",
+    )
