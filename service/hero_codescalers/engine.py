@@ -560,7 +560,9 @@ class Engine:
             await asyncio.gather(*deleting, return_exceptions=True)
             raise
         if walk.sample is not None:
-            log.warning("cleanup_jobs_malformed", skipped=run.jobs_malformed, sample=walk.sample)
+            # The entries without a valid id of this pass join the run's count at its end.
+            skipped = len(run.malformed_ids) + max(run.malformed_idless, walk.idless)
+            log.warning("cleanup_jobs_malformed", skipped=skipped, sample=walk.sample)
         walk.end_page()
 
     @staticmethod

@@ -250,6 +250,27 @@ async def test_malformed_jobs_are_skipped_counted_and_logged_and_the_run_goes_on
     assert [e for e in logs if e["event"] == "cleanup_finished"]
 
 
+async def test_each_page_with_malformed_jobs_logs_a_line_with_one_of_them(
+    fake: FakeHeroProc, service: Service, caller: Caller
+) -> None:
+    """A dry run in pages of three: page 1 lists an entry without a valid id, page 2 a
+    job with a bad tag; one warning line each shows it, with the count so far."""
+    ids = seed(fake, 4)
+    fake.bad.phantoms[0] = [{"id": "9", "tags": ["codescaler"]}]
+    bad_tags = {"id": ids[-1] + 1, "action_id": "codescaler_user_x", "tags": ["codescaler", 5]}
+    fake.bad.phantoms[ids[-1]] = [bad_tags]
+    service.engine.page_size = 3
+    with capture_logs(processors=[merge_call]) as logs:
+        summary = await caller.call("jobs.cleanup", {"dry_run": True})
+    assert summary["job_ids"] == ids
+    assert summary["jobs_skipped_malformed"] == 2
+    lines = [(e["skipped"], e["sample"]) for e in logs if e["event"] == "cleanup_jobs_malformed"]
+    assert lines == [
+        (1, '{"id":"9","tags":["codescaler"]}'),
+        (2, f'{{"id":{ids[-1] + 1},"action_id":"codescaler_user_x","tags":["codescaler",5]}}'),
+    ]
+
+
 async def test_jobs_list_and_stats_skip_malformed_jobs(fake: FakeHeroProc, caller: Caller) -> None:
     """A listing with malformed jobs: jobs.list and stats answer, counting what they skipped."""
     ids = seed(fake, 5)
