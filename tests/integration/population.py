@@ -22,15 +22,22 @@ def add_job(
     action: str | None = None,
     action_tags_: list[str] | None = None,
     extra_tags: list[str] | None = None,
+    context: str | None = None,
 ) -> int:
-    """A job as jobs.submit makes it (or with the given action and tags); its id."""
+    """A job as jobs.submit makes it (or with the given action, context and tags); its id."""
     name = action or action_name(kind, f"{kind}0")
-    if (name, None) not in store.actions:
+    if (name, context) not in store.actions:
         tags = action_tags(kind) if action_tags_ is None else action_tags_
-        store.action_set({"name": name, "spec": {"script": "x", "tags": tags}})
+        store.action_set({"name": name, "context": context, "spec": {"script": "x", "tags": tags}})
     tags = job_tags(actor, target) if extra_tags is None else extra_tags
     made = store.job_create(
-        {"action": name, "tags": tags, "status": status, "created_at_ms": created_at_ms}
+        {
+            "action": name,
+            "context": context,
+            "tags": tags,
+            "status": status,
+            "created_at_ms": created_at_ms,
+        }
     )
     job_id: int = made["id"]
     return job_id

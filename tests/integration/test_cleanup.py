@@ -350,6 +350,51 @@ async def test_actions_deleted_by_someone_else_count_as_already_gone(
     assert_accounted(summary)
 
 
+async def test_actions_with_a_context_are_deleted_by_name_and_context(
+    simulator: Simulator, caller: Caller
+) -> None:
+    """hero_proc keys an action by name and context: the jobs of one name under a null
+    context and under two others came from three actions, and each of them goes."""
+    name = "codescaler_user_shared"
+    add_job(simulator.store, action=name)
+    add_job(simulator.store, action=name, context="eu")
+    add_job(simulator.store, action="codescaler_user_other", context="us")
+    summary = await caller.call("jobs.cleanup", {})
+    assert summary["jobs_deleted"] == 3
+    assert summary["actions_matched"] == 3
+    assert summary["actions_deleted"] == 3
+    assert sorted(summary["action_ids"]) == ["codescaler_user_other", name, name]
+    assert summary["errors"] == []
+    assert not simulator.store.actions
+    assert_accounted(summary)
+
+
+async def test_each_page_starts_on_the_last_job_known_to_stay(
+    simulator: Simulator, service: Service, caller: Caller
+) -> None:
+    """Ten of alice's service jobs, then one of her user jobs, pages of ten, a cleanup of
+    her user jobs: the first page is read whole, the next starts one job early on the
+    last service job (its anchor) and brings the user job, and the walk ends on a page
+    of the anchor alone."""
+    services = [add_job(simulator.store, kind="service") for _ in range(10)]
+    user = add_job(simulator.store, kind="user")
+    offsets: list[int] = []
+
+    def record(method: str, params: dict[str, Any]) -> None:
+        if method == "job.list":
+            offsets.append(params["filter"].get("offset", 0))
+
+    simulator.hooks.append(record)
+    service.engine.page_size = 10
+    summary = await caller.call("jobs.cleanup", {"actor": "alice", "kind": "user"})
+    assert summary["job_ids"] == [user]
+    assert summary["errors"] == []
+    assert summary["complete"] is True
+    assert set(simulator.store.jobs) == set(services)
+    assert offsets == [0, 9, 9]
+    assert_accounted(summary)
+
+
 async def test_a_hung_hero_proc_cannot_hang_the_service(
     sock_dir: Path, simulator: Simulator
 ) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from hero_codescalers.engine import SLICE
+from hero_codescalers.heroproc import MAX_ID
 from hero_codescalers.logs import merge_call
 from hero_codescalers.settings import Settings
 from hero_codescalers.tags import Selector
@@ -250,6 +252,62 @@ async def test_malformed_jobs_are_skipped_counted_and_logged_and_the_run_goes_on
     assert [e for e in logs if e["event"] == "cleanup_finished"]
 
 
+async def test_job_ids_run_from_1_to_2_63_minus_1(fake: FakeHeroProc, caller: Caller) -> None:
+    """Ids 0 and -1 (listed first) and 2**63 are malformed; 2**63 - 1 is a job's id."""
+    ids = seed(fake, 3)
+    entry = {"action_id": "codescaler_user_user0", "tags": ["codescaler"]}
+    fake.bad.phantoms[0] = [{"id": 0, **entry}, {"id": -1, **entry}]
+    fake.bad.phantoms[ids[-1]] = [{"id": MAX_ID, **entry}, {"id": MAX_ID + 1, **entry}]
+    summary = await caller.call("jobs.cleanup", {})
+    assert summary["job_ids"] == [*ids, MAX_ID]
+    assert summary["jobs_deleted"] == 3
+    assert summary["jobs_already_gone"] == 1  # hero_proc has no such job to delete
+    assert summary["jobs_skipped_malformed"] == 3
+    assert_accounted(summary)
+
+
+async def test_malformed_jobs_inside_the_scope_are_skipped_not_deleted(
+    fake: FakeHeroProc, caller: Caller
+) -> None:
+    """A cleanup of every codescaler job: listed jobs with the `codescaler` tag but an
+    action that is not a string, or tags that are not a list of strings, are skipped
+    and counted; a job with null tags is not in the scope, and not malformed."""
+    ids = seed(fake, 2)
+    fake.bad.phantoms[ids[0]] = [
+        {"id": ids[0] + 100, "action_id": None, "tags": ["codescaler"]},
+        {"id": ids[0] + 101, "action_id": 7, "tags": ["codescaler"]},
+        {"id": ids[0] + 102, "action_id": "codescaler_user_x", "tags": ["codescaler", 5]},
+        {"id": ids[0] + 103, "action_id": "codescaler_user_x", "tags": "codescaler"},
+        {"id": ids[0] + 104, "action_id": "codescaler_user_x", "tags": None},
+    ]
+    summary = await caller.call("jobs.cleanup", {})
+    assert summary["job_ids"] == ids
+    assert summary["jobs_skipped_malformed"] == 4
+    assert summary["action_ids"] == ["codescaler_user_user0"]
+    assert not fake.store.jobs
+    assert_accounted(summary)
+
+
+async def test_a_context_that_is_not_a_string_is_read_as_null(
+    fake: FakeHeroProc, caller: Caller
+) -> None:
+    """A listed job whose context is 5 (a malformed optional field): its action is the one
+    of that name with a null context, and that is the one deleted."""
+    [job] = seed(fake, 1)
+    name = "codescaler_user_elsewhere"
+    fake.store.action_set({"name": name, "spec": {"script": "x", "tags": ["codescaler"]}})
+    fake.bad.phantoms[job] = [
+        {"id": job + 1, "action_id": name, "context": 5, "tags": ["codescaler"]}
+    ]
+    summary = await caller.call("jobs.cleanup", {})
+    assert summary["job_ids"] == [job, job + 1]
+    assert summary["action_ids"] == ["codescaler_user_user0", name]
+    assert summary["actions_deleted"] == 2
+    assert summary["errors"] == []
+    assert not fake.store.actions
+    assert_accounted(summary)
+
+
 async def test_each_page_with_malformed_jobs_logs_a_line_with_one_of_them(
     fake: FakeHeroProc, service: Service, caller: Caller
 ) -> None:
@@ -268,6 +326,22 @@ async def test_each_page_with_malformed_jobs_logs_a_line_with_one_of_them(
     assert lines == [
         (1, '{"id":"9","tags":["codescaler"]}'),
         (2, f'{{"id":{ids[-1] + 1},"action_id":"codescaler_user_x","tags":["codescaler",5]}}'),
+    ]
+
+
+async def test_a_page_of_more_than_one_slice_ending_in_malformed_entries(
+    fake: FakeHeroProc, caller: Caller
+) -> None:
+    """A page is selected a slice of SLICE jobs at a time: a last slice of entries without
+    a valid id, after a slice of jobs, is a page with valid ids all the same."""
+    ids = seed(fake, SLICE)
+    fake.bad.phantoms[ids[-1]] = [{"id": "x"}] * 3
+    summary = await caller.call("jobs.cleanup", {"dry_run": True})
+    assert summary["jobs_matched"] == SLICE
+    assert summary["jobs_skipped_malformed"] == 3
+    assert summary["errors"] == [
+        "3 listed jobs skipped: malformed "
+        "(no integer id, tags that are not strings, or no string action)"
     ]
 
 
@@ -366,6 +440,46 @@ async def test_a_match_that_stays_is_the_next_page_anchor(
     assert f"job {refused}: hero_proc error -32003: Job is active" in summary["errors"]
     assert set(fake.store.jobs) == {*young, refused}
     assert summary["complete"] is True
+    assert_accounted(summary)
+
+
+async def test_a_job_that_could_not_be_deleted_is_not_matched_again_by_a_later_pass(
+    fake: FakeHeroProc, service: Service, caller: Caller
+) -> None:
+    """hero_proc refuses the first match; someone deletes two kept jobs during the walk,
+    so a second pass follows: it lists the refused job again, but neither matches nor
+    tries it again, and the summary has it once."""
+    old, young = [], []
+    for i in range(12):
+        made = add_job(fake.store, created_at_ms=NOW if i % 3 == 2 else NOW - 2 * DAY)
+        (young if i % 3 == 2 else old).append(made)
+    refused = old[0]
+    fake.bad.refuse_ids.add(refused)
+    lists = 0
+
+    def delete_kept_jobs_before_the_third_page(method: str, params: dict[str, Any]) -> None:
+        nonlocal lists
+        if method == "job.list":
+            lists += 1
+            if lists == 3:
+                for job_id in young[:2]:
+                    fake.store.job_delete({"id": job_id})
+
+    fake.hooks.append(delete_kept_jobs_before_the_third_page)
+    service.engine.clock = lambda: NOW
+    service.engine.page_size = 4
+    with capture_logs(processors=[merge_call]) as logs:
+        summary = await caller.call("jobs.cleanup", {"older_than_ms": DAY})
+    [end] = [e for e in logs if e["event"] == "cleanup_finished"]
+    assert end["passes"] == 2
+    assert sorted(summary["job_ids"]) == old
+    assert summary["jobs_failed"] == 1
+    assert summary["errors"] == [
+        f"job {refused}: hero_proc error -32003: Job is active",
+        "action codescaler_user_user0: in use by another job",  # the refused and young jobs'
+    ]
+    assert fake.calls["job.delete"] == len(old)
+    assert set(fake.store.jobs) == {refused, *young[2:]}
     assert_accounted(summary)
 
 
