@@ -25,7 +25,15 @@ from hero_codescalers.tags import Selector
 
 from ..conftest import Caller, Service, ServiceFactory
 from .fake_hero_proc import FakeHeroProc
-from .population import DAY, NOW, add_job, assert_accounted
+from .population import (
+    DAY,
+    NOW,
+    add_job,
+    assert_accounted,
+    deleted_before_list,
+    interleaved,
+    walk,
+)
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -424,18 +432,11 @@ async def test_a_match_that_stays_is_the_next_page_anchor(
 ) -> None:
     """The last match of page 1 cannot be deleted: it stays listed, after the page's kept
     job, and the next page starts on it; one pass, no shift."""
-    old, young = [], []
-    for i in range(12):
-        made = add_job(fake.store, created_at_ms=NOW if i % 3 == 2 else NOW - 2 * DAY)
-        (young if i % 3 == 2 else old).append(made)
+    old, young = interleaved(fake.store, 12)
     refused = old[2]  # page 1: old, old, young, old (refused)
     fake.bad.refuse_ids.add(refused)
-    service.engine.clock = lambda: NOW
-    service.engine.page_size = 4
-    with capture_logs(processors=[merge_call]) as logs:
-        summary = await caller.call("jobs.cleanup", {"older_than_ms": DAY})
-    [end] = [e for e in logs if e["event"] == "cleanup_finished"]
-    assert end["passes"] == 1
+    summary, passes = await walk(caller, service)
+    assert passes == 1
     assert summary["jobs_failed"] == 1
     assert f"job {refused}: hero_proc error -32003: Job is active" in summary["errors"]
     assert set(fake.store.jobs) == {*young, refused}
@@ -449,29 +450,12 @@ async def test_a_job_that_could_not_be_deleted_is_not_matched_again_by_a_later_p
     """hero_proc refuses the first match; someone deletes two kept jobs during the walk,
     so a second pass follows: it lists the refused job again, but neither matches nor
     tries it again, and the summary has it once."""
-    old, young = [], []
-    for i in range(12):
-        made = add_job(fake.store, created_at_ms=NOW if i % 3 == 2 else NOW - 2 * DAY)
-        (young if i % 3 == 2 else old).append(made)
+    old, young = interleaved(fake.store, 12)
     refused = old[0]
     fake.bad.refuse_ids.add(refused)
-    lists = 0
-
-    def delete_kept_jobs_before_the_third_page(method: str, params: dict[str, Any]) -> None:
-        nonlocal lists
-        if method == "job.list":
-            lists += 1
-            if lists == 3:
-                for job_id in young[:2]:
-                    fake.store.job_delete({"id": job_id})
-
-    fake.hooks.append(delete_kept_jobs_before_the_third_page)
-    service.engine.clock = lambda: NOW
-    service.engine.page_size = 4
-    with capture_logs(processors=[merge_call]) as logs:
-        summary = await caller.call("jobs.cleanup", {"older_than_ms": DAY})
-    [end] = [e for e in logs if e["event"] == "cleanup_finished"]
-    assert end["passes"] == 2
+    fake.hooks.append(deleted_before_list(fake.store, young[:2], 3))
+    summary, passes = await walk(caller, service)
+    assert passes == 2
     assert sorted(summary["job_ids"]) == old
     assert summary["jobs_failed"] == 1
     assert summary["errors"] == [
