@@ -16,7 +16,17 @@ from hero_codescalers.simulator import Simulator, seed_population
 from hero_codescalers.tags import Selector
 
 from ..conftest import Caller, Service, start_service
-from .population import DAY, NOW, add_job, assert_accounted, codescaler_ids, outside
+from .population import (
+    DAY,
+    NOW,
+    add_job,
+    assert_accounted,
+    codescaler_ids,
+    deleted_before_list,
+    interleaved,
+    outside,
+    walk,
+)
 
 
 def expected(sim: Simulator, selector: Selector) -> set[int]:
@@ -350,6 +360,51 @@ async def test_actions_deleted_by_someone_else_count_as_already_gone(
     assert_accounted(summary)
 
 
+async def test_actions_with_a_context_are_deleted_by_name_and_context(
+    simulator: Simulator, caller: Caller
+) -> None:
+    """hero_proc keys an action by name and context: the jobs of one name under a null
+    context and under two others came from three actions, and each of them goes."""
+    name = "codescaler_user_shared"
+    add_job(simulator.store, action=name)
+    add_job(simulator.store, action=name, context="eu")
+    add_job(simulator.store, action="codescaler_user_other", context="us")
+    summary = await caller.call("jobs.cleanup", {})
+    assert summary["jobs_deleted"] == 3
+    assert summary["actions_matched"] == 3
+    assert summary["actions_deleted"] == 3
+    assert sorted(summary["action_ids"]) == ["codescaler_user_other", name, name]
+    assert summary["errors"] == []
+    assert not simulator.store.actions
+    assert_accounted(summary)
+
+
+async def test_each_page_starts_on_the_last_job_known_to_stay(
+    simulator: Simulator, service: Service, caller: Caller
+) -> None:
+    """Ten of alice's service jobs, then one of her user jobs, pages of ten, a cleanup of
+    her user jobs: the first page is read whole, the next starts one job early on the
+    last service job (its anchor) and brings the user job, and the walk ends on a page
+    of the anchor alone."""
+    services = [add_job(simulator.store, kind="service") for _ in range(10)]
+    user = add_job(simulator.store, kind="user")
+    offsets: list[int] = []
+
+    def record(method: str, params: dict[str, Any]) -> None:
+        if method == "job.list":
+            offsets.append(params["filter"].get("offset", 0))
+
+    simulator.hooks.append(record)
+    service.engine.page_size = 10
+    summary = await caller.call("jobs.cleanup", {"actor": "alice", "kind": "user"})
+    assert summary["job_ids"] == [user]
+    assert summary["errors"] == []
+    assert summary["complete"] is True
+    assert set(simulator.store.jobs) == set(services)
+    assert offsets == [0, 9, 9]
+    assert_accounted(summary)
+
+
 async def test_a_hung_hero_proc_cannot_hang_the_service(
     sock_dir: Path, simulator: Simulator
 ) -> None:
@@ -383,32 +438,11 @@ async def test_a_hung_hero_proc_cannot_hang_the_service(
 # matches), and jobs deleted by someone else between and during pages.
 
 
-def interleaved(sim: Simulator, n: int = 24) -> tuple[list[int], list[int]]:
-    """`n` jobs, every third one young (kept by an age filter of a day); (old, young)."""
-    old, young = [], []
-    for i in range(n):
-        if i % 3 == 2:
-            young.append(add_job(sim.store, created_at_ms=NOW))
-        else:
-            old.append(add_job(sim.store, created_at_ms=NOW - 2 * DAY))
-    return old, young
-
-
-async def walk(caller: Caller, service: Service) -> tuple[dict[str, Any], int]:
-    """A cleanup of the jobs older than a day, pages of 4: its summary and its passes."""
-    service.engine.clock = lambda: NOW
-    service.engine.page_size = 4
-    with capture_logs(processors=[merge_call]) as logs:
-        summary = await caller.call("jobs.cleanup", {"older_than_ms": DAY})
-    [end] = [e for e in logs if e["event"] == "cleanup_finished"]
-    return summary, end["passes"]
-
-
 async def test_a_stable_listing_is_walked_in_one_pass(
     simulator: Simulator, service: Service, caller: Caller
 ) -> None:
     """Nobody else touches hero_proc: one pass, each page anchored on the last kept job."""
-    old, young = interleaved(simulator)
+    old, young = interleaved(simulator.store)
     summary, passes = await walk(caller, service)
     assert sorted(summary["job_ids"]) == old
     assert set(simulator.store.jobs) == set(young)
@@ -423,18 +457,8 @@ async def test_kept_jobs_deleted_between_pages_are_caught_up_by_another_pass(
     """Someone deletes two kept jobs before the walk's position while it runs: the next
     page starts too far and skips a match; the walk sees it moved and a second pass
     deletes what it skipped."""
-    old, young = interleaved(simulator)
-    lists = 0
-
-    def delete_kept_jobs_before_the_third_page(method: str, params: dict[str, Any]) -> None:
-        nonlocal lists
-        if method == "job.list":
-            lists += 1
-            if lists == 3:
-                for job_id in young[:2]:
-                    simulator.store.job_delete({"id": job_id})
-
-    simulator.hooks.append(delete_kept_jobs_before_the_third_page)
+    old, young = interleaved(simulator.store)
+    simulator.hooks.append(deleted_before_list(simulator.store, young[:2], 3))
     summary, passes = await walk(caller, service)
     assert sorted(summary["job_ids"]) == old
     assert summary["jobs_deleted"] == len(old)
@@ -449,7 +473,7 @@ async def test_matches_deleted_by_someone_else_keep_the_walk_in_place(
 ) -> None:
     """A match of page 2 deleted by someone else just before the service's own delete:
     already gone, it left the listing like the others, and the walk stays on its anchor."""
-    old, young = interleaved(simulator)
+    old, young = interleaved(simulator.store)
     stolen = old[4]
 
     def steal(method: str, params: dict[str, Any]) -> None:

@@ -17,13 +17,22 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from hero_codescalers.heroproc import MAX_ID
 from hero_codescalers.logs import merge_call
 from hero_codescalers.settings import Settings
 from hero_codescalers.tags import Selector
 
 from ..conftest import Caller, Service, ServiceFactory
 from .fake_hero_proc import FakeHeroProc
-from .population import DAY, NOW, add_job, assert_accounted
+from .population import (
+    DAY,
+    NOW,
+    add_job,
+    assert_accounted,
+    deleted_before_list,
+    interleaved,
+    walk,
+)
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -250,6 +259,102 @@ async def test_malformed_jobs_are_skipped_counted_and_logged_and_the_run_goes_on
     assert [e for e in logs if e["event"] == "cleanup_finished"]
 
 
+async def test_job_ids_run_from_1_to_2_63_minus_1(fake: FakeHeroProc, caller: Caller) -> None:
+    """Ids 0 and -1 (listed first) and 2**63 are malformed; 2**63 - 1 is a job's id."""
+    ids = seed(fake, 3)
+    entry = {"action_id": "codescaler_user_user0", "tags": ["codescaler"]}
+    fake.bad.phantoms[0] = [{"id": 0, **entry}, {"id": -1, **entry}]
+    fake.bad.phantoms[ids[-1]] = [{"id": MAX_ID, **entry}, {"id": MAX_ID + 1, **entry}]
+    summary = await caller.call("jobs.cleanup", {})
+    assert summary["job_ids"] == [*ids, MAX_ID]
+    assert summary["jobs_deleted"] == 3
+    assert summary["jobs_already_gone"] == 1  # hero_proc has no such job to delete
+    assert summary["jobs_skipped_malformed"] == 3
+    assert_accounted(summary)
+
+
+async def test_malformed_jobs_inside_the_scope_are_skipped_not_deleted(
+    fake: FakeHeroProc, caller: Caller
+) -> None:
+    """A cleanup of every codescaler job: listed jobs with the `codescaler` tag but an
+    action that is not a string, or tags that are not a list of strings, are skipped
+    and counted; a job with null tags is not in the scope, and not malformed."""
+    ids = seed(fake, 2)
+    fake.bad.phantoms[ids[0]] = [
+        {"id": ids[0] + 100, "action_id": None, "tags": ["codescaler"]},
+        {"id": ids[0] + 101, "action_id": 7, "tags": ["codescaler"]},
+        {"id": ids[0] + 102, "action_id": "codescaler_user_x", "tags": ["codescaler", 5]},
+        {"id": ids[0] + 103, "action_id": "codescaler_user_x", "tags": "codescaler"},
+        {"id": ids[0] + 104, "action_id": "codescaler_user_x", "tags": None},
+    ]
+    summary = await caller.call("jobs.cleanup", {})
+    assert summary["job_ids"] == ids
+    assert summary["jobs_skipped_malformed"] == 4
+    assert summary["action_ids"] == ["codescaler_user_user0"]
+    assert not fake.store.jobs
+    assert_accounted(summary)
+
+
+async def test_a_context_that_is_not_a_string_is_read_as_null(
+    fake: FakeHeroProc, caller: Caller
+) -> None:
+    """A listed job whose context is 5 (a malformed optional field): its action is the one
+    of that name with a null context, and that is the one deleted."""
+    [job] = seed(fake, 1)
+    name = "codescaler_user_elsewhere"
+    fake.store.action_set({"name": name, "spec": {"script": "x", "tags": ["codescaler"]}})
+    fake.bad.phantoms[job] = [
+        {"id": job + 1, "action_id": name, "context": 5, "tags": ["codescaler"]}
+    ]
+    summary = await caller.call("jobs.cleanup", {})
+    assert summary["job_ids"] == [job, job + 1]
+    assert summary["action_ids"] == ["codescaler_user_user0", name]
+    assert summary["actions_deleted"] == 2
+    assert summary["errors"] == []
+    assert not fake.store.actions
+    assert_accounted(summary)
+
+
+async def test_each_page_with_malformed_jobs_logs_a_line_with_one_of_them(
+    fake: FakeHeroProc, service: Service, caller: Caller
+) -> None:
+    """A dry run in pages of three: page 1 lists an entry without a valid id, page 2 a
+    job with a bad tag; one warning line each shows it, with the count so far."""
+    ids = seed(fake, 4)
+    fake.bad.phantoms[0] = [{"id": "9", "tags": ["codescaler"]}]
+    bad_tags = {"id": ids[-1] + 1, "action_id": "codescaler_user_x", "tags": ["codescaler", 5]}
+    fake.bad.phantoms[ids[-1]] = [bad_tags]
+    service.engine.page_size = 3
+    with capture_logs(processors=[merge_call]) as logs:
+        summary = await caller.call("jobs.cleanup", {"dry_run": True})
+    assert summary["job_ids"] == ids
+    assert summary["jobs_skipped_malformed"] == 2
+    lines = [(e["skipped"], e["sample"]) for e in logs if e["event"] == "cleanup_jobs_malformed"]
+    assert lines == [
+        (1, '{"id":"9","tags":["codescaler"]}'),
+        (2, f'{{"id":{ids[-1] + 1},"action_id":"codescaler_user_x","tags":["codescaler",5]}}'),
+    ]
+
+
+JOBS = 2_000
+
+
+async def test_a_page_of_jobs_ending_in_malformed_entries(
+    fake: FakeHeroProc, caller: Caller
+) -> None:
+    """Entries without a valid id at the end of a page of jobs: the page still has valid
+    ids, its jobs match, the entries are counted as malformed."""
+    ids = seed(fake, JOBS)
+    fake.bad.phantoms[ids[-1]] = [{"id": "x"}] * 3
+    summary = await caller.call("jobs.cleanup", {"dry_run": True})
+    assert summary["jobs_matched"] == JOBS
+    assert summary["jobs_skipped_malformed"] == 3
+    assert summary["errors"] == [
+        "3 listed jobs skipped: malformed "
+        "(no integer id, tags that are not strings, or no string action)"
+    ]
+
+
 async def test_jobs_list_and_stats_skip_malformed_jobs(fake: FakeHeroProc, caller: Caller) -> None:
     """A listing with malformed jobs: jobs.list and stats answer, counting what they skipped."""
     ids = seed(fake, 5)
@@ -329,22 +434,38 @@ async def test_a_match_that_stays_is_the_next_page_anchor(
 ) -> None:
     """The last match of page 1 cannot be deleted: it stays listed, after the page's kept
     job, and the next page starts on it; one pass, no shift."""
-    old, young = [], []
-    for i in range(12):
-        made = add_job(fake.store, created_at_ms=NOW if i % 3 == 2 else NOW - 2 * DAY)
-        (young if i % 3 == 2 else old).append(made)
+    old, young = interleaved(fake.store, 12)
     refused = old[2]  # page 1: old, old, young, old (refused)
     fake.bad.refuse_ids.add(refused)
-    service.engine.clock = lambda: NOW
-    service.engine.page_size = 4
-    with capture_logs(processors=[merge_call]) as logs:
-        summary = await caller.call("jobs.cleanup", {"older_than_ms": DAY})
-    [end] = [e for e in logs if e["event"] == "cleanup_finished"]
-    assert end["passes"] == 1
+    summary, passes = await walk(caller, service)
+    assert passes == 1
     assert summary["jobs_failed"] == 1
     assert f"job {refused}: hero_proc error -32003: Job is active" in summary["errors"]
     assert set(fake.store.jobs) == {*young, refused}
     assert summary["complete"] is True
+    assert_accounted(summary)
+
+
+async def test_a_job_that_could_not_be_deleted_is_not_matched_again_by_a_later_pass(
+    fake: FakeHeroProc, service: Service, caller: Caller
+) -> None:
+    """hero_proc refuses the first match; someone deletes two kept jobs during the walk,
+    so a second pass follows: it lists the refused job again, but neither matches nor
+    tries it again, and the summary has it once."""
+    old, young = interleaved(fake.store, 12)
+    refused = old[0]
+    fake.bad.refuse_ids.add(refused)
+    fake.hooks.append(deleted_before_list(fake.store, young[:2], 3))
+    summary, passes = await walk(caller, service)
+    assert passes == 2
+    assert sorted(summary["job_ids"]) == old
+    assert summary["jobs_failed"] == 1
+    assert summary["errors"] == [
+        f"job {refused}: hero_proc error -32003: Job is active",
+        "action codescaler_user_user0: in use by another job",  # the refused and young jobs'
+    ]
+    assert fake.calls["job.delete"] == len(old)
+    assert set(fake.store.jobs) == {refused, *young[2:]}
     assert_accounted(summary)
 
 

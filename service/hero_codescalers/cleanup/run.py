@@ -125,11 +125,10 @@ class CleanupRun:
         if matches and not self.tally.dry_run:
             await self._delete_jobs(walk, matches)
         if walk.page_sample is not None:
-            log.warning(
-                "cleanup_jobs_malformed",
-                skipped=self.tally.jobs_malformed,
-                sample=walk.page_sample,
-            )
+            # The entries without a valid id of this pass join the run's count at its end.
+            tally = self.tally
+            skipped = len(tally.malformed_ids) + max(tally.malformed_idless, walk.idless)
+            log.warning("cleanup_jobs_malformed", skipped=skipped, sample=walk.page_sample)
         walk.end_page()
 
     async def _delete_jobs(self, walk: Walk, jobs: list[int]) -> None:
