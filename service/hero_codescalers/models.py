@@ -50,7 +50,6 @@ def check_reason(text: str) -> str:
 
 Reason = Annotated[
     str,
-    AfterValidator(check_reason),
     Field(
         min_length=1,
         max_length=REASON_MAX_LENGTH,
@@ -59,6 +58,7 @@ Reason = Annotated[
         examples=["disk pressure on node-3, ticket OPS-1234"],
         json_schema_extra={"pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029]*$"},
     ),
+    AfterValidator(check_reason),
 ]
 
 
