@@ -232,6 +232,30 @@ async def test_a_lease_is_taken_over_only_once_expired(tmp_path: Path) -> None:
         await new.close()
 
 
+async def test_a_skipped_run_is_noted_without_the_lease(tmp_path: Path) -> None:
+    """A run noted as skipped (a policy meeting a running cleanup) is complete at once, in
+    the history, while another holds the lease; the last-run figures ignore it."""
+    state = await State.open(tmp_path, lease_ttl_ms=60_000)
+    other = await State.open(tmp_path, lease_ttl_ms=60_000)
+    try:
+        await other.begin(RunStart("r-real", state.clock(), False, {}))
+        await other.finish(
+            "r-real", outcome="ok", error=None, counts={}, errors_count=0, duration_ms=5
+        )
+        await other.begin(RunStart("r-going", state.clock(), False, {}))
+        skipped = RunStart("r-skip", state.clock(), False, {}, policy="nightly")
+        await state.note(skipped, "skipped", "a cleanup was running")
+        runs, _ = await state.history(limit=5, outcome="skipped")
+        assert [(r["run_id"], r["policy"], r["error"]) for r in runs] == [
+            ("r-skip", "nightly", "a cleanup was running")
+        ]
+        assert runs[0]["finished_at_ms"] == runs[0]["started_at_ms"]
+        assert [(r["policy"], r["outcome"]) for r in await state.last_finished()] == [(None, "ok")]
+    finally:
+        await state.close()
+        await other.close()
+
+
 # History: pages, filters, retention ---------------------------------------------------
 
 

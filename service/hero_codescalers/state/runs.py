@@ -99,6 +99,23 @@ def complete(
     )
 
 
+def insert_ended(
+    connection: sqlite3.Connection, run: RunStart, holder: str, outcome: str, error: str
+) -> None:
+    """A run that ended as it started (a policy's run `skipped`): one complete row."""
+    insert(connection, run, holder)
+    complete(
+        connection,
+        run.run_id,
+        outcome=outcome,
+        error=error,
+        counts={},
+        errors_count=0,
+        duration_ms=0,
+        now_ms=run.started_at_ms,
+    )
+
+
 def interrupt(connection: sqlite3.Connection, live: set[str]) -> list[dict[str, Any]]:
     """Complete as `interrupted` every open run whose holder is not in `live`; those runs."""
     found = [
@@ -178,8 +195,8 @@ def last_finished(connection: sqlite3.Connection) -> list[dict[str, Any]]:
     """The last finished real run (not dry) of each policy (`policy` None: manual runs)."""
     return rows(
         connection.execute(
-            "SELECT policy, outcome, finished_at_ms, duration_ms FROM runs AS r "
-            "WHERE seq = (SELECT max(seq) FROM runs WHERE policy IS r.policy "
-            "AND dry_run = 0 AND outcome IS NOT NULL AND outcome != 'skipped')"
+            "SELECT policy, outcome, finished_at_ms, duration_ms FROM runs WHERE seq IN "
+            "(SELECT max(seq) FROM runs WHERE dry_run = 0 AND outcome IS NOT NULL "
+            "AND outcome != 'skipped' GROUP BY policy)"
         )
     )

@@ -68,6 +68,11 @@ class State:
 
         return await self.database.write(begin)
 
+    async def note(self, run: RunStart, outcome: str, error: str) -> None:
+        """Record a run that did nothing, complete at once (a policy's run `skipped`
+        because another cleanup holds the lock): no lease is taken."""
+        await self.database.write(lambda c: runs.insert_ended(c, run, self.holder, outcome, error))
+
     async def checkpoint(self, run_id: str, counts: dict[str, int], errors_count: int) -> bool:
         """Record the run's counts so far and renew the lease; False when the lease was
         taken over by another process (this one must stop)."""
