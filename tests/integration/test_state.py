@@ -592,3 +592,17 @@ async def test_a_run_stops_when_its_record_cannot_be_kept(
     [run] = (await history(caller))["runs"]
     assert run["outcome"] == "partial"
     state.checkpoint = real  # type: ignore[method-assign]
+
+
+async def test_processes_starting_together_on_a_new_file_migrate_it_once(tmp_path: Path) -> None:
+    """Several openings of a file that does not exist yet, at once: each serves, the
+    schema is made once."""
+    states = await asyncio.gather(*(State.open(tmp_path, lease_ttl_ms=60_000) for _ in range(8)))
+    try:
+        for state in states:
+            assert await state.history(limit=1) == ([], None)
+    finally:
+        for state in states:
+            await state.close()
+    with sqlite3.connect(tmp_path / FILE_NAME) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (LATEST,)

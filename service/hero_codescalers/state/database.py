@@ -203,11 +203,14 @@ def _prepare(connection: sqlite3.Connection, path: Path) -> None:
 
 
 def _migrate(connection: sqlite3.Connection, number: int) -> None:
+    """Migration `number`, unless another process starting on the same file has made it
+    meanwhile (the version is read again under the write lock)."""
     connection.execute("BEGIN IMMEDIATE")
     try:
-        for statement in MIGRATIONS[number - 1]:
-            connection.execute(statement)
-        connection.execute(f"PRAGMA user_version = {number}")
+        if connection.execute("PRAGMA user_version").fetchone()[0] < number:
+            for statement in MIGRATIONS[number - 1]:
+                connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {number}")
     except BaseException:
         connection.execute("ROLLBACK")
         raise
