@@ -13,6 +13,13 @@ if [ -z "${HERO_SOCKET_DIR:-}" ]; then
     HERO_SOCKET_DIR=$own_dir
 fi
 export HERO_SOCKET_DIR
+# The service's state database: in a directory of the demo's own (never under $HOME).
+own_state=
+if [ -z "${HERO_CODESCALERS_STATE_DIR:-}" ]; then
+    own_state=$(mktemp -d "${TMPDIR:-/tmp}/hero-demo-state.XXXXXX")
+    HERO_CODESCALERS_STATE_DIR=$own_state
+fi
+export HERO_CODESCALERS_STATE_DIR
 export HERO_CODESCALERS_LOG_FORMAT=json
 SERVICE_SOCK=$HERO_SOCKET_DIR/hero_codescalers/rpc.sock
 HERO_PROC_SOCK=$HERO_SOCKET_DIR/hero_proc/rpc.sock
@@ -40,6 +47,7 @@ finish() {
     fi
     rm -rf "$LOGS"
     if [ -n "$own_dir" ]; then rm -rf "$own_dir"; fi
+    if [ -n "$own_state" ]; then rm -rf "$own_state"; fi
     exit "$status"
 }
 trap finish EXIT
@@ -60,11 +68,15 @@ echo "\$ $HC simulator --seed 300 &"
 pids+=($!)
 wait_for_socket "$HERO_PROC_SOCK" "${pids[-1]}"
 
-step "Start the service, with this user (uid $(id -u)) as an admin (HERO_SOCKET_DIR=$HERO_SOCKET_DIR)"
-echo "\$ $HC serve --admin-uid $(id -u) &"
-"$HC" serve --admin-uid "$(id -u)" 2>"$LOGS/service.log" &
-pids+=($!)
-wait_for_socket "$SERVICE_SOCK" "${pids[-1]}"
+start_service() {
+    echo "\$ $HC serve --admin-uid $(id -u) &"
+    "$HC" serve --admin-uid "$(id -u)" 2>>"$LOGS/service.log" &
+    pids+=($!)
+    wait_for_socket "$SERVICE_SOCK" "${pids[-1]}"
+}
+
+step "Start the service, with this user (uid $(id -u)) as an admin (HERO_SOCKET_DIR=$HERO_SOCKET_DIR, state in HERO_CODESCALERS_STATE_DIR=$HERO_CODESCALERS_STATE_DIR)"
+start_service
 
 step "What hero_proc holds"
 show "$HC" stats
@@ -72,8 +84,8 @@ show "$HC" stats
 step "Dry run: alice's jobs older than a week (nothing changes)"
 show "$HC" jobs-cleanup --actor alice --older-than 7d --dry-run
 
-step "Real cleanup through the CLI: every job of kind 'user'"
-show "$HC" jobs-cleanup --kind user
+step "Real cleanup through the CLI: every job of kind 'user', with the reason the history keeps"
+show "$HC" jobs-cleanup --kind user --reason "demo: retire the user jobs"
 
 step "Real cleanup through curl on the socket: everything codescaler"
 show curl -sS --fail --unix-socket "$SERVICE_SOCK" http://localhost/rpc \
@@ -83,6 +95,15 @@ echo
 
 step "Afterwards: codescaler counts at 0, unrelated and look-alike jobs untouched"
 show "$HC" stats
+
+step "Restart the service: the history of the runs survives (it is in \$HERO_CODESCALERS_STATE_DIR/state.db)"
+service_pid=${pids[-1]}
+kill -TERM "$service_pid"
+wait "$service_pid" || true
+unset 'pids[-1]'
+start_service
+show "$HC" cleanup-history --limit 3
+show "$HC" cleanup-history --dry-run
 
 step "Shut down"
 started=("${pids[@]}")

@@ -25,6 +25,16 @@ from hero_codescalers.transport import ENGINE, create_app, listen, runner_for, s
 from hero_codescalers.unixsock import remove_socket
 
 
+@pytest.fixture(autouse=True)
+def own_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test's services keep their state in a directory of the test's own, never in
+    the default one under $HOME (which the test user may not be able to write): through
+    the variable for the settings a test builds and the processes it starts."""
+    path = tmp_path / "state"
+    monkeypatch.setenv("HERO_CODESCALERS_STATE_DIR", str(path))
+    return path
+
+
 @pytest.fixture
 def sock_dir() -> Iterator[Path]:
     """A short directory for sockets (sun_path holds 108 bytes), traversable by any uid."""
@@ -55,6 +65,7 @@ def settings(sock_dir: Path) -> Settings:
         socket_mode=0o666,
         hero_proc_timeout=5.0,
         admin_uids={os.getuid()},
+        state_dir=sock_dir / "state",
     )
 
 

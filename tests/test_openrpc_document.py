@@ -126,9 +126,10 @@ def test_each_method_documents_params_result_and_errors() -> None:
         "actor",
         "older_than_ms",
         "dry_run",
+        "reason",
     ]
     assert not any(p["required"] for p in cleanup["params"])
-    assert {-32010, -32011, -32020, -32602} <= codes(cleanup)
+    assert {-32010, -32011, -32013, -32020, -32602} <= codes(cleanup)
     assert cleanup["x-admin"] is True
     for name in ("jobs.submit", "jobs.list", "stats"):
         assert -32020 in codes(methods[name])

@@ -1,4 +1,4 @@
-"""The README's curl lines work verbatim against a running service."""
+"""The README's curl lines work verbatim against a running service; its tables are whole."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from hero_codescalers.config_errors import setting_name
+from hero_codescalers.errors import DOCUMENTED
 from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator, seed_population
 
@@ -77,3 +79,17 @@ def test_every_command_the_readme_shows_exists() -> None:
         args = shlex.split(line.replace('"$(id -u)"', "1000"))[1:]
         result = CliRunner().invoke(main, [*args, "--help"])
         assert result.exit_code == 0, (line, result.output)
+
+
+def test_the_readme_lists_every_setting_error_and_last_run_metric() -> None:
+    """Its configuration table names each setting's variable, its error table each
+    documented code, and it names the last-run metrics."""
+    text = README.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    for field in Settings.model_fields:
+        name = setting_name(field)
+        assert any(row.startswith(f"| `{name}`") for row in rows), name
+    for code in DOCUMENTED:
+        assert any(row.startswith(f"| {code} |") for row in rows), code
+    for name in ("timestamp_seconds", "duration_seconds", "success"):
+        assert f"hero_codescalers_cleanup_last_run_{name}" in text

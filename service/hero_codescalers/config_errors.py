@@ -34,10 +34,10 @@ FLAGS = {
     "token_file": "--token-file",
     "log_level": "--log-level",
     "log_format": "--log-format",
+    "state_dir": "--state-dir",
 }
-# Variables with the prefix that are read elsewhere than in Settings: the state
-# directory (the container image and the systemd unit set it for the state store).
-OTHER_VARIABLES = frozenset({"HERO_CODESCALERS_STATE_DIR"})
+# Variables with the prefix that are read elsewhere than in Settings (none today).
+OTHER_VARIABLES: frozenset[str] = frozenset()
 
 
 class ConfigError(Exception):
@@ -82,6 +82,7 @@ _EXPECTED = {
     "max_inflight": "a whole number of at least 1",
     "max_batch": "a whole number from 1 to 10000",
     "shutdown_grace": "seconds, a number of at least 0",
+    "history_days": "a whole number of days from 1 to 36500",
     "log_level": "one of debug, info, warning, error",
     "log_format": "one of auto, json, console",
 }

@@ -1,10 +1,12 @@
 """What the service does, on top of one hero_proc client: plain async code.
 
-The engine knows hero_proc (through `HeroProcClient`) and the tag scheme, and
-nothing of HTTP or JSON-RPC. It owns the cleanup's lifecycle (one run at a time,
-a run that outlives a caller who leaves, its log lines and its history entry),
-and hands the work to `cleanup/`; the reads are in `reads.py`; submission and
-health are here.
+The engine knows hero_proc (through `HeroProcClient`), the tag scheme and the
+state database (through `State`), and nothing of HTTP or JSON-RPC. It owns the
+cleanup's lifecycle (one run at a time, in this process and across the
+processes of a state directory; a run that outlives a caller who leaves; its log
+lines; its record, written before it deletes anything, checkpointed after each
+page and completed at its end), and hands the work to `cleanup/`; the reads are
+in `reads.py`; submission and health are here.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import secrets
 import time
-from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -22,17 +25,19 @@ import structlog
 from . import __version__, reads
 from .cleanup import CleanupRun
 from .cleanup.tally import Tally
-from .errors import CleanupRunning, HeroProcError, NotFound, RunFailed
+from .errors import CleanupRunning, HeroProcError, NotFound, RunFailed, StateUnavailable
 from .heroproc import MAX_LIMIT, HeroProcClient
 from .models import (
     CleanupSummary,
     HealthResult,
     HeroProcHealth,
     HistoryEntry,
+    HistoryResult,
     ListResult,
     StatsResult,
     SubmitResult,
 )
+from .state import RunStart, State
 from .tags import Selector, action_name, action_tags, job_tags
 
 log = structlog.get_logger(__name__)
@@ -46,6 +51,15 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _entry(row: dict[str, Any]) -> HistoryEntry:
+    """A run's record as `jobs.cleanup_history` shows it."""
+    counts = row["counts"]
+    return HistoryEntry(
+        **{k: row[k] for k in HistoryEntry.model_fields if k in row},
+        **{k: counts[k] for k in HistoryEntry.model_fields if k in counts and k not in row},
+    )
+
+
 def input_hash(script: str, input_: Any) -> str:
     """The digest that names an action: same script and input, same action."""
     canonical = json.dumps(
@@ -54,26 +68,53 @@ def input_hash(script: str, input_: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class RunEnded:
+    """A cleanup run that ended, as the metrics see it."""
+
+    policy: str | None  # None: a caller's run
+    outcome: str
+    dry_run: bool
+    finished_at_ms: int
+    duration_ms: int
+    summary: CleanupSummary | None  # None when it failed as a whole
+
+
+@dataclass
+class _Run:
+    """A cleanup run under way: what it was asked, whether it has a record, and what
+    stops it besides the deadline and the shutdown (the state database)."""
+
+    start: RunStart
+    recorded: bool = False
+    problem: str | None = None  # set when its record or lease cannot be kept up
+
+
 class Engine:
-    """What the service does, on top of one hero_proc client."""
+    """What the service does, on top of one hero_proc client and the state database."""
 
     def __init__(
         self,
         client: HeroProcClient,
+        state: State,
         *,
         page_size: int = MAX_LIMIT,
-        history_size: int = 50,
         deadline: float = 900.0,
+        history_days: int = 90,
         clock: Callable[[], int] = now_ms,
+        on_run: Callable[[RunEnded], None] | None = None,
     ) -> None:
         self.client = client
+        self.state = state
         self.page_size = min(page_size, MAX_LIMIT)
         self.deadline = deadline
+        self.history_days = history_days
         self._stopping = False
         self.clock = clock
+        self.on_run = on_run
         self.started_at = time.monotonic()
-        self.history: deque[HistoryEntry] = deque(maxlen=history_size)
         self._cleanup_lock = asyncio.Lock()
+        self._current: str | None = None  # the id of the run holding the lock
         self._detached: set[asyncio.Task[CleanupSummary]] = set()
 
     @property
@@ -86,21 +127,38 @@ class Engine:
         *,
         dry_run: bool,
         params: dict[str, Any],
+        reason: str | None = None,
         peer_uid: int | None = None,
         peer_pid: int | None = None,
+        policy: str | None = None,
     ) -> CleanupSummary:
-        """Run one cleanup; CleanupRunning at once if another one holds the lock.
+        """Run one cleanup; CleanupRunning at once if another one holds the lock (in this
+        process, or the lease in another), StateUnavailable for a real run when the state
+        database cannot be written (nothing is deleted without a record).
 
         The run is its own task: if the caller goes away (its call is cancelled), the
         run goes on to its end or its deadline and is recorded. Only the service's
         shutdown (after `stop`) cancels it.
         """
         if self._cleanup_lock.locked():
-            raise CleanupRunning
+            raise CleanupRunning("this service is running one", run_id=self._current)
         await self._cleanup_lock.acquire()
-        task = asyncio.create_task(self._cleanup(selector, dry_run, params, peer_uid, peer_pid))
+        run = _Run(
+            RunStart(
+                run_id=secrets.token_hex(8),
+                started_at_ms=self.clock(),
+                dry_run=dry_run,
+                params=params,
+                reason=reason,
+                policy=policy,
+                peer_uid=peer_uid,
+                peer_pid=peer_pid,
+            )
+        )
+        self._current = run.start.run_id
+        task = asyncio.create_task(self._cleanup(run, selector))
         # Released when the run's task ends, however it ends (even cancelled unstarted).
-        task.add_done_callback(lambda _: self._cleanup_lock.release())
+        task.add_done_callback(lambda _: self._release())
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -111,130 +169,231 @@ class Engine:
                 task.add_done_callback(self._detached.discard)
             raise
 
-    async def _cleanup(
-        self,
-        selector: Selector,
-        dry_run: bool,
-        params: dict[str, Any],
-        peer_uid: int | None,
-        peer_pid: int | None,
-    ) -> CleanupSummary:
-        record = {
-            "started_at_ms": self.clock(),
-            "peer_uid": peer_uid,
-            "peer_pid": peer_pid,
-            "params": params,
-        }
+    def _release(self) -> None:
+        self._current = None
+        self._cleanup_lock.release()
+
+    async def _cleanup(self, run: _Run, selector: Selector) -> CleanupSummary:
+        start = run.start
+        fields = {"run_id": start.run_id, **start.params, "dry_run": start.dry_run}
+        if start.reason is not None:
+            fields["reason"] = start.reason
+        if start.policy is not None:
+            fields["policy"] = start.policy
+        await self._record_start(run, fields)
         t0 = time.monotonic()
-        log.info("cleanup_started", **params, dry_run=dry_run, pushdown_tag=selector.pushdown)
+        log.info("cleanup_started", **fields, pushdown_tag=selector.pushdown, recorded=run.recorded)
         deadline = t0 + self.deadline
         work = CleanupRun(
             self.client,
             selector,
-            dry_run=dry_run,
+            dry_run=start.dry_run,
             page_size=self.page_size,
-            halt=lambda: self._halt(deadline),
+            halt=lambda: self._halt(deadline, run),
+            progress=(lambda tally: self._checkpoint(run, tally, fields)) if run.recorded else None,
         )
-        run = work.tally
+        tally = work.tally
+        renewal = asyncio.create_task(self._renew(run)) if run.recorded else None
         try:
             await work.run()
         except asyncio.CancelledError:
             # Cut short (the shutdown grace ran out): still leave the record.
-            run.complete = False
-            run.errors.append("cancelled: the shutdown grace ran out")
-            self._finish(run, record, t0, log.warning, "cleanup_cancelled")
+            tally.complete = False
+            tally.errors.append("cancelled: the shutdown grace ran out")
+            await self._finish(run, tally, t0, fields, "cancelled")
             raise
         except HeroProcError as exc:
-            duration = int((time.monotonic() - t0) * 1000)
-            log.error(
-                "cleanup_failed",
-                **params,
-                dry_run=dry_run,
-                error=exc.detail,
-                duration_ms=duration,
-            )
-            self._remember(record, "error", duration, error=exc.detail, counts=run.counts())
+            await self._failed(run, tally, t0, fields, error=exc.detail, logger=log.error)
             raise
         except Exception:
             # A fault of this service: the run still ends as every run does.
-            duration = int((time.monotonic() - t0) * 1000)
-            counts = run.counts()
-            log.exception(
-                "cleanup_failed",
-                **params,
-                dry_run=dry_run,
-                error="internal error",
-                duration_ms=duration,
-                **counts,
-            )
-            self._remember(record, "error", duration, error="internal error", counts=counts)
-            raise RunFailed(counts) from None
-        return self._finish(run, record, t0, log.info, "cleanup_finished")
+            await self._failed(run, tally, t0, fields, error="internal error", logger=log.exception)
+            raise RunFailed(tally.counts()) from None
+        finally:
+            if renewal is not None:
+                renewal.cancel()
+        return await self._finish(run, tally, t0, fields)
 
-    def _finish(
+    async def _record_start(self, run: _Run, fields: dict[str, Any]) -> None:
+        """Take the lease and write the run's record before it does anything. A real run
+        that cannot be recorded is refused (StateUnavailable); a dry run goes on unrecorded."""
+        try:
+            cut = await self.state.begin(run.start)
+        except StateUnavailable as exc:
+            if not run.start.dry_run:
+                log.warning("cleanup_refused", **fields, path=exc.path, error=exc.reason)
+                raise
+            log.warning("cleanup_not_recorded", **fields, path=exc.path, error=exc.reason)
+            return
+        except CleanupRunning as exc:
+            log.warning("cleanup_refused", **fields, error=exc.detail)
+            raise
+        run.recorded = True
+        for old in cut:
+            log.warning("cleanup_interrupted", run_id=old["run_id"], **old["counts"])
+
+    async def _checkpoint(self, run: _Run, tally: Tally, fields: dict[str, Any]) -> None:
+        """After each page: the run's counts so far in its record, the lease renewed."""
+        counts = tally.counts()
+        try:
+            held = await self.state.checkpoint(run.start.run_id, counts, len(tally.errors))
+        except StateUnavailable as exc:
+            run.problem = f"the state database cannot be written ({exc.reason})"
+        else:
+            if not held:
+                run.problem = "another process took the cleanup lease over"
+        log.info("cleanup_progress", run_id=run.start.run_id, **counts)
+
+    async def _renew(self, run: _Run) -> None:
+        """Renew the run's lease while it goes (a page may take longer than the lease)."""
+        while run.problem is None:
+            await asyncio.sleep(self.state.lease_ttl_ms / 1000 / 3)
+            try:
+                if not await self.state.renew():
+                    run.problem = "another process took the cleanup lease over"
+            except StateUnavailable as exc:
+                run.problem = f"the state database cannot be written ({exc.reason})"
+
+    async def _failed(
         self,
-        run: Tally,
-        record: dict[str, Any],
+        run: _Run,
+        tally: Tally,
         t0: float,
+        fields: dict[str, Any],
+        *,
+        error: str,
         logger: Callable[..., Any],
-        event: str,
-    ) -> CleanupSummary:
-        """Log the run's counts as `event`, add it to the history, and summarise it."""
+    ) -> None:
         duration = int((time.monotonic() - t0) * 1000)
-        summary = run.summary(duration)
-        counts = summary.model_dump(exclude=_LISTS)
-        logger(event, **record["params"], **counts, errors=len(summary.errors), passes=run.passes)
-        outcome = "ok" if summary.complete and not summary.errors else "partial"
-        self._remember(record, outcome, duration, summary=summary)
+        counts = tally.counts()
+        logger("cleanup_failed", **fields, error=error, duration_ms=duration, **counts)
+        await self._record_end(
+            run,
+            "error",
+            duration_ms=duration,
+            counts=counts,
+            errors_count=len(tally.errors),
+            error=error,
+        )
+
+    async def _finish(
+        self,
+        run: _Run,
+        tally: Tally,
+        t0: float,
+        fields: dict[str, Any],
+        outcome: str | None = None,
+    ) -> CleanupSummary:
+        """Log the run's counts, complete its record, and summarise it. Its outcome, unless
+        given: `ok` when complete without errors, else `partial`."""
+        duration = int((time.monotonic() - t0) * 1000)
+        summary = tally.summary(duration, run_id=run.start.run_id)
+        if outcome is None:
+            outcome = "ok" if summary.complete and not summary.errors else "partial"
+        counts = summary.model_dump(exclude=_LISTS | {"run_id", "dry_run"})
+        logger = log.info if outcome in ("ok", "partial") else log.warning
+        event = "cleanup_cancelled" if outcome == "cancelled" else "cleanup_finished"
+        logger(
+            event,
+            **fields,
+            **counts,
+            outcome=outcome,
+            errors=len(summary.errors),
+            passes=tally.passes,
+        )
+        await self._record_end(
+            run,
+            outcome,
+            duration_ms=duration,
+            counts=tally.counts(),
+            errors_count=len(summary.errors),
+            summary=summary,
+        )
         return summary
+
+    async def _record_end(
+        self,
+        run: _Run,
+        outcome: str,
+        *,
+        duration_ms: int,
+        counts: dict[str, int],
+        errors_count: int,
+        error: str | None = None,
+        summary: CleanupSummary | None = None,
+    ) -> None:
+        start = run.start
+        if run.recorded:
+            try:
+                await self.state.finish(
+                    start.run_id,
+                    outcome=outcome,
+                    error=error,
+                    counts=counts,
+                    errors_count=errors_count,
+                    duration_ms=duration_ms,
+                )
+            except StateUnavailable as exc:
+                log.error("cleanup_not_recorded", run_id=start.run_id, error=exc.reason)
+        if self.on_run is not None:
+            self.on_run(
+                RunEnded(start.policy, outcome, start.dry_run, self.clock(), duration_ms, summary)
+            )
 
     def stop(self) -> None:
         """Ask a running cleanup to stop (the service is shutting down): nothing more is
         sent, what is on its way ends within one hero_proc call timeout."""
         self._stopping = True
 
-    def _halt(self, deadline: float) -> str | None:
+    def _halt(self, deadline: float, run: _Run) -> str | None:
         """Why a run must send nothing more (the service is shutting down, the deadline
-        passed), or None."""
+        passed, its record or lease cannot be kept up), or None."""
         if self._stopping:
             return "the service is shutting down"
         if time.monotonic() > deadline:
             return f"the deadline of {self.deadline:g}s was reached"
-        return None
+        return run.problem
 
     async def idle(self) -> None:
         """Wait until no cleanup runs (one being cancelled records itself first)."""
         async with self._cleanup_lock:
             pass
 
-    def _remember(
+    # the state database --------------------------------------------------------------
+
+    async def housekeep(self) -> None:
+        """Complete the runs of processes that ended under them (`interrupted`) and drop
+        the history older than `history_days`. A database that cannot be written is
+        logged, not fatal: reads and dry runs go on."""
+        try:
+            for old in await self.state.sweep():
+                log.warning("cleanup_interrupted", run_id=old["run_id"], **old["counts"])
+            pruned = await self.state.prune(self.history_days * 86_400_000)
+        except StateUnavailable as exc:
+            log.warning(
+                "state_read_only",
+                path=exc.path,
+                error=exc.reason,
+                effect="real cleanups are refused (-32013); dry runs and reads go on",
+            )
+            return
+        if pruned:
+            log.info("history_pruned", runs=pruned, older_than_days=self.history_days)
+
+    async def history(
         self,
-        record: dict[str, Any],
-        outcome: str,
-        duration_ms: int,
         *,
-        summary: CleanupSummary | None = None,
-        error: str | None = None,
-        counts: dict[str, int] | None = None,
-    ) -> None:
-        entry: dict[str, Any] = {}
-        if summary is not None:
-            counts = summary.model_dump(
-                include={"jobs_matched", "jobs_deleted", "jobs_failed", "actions_deleted"}
-            )
-        if counts is not None:
-            keep = ("jobs_matched", "jobs_deleted", "jobs_failed", "actions_deleted")
-            entry = {k: counts[k] for k in keep}
-        self.history.appendleft(
-            HistoryEntry(
-                **record,
-                finished_at_ms=self.clock(),
-                outcome=outcome,
-                error=error,
-                duration_ms=duration_ms,
-                **entry,
-            )
+        limit: int,
+        cursor: str | None = None,
+        outcome: str | None = None,
+        policy: str | None = None,
+        dry_run: bool | None = None,
+    ) -> HistoryResult:
+        """A page of recorded runs, newest first."""
+        found, next_cursor = await self.state.history(
+            limit=limit, cursor=cursor, outcome=outcome, policy=policy, dry_run=dry_run
         )
+        return HistoryResult(runs=[_entry(row) for row in found], next_cursor=next_cursor)
 
     # submit, list, stats, health ------------------------------------------------
 

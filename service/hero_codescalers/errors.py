@@ -3,8 +3,11 @@
     Error                          base class; never raised itself
     ├── InvalidParams              -32602  params failed validation (names the field)
     ├── AdminRequired              -32010  an admin method called by a non-admin peer
-    ├── CleanupRunning             -32011  a cleanup is already running
+    ├── CleanupRunning             -32011  a cleanup is already running (in this process,
+    │                                      or another one holds the lease in the state database)
     │                              -32012  server busy (too many calls in flight)
+    ├── StateUnavailable           -32013  the state database cannot be written: a real
+    │                                      cleanup is refused rather than run without a record
     ├── RunFailed                  -32603  a cleanup ended by a fault of the service; its
     │                                      `data` carries the counts of what it did so far
     ├── NotAttempted               (never answered) a call not sent: the run was stopping
@@ -35,6 +38,7 @@ INTERNAL_ERROR = -32603
 ADMIN_REQUIRED = -32010
 CLEANUP_RUNNING = -32011
 SERVER_BUSY = -32012
+STATE_UNAVAILABLE = -32013
 HERO_PROC_UNAVAILABLE = -32020
 HERO_PROC_ERROR = -32021
 
@@ -93,10 +97,30 @@ class AdminRequired(Error):
 
 
 class CleanupRunning(Error):
-    """Another cleanup holds the single-cleanup lock."""
+    """Another cleanup holds the single-cleanup lock: in this process, or in another
+    process sharing the state directory (the lease); `data.reason` says which."""
 
     code = CLEANUP_RUNNING
     message = "A cleanup is already running"
+
+    def __init__(self, reason: str = "this service is running one", **data: Any) -> None:
+        super().__init__(f"a cleanup is already running: {reason}", {"reason": reason, **data})
+
+
+class StateUnavailable(Error):
+    """The state database cannot be written (read-only, disk full, locked too long):
+    `data.path` is its file, `data.reason` what SQLite said."""
+
+    code = STATE_UNAVAILABLE
+    message = "State database unavailable"
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"the state database {path} cannot be written: {reason}")
+        self.path = path
+        self.reason = reason
+
+    def public_data(self) -> Any:
+        return {"path": self.path, "reason": self.reason}
 
 
 class RunFailed(Error):
@@ -219,7 +243,15 @@ DOCUMENTED: dict[int, tuple[str, str, str]] = {
     CLEANUP_RUNNING: (
         "CleanupRunning",
         "A cleanup is already running",
-        "One cleanup at a time; try again when it has finished.",
+        "One cleanup at a time, also across service processes sharing a state directory; "
+        "`data.reason` says which holds it. Try again when it has finished.",
+    ),
+    STATE_UNAVAILABLE: (
+        "StateUnavailable",
+        "State database unavailable",
+        "The state database cannot be written (read-only, disk full): a real cleanup is "
+        "refused rather than run without a record; dry runs and reads go on. `data.path` is "
+        "the file, `data.reason` why.",
     ),
     SERVER_BUSY: (
         "ServerBusy",

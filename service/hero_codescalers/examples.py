@@ -81,6 +81,7 @@ VOLATILE = frozenset(
         "peer_uid",
         "peer_pid",
         "socket",
+        "run_id",
     }
 )
 
@@ -131,6 +132,35 @@ def _summary(**fields: Any) -> dict[str, Any]:
         "foreign_action_ids": [],
         "complete": True,
         "duration_ms": 3,
+        "run_id": "5f0c6a1e9b2d4c83",
+    }
+    out.update(fields)
+    return out
+
+
+def _run(run_id: str, params: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """A history entry of a real run by uid 0 that ended ok."""
+    out: dict[str, Any] = {
+        "started_at_ms": T,
+        "finished_at_ms": T,
+        "peer_uid": 0,
+        "peer_pid": 4242,
+        "params": params,
+        "outcome": "ok",
+        "error": None,
+        "jobs_matched": 0,
+        "jobs_deleted": 0,
+        "jobs_failed": 0,
+        "actions_deleted": 0,
+        "duration_ms": 3,
+        "run_id": run_id,
+        "policy": None,
+        "reason": None,
+        "dry_run": False,
+        "jobs_already_gone": 0,
+        "jobs_not_attempted": 0,
+        "jobs_skipped_malformed": 0,
+        "errors_count": 0,
     }
     out.update(fields)
     return out
@@ -265,6 +295,19 @@ CLEANUP = (
         given=(THREE_SUBMISSIONS,),
     ),
     Example(
+        "dry-run-with-reason",
+        {"actor": "alice", "dry_run": True, "reason": "what would alice's cleanup remove?"},
+        _summary(
+            job_ids=[1, 3],
+            action_ids=[HOME_PAGE, RESTART],
+            dry_run=True,
+            jobs_matched=2,
+            actions_matched=2,
+        ),
+        summary="The same, with the reason the history keeps",
+        given=(THREE_SUBMISSIONS,),
+    ),
+    Example(
         "one-kind",
         {"kind": "user"},
         _summary(
@@ -300,37 +343,36 @@ HISTORY = (
         {"limit": 2},
         {
             "runs": [
-                {
-                    "started_at_ms": T,
-                    "finished_at_ms": T,
-                    "peer_uid": 0,
-                    "peer_pid": 4242,
-                    "params": {},
-                    "outcome": "ok",
-                    "error": None,
-                    "jobs_matched": 1,
-                    "jobs_deleted": 1,
-                    "jobs_failed": 0,
-                    "actions_deleted": 1,
-                    "duration_ms": 3,
-                },
-                {
-                    "started_at_ms": T,
-                    "finished_at_ms": T,
-                    "peer_uid": 0,
-                    "peer_pid": 4242,
-                    "params": {"kind": "user"},
-                    "outcome": "ok",
-                    "error": None,
-                    "jobs_matched": 2,
-                    "jobs_deleted": 2,
-                    "jobs_failed": 0,
-                    "actions_deleted": 1,
-                    "duration_ms": 3,
-                },
-            ]
+                _run("9a41d2c07e5b3f18", {}, jobs_matched=1, jobs_deleted=1, actions_deleted=1),
+                _run(
+                    "5f0c6a1e9b2d4c83",
+                    {"kind": "user"},
+                    jobs_matched=2,
+                    jobs_deleted=2,
+                    actions_deleted=1,
+                ),
+            ],
+            "next_cursor": None,
         },
-        summary="Newest first",
+        summary="Newest first (a next_cursor, when not null, gives older runs)",
         given=("jobs.cleanup/everything-left",),
+    ),
+    Example(
+        "dry-runs-only",
+        {"limit": 20, "dry_run": True},
+        {
+            "runs": [
+                _run(
+                    "c3e8b7a05d1f2964",
+                    {"actor": "alice"},
+                    dry_run=True,
+                    jobs_matched=2,
+                    reason="what would alice's cleanup remove?",
+                ),
+            ],
+            "next_cursor": None,
+        },
+        summary="Filtered: the dry runs, with the reason each was given",
+        given=("jobs.cleanup/dry-run-with-reason",),
     ),
 )

@@ -236,7 +236,7 @@ async def stats(ctx: CallContext, params: NoParams) -> StatsResult:
     summary="Delete codescaler jobs and their actions (admin)",
     admin=True,
     mutates=True,
-    errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED, e.CLEANUP_RUNNING, *UPSTREAM),
+    errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED, e.CLEANUP_RUNNING, e.STATE_UNAVAILABLE, *UPSTREAM),
     examples=ex.CLEANUP,
 )
 async def jobs_cleanup(ctx: CallContext, params: CleanupParams) -> CleanupSummary:
@@ -244,34 +244,45 @@ async def jobs_cleanup(ctx: CallContext, params: CleanupParams) -> CleanupSummar
     (kind, target, actor exactly; created at least `older_than_ms` ago), with `force`,
     then each codescaler action of those jobs, best effort: an action still used by
     another job stays and is reported in `errors`. Already gone counts as done.
-    One cleanup runs at a time. With `dry_run` nothing changes."""
-    given = params.model_dump(exclude_none=True, exclude={"dry_run"})
+    One cleanup runs at a time, also across the service processes of one state
+    directory. With `dry_run` nothing changes. The run is recorded in the state
+    database before it deletes anything (with `reason`, the caller's uid and pid); a
+    real run is refused (-32013) when that record cannot be written."""
+    given = params.model_dump(exclude_none=True, exclude={"dry_run", "reason"})
     services = _services(ctx)
     try:
-        summary = await services.engine.cleanup(
+        return await services.engine.cleanup(
             selector(ctx, params),
             dry_run=params.dry_run,
             params=given,
+            reason=params.reason,
             peer_uid=ctx.peer.uid,
             peer_pid=ctx.peer.pid,
         )
-    except e.HeroProcError:
-        services.metrics.observe_cleanup(None, dry_run=params.dry_run)
-        raise
     finally:
         if not params.dry_run:
             services.changed()
-    services.metrics.observe_cleanup(summary, dry_run=params.dry_run)
-    return summary
 
 
 @registry.method(
     "jobs.cleanup_history",
-    summary="The last cleanup runs: who, when, what, result (admin)",
+    summary="The recorded cleanup runs: who, when, why, what, result (admin)",
     admin=True,
     errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED),
     examples=ex.HISTORY,
 )
 async def jobs_cleanup_history(ctx: CallContext, params: HistoryParams) -> HistoryResult:
-    """The most recent cleanup runs since the service started, newest first."""
-    return HistoryResult(runs=list(_services(ctx).engine.history)[: params.limit])
+    """The cleanup runs recorded in the state database (they survive restarts), newest
+    first, a page at a time: pass `next_cursor` back as `cursor`. Each says who ran it
+    (the peer's uid and pid, or the retention policy), why (`reason`), whether it was a
+    dry run, its params, outcome and counts. A run still going has no outcome yet; one
+    whose process ended under it is `interrupted`, with the counts of its last
+    checkpoint. Runs that finished more than HERO_CODESCALERS_HISTORY_DAYS ago are
+    dropped."""
+    return await _services(ctx).engine.history(
+        limit=params.limit,
+        cursor=params.cursor,
+        outcome=params.outcome,
+        policy=params.policy,
+        dry_run=params.dry_run,
+    )

@@ -7,11 +7,16 @@ several apps in a process never collide.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from .logs import Throttled
-from .models import CleanupSummary
+
+if TYPE_CHECKING:
+    from .engine import RunEnded
+
+MANUAL = "manual"  # the `policy` label of the runs callers asked for
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -38,8 +43,27 @@ class Metrics:
         )
         self.cleanups = Counter(
             "hero_codescalers_cleanups",
-            "Cleanup runs, by outcome (ok, partial, error) and whether dry",
+            "Cleanup runs, by outcome (ok, partial, cancelled, error) and whether dry",
             ["outcome", "dry_run"],
+            registry=self.registry,
+        )
+        self.last_run_timestamp = Gauge(
+            "hero_codescalers_cleanup_last_run_timestamp_seconds",
+            "When the last real (not dry) cleanup run ended, by policy (manual: a caller's)",
+            ["policy"],
+            registry=self.registry,
+        )
+        self.last_run_duration = Gauge(
+            "hero_codescalers_cleanup_last_run_duration_seconds",
+            "How long the last real cleanup run took, by policy",
+            ["policy"],
+            registry=self.registry,
+        )
+        self.last_run_success = Gauge(
+            "hero_codescalers_cleanup_last_run_success",
+            "Whether the last real cleanup run ended ok (1: complete, no errors) or not (0), "
+            "by policy",
+            ["policy"],
             registry=self.registry,
         )
         self.jobs_deleted = Counter(
@@ -101,18 +125,28 @@ class Metrics:
 
         return observe
 
-    def observe_cleanup(self, summary: CleanupSummary | None, *, dry_run: bool) -> None:
-        """A finished run (its summary), or one that failed as a whole (None)."""
+    def observe_run(self, run: RunEnded) -> None:
+        """A cleanup run that ended (its summary, or None when it failed as a whole)."""
+        self.cleanups.labels(run.outcome, str(run.dry_run).lower()).inc()
+        if not run.dry_run:
+            self.last_run(run.policy, run.outcome, run.finished_at_ms, run.duration_ms)
+        summary = run.summary
         if summary is None:
-            self.cleanups.labels("error", str(dry_run).lower()).inc()
             return
-        outcome = "ok" if summary.complete and not summary.errors else "partial"
-        self.cleanups.labels(outcome, str(dry_run).lower()).inc()
         self.jobs_deleted.inc(summary.jobs_deleted)
         self.actions_deleted.inc(summary.actions_deleted)
         self.deletion_failures.inc(
             summary.jobs_failed + summary.actions_in_use + summary.actions_failed
         )
+
+    def last_run(
+        self, policy: str | None, outcome: str, finished_at_ms: int, duration_ms: Any
+    ) -> None:
+        """Set the last-run gauges of `policy` (None: a caller's run)."""
+        label = MANUAL if policy is None else policy
+        self.last_run_timestamp.labels(label).set(finished_at_ms / 1000)
+        self.last_run_duration.labels(label).set((duration_ms or 0) / 1000)
+        self.last_run_success.labels(label).set(1 if outcome == "ok" else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

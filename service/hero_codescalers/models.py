@@ -10,6 +10,7 @@ specification and add fields after them.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
@@ -28,6 +29,37 @@ SCRIPT_MAX_LENGTH = 65_536
 LIST_MAX_LIMIT = 1_000
 
 JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+# How a cleanup run ended, one list for the history, the status and the CLI: `ok`
+# (complete, no errors), `partial` (stopped short or with errors), `cancelled` (cut
+# by the service's shutdown), `error` (failed as a whole), `interrupted` (the process
+# ended under it: found at the next start), `skipped` (a policy's run not started).
+Outcome = Literal["ok", "partial", "cancelled", "error", "interrupted", "skipped"]
+
+REASON_MAX_LENGTH = 500
+# Control characters (newlines and tabs included) and Unicode line separators.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+POLICY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+def check_reason(text: str) -> str:
+    """`text` if it is one line of printable text, else ValueError saying why."""
+    if _CONTROL.search(text):
+        raise ValueError("control characters (newlines and tabs included) are not allowed")
+    return text
+
+
+Reason = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=REASON_MAX_LENGTH,
+        description="Why the run is made, free text in one line (no control characters), "
+        "logged and kept in the history",
+        examples=["disk pressure on node-3, ticket OPS-1234"],
+        json_schema_extra={"pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029]*$"},
+    ),
+    AfterValidator(check_reason),
+]
 
 
 def _name(pattern: str, description: str, example: str, **extra: Any) -> Any:
@@ -95,6 +127,7 @@ class CleanupParams(Filter):
     """`jobs.cleanup`: what to remove; everything codescaler when no filter is given."""
 
     dry_run: bool = Field(default=False, description="List what would be deleted; change nothing")
+    reason: Reason | None = None
 
 
 class CleanupSummary(Result):
@@ -158,6 +191,7 @@ class CleanupSummary(Result):
         "or broke its contract, the run stopped early, or malformed jobs were skipped"
     )
     duration_ms: int
+    run_id: str | None = Field(default=None, description="The run's id in `jobs.cleanup_history`")
 
 
 class SubmitParams(Params):
@@ -259,23 +293,54 @@ class HealthResult(Result):
 
 
 class HistoryParams(Params):
+    """`jobs.cleanup_history`: the recorded runs, newest first, a page at a time."""
+
     limit: int = Field(default=20, ge=1, le=100)
+    cursor: str | None = Field(
+        default=None,
+        pattern=r"^\d{1,19}$",
+        description="`next_cursor` of the previous page (opaque)",
+    )
+    outcome: Outcome | None = Field(default=None, description="Only runs that ended so")
+    policy: str | None = Field(
+        default=None,
+        pattern=POLICY_PATTERN,
+        description="Only the runs of this retention policy; `manual` for the runs callers "
+        "asked for",
+    )
+    dry_run: bool | None = Field(
+        default=None, description="Only dry runs (true) or only real ones (false)"
+    )
 
 
 class HistoryEntry(Result):
+    """One cleanup run as recorded: written before it deleted anything, checkpointed after
+    each page, completed when it ended."""
+
     started_at_ms: int
-    finished_at_ms: int
-    peer_uid: int | None
+    finished_at_ms: int | None = Field(description="null while the run goes on")
+    peer_uid: int | None = Field(description="Who asked (null for a policy's run)")
     peer_pid: int | None
-    params: dict[str, Any]
-    outcome: Literal["ok", "partial", "error"]
-    error: str | None = None
+    params: dict[str, Any] = Field(description="The selection it was given")
+    outcome: Outcome | None = Field(description="How it ended; null while it goes on")
+    error: str | None = Field(default=None, description="Why it failed or was interrupted")
     jobs_matched: int = 0
     jobs_deleted: int = 0
     jobs_failed: int = 0
     actions_deleted: int = 0
-    duration_ms: int
+    duration_ms: int | None = Field(description="null while the run goes on")
+    run_id: str
+    policy: str | None = Field(description="The retention policy that ran it; null: a caller")
+    reason: str | None = Field(description="The reason it was given")
+    dry_run: bool
+    jobs_already_gone: int = 0
+    jobs_not_attempted: int = 0
+    jobs_skipped_malformed: int = 0
+    errors_count: int = Field(default=0, description="Lines in its summary's `errors`")
 
 
 class HistoryResult(Result):
     runs: list[HistoryEntry] = Field(description="Newest first")
+    next_cursor: str | None = Field(
+        default=None, description="Pass it as `cursor` for the next page; null at the end"
+    )

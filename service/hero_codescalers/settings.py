@@ -25,6 +25,8 @@
 | HERO_CODESCALERS_STATS_REUSE        | 2 (seconds a `stats` result is reused; 0 no)|
 | HERO_CODESCALERS_MAX_BATCH          | 100 (requests in one JSON-RPC batch)        |
 | HERO_CODESCALERS_SHUTDOWN_GRACE     | 30 (seconds to finish work on SIGTERM)      |
+| HERO_CODESCALERS_STATE_DIR          | ~/hero/var/hero_codescalers (state.db there)|
+| HERO_CODESCALERS_HISTORY_DAYS       | 90 (days a finished run stays in history)   |
 | HERO_CODESCALERS_LOG_LEVEL          | info                                        |
 | HERO_CODESCALERS_LOG_FORMAT         | auto (console on a tty, JSON otherwise)     |
 """
@@ -38,6 +40,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SOCKET_DIR = Path("~/hero/var/sockets")
+DEFAULT_STATE_DIR = Path("~/hero/var/hero_codescalers")
 SERVICE_SOCKET = Path("hero_codescalers/rpc.sock")
 HERO_PROC_SOCKET = Path("hero_proc/rpc.sock")
 
@@ -94,6 +97,12 @@ class Settings(BaseSettings):
     )
     max_batch: int = Field(default=100, ge=1, le=10_000, description="requests in one batch")
     shutdown_grace: float = Field(default=30.0, ge=0, description="seconds to finish on SIGTERM")
+    state_dir: Path = Field(
+        default=DEFAULT_STATE_DIR, description="Directory of the state database (state.db)"
+    )
+    history_days: int = Field(
+        default=90, ge=1, le=36_500, description="days a finished run stays in the history"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
@@ -142,7 +151,7 @@ class Settings(BaseSettings):
             data.setdefault("hero_proc_socket", base / HERO_PROC_SOCKET)
         return data
 
-    @field_validator("socket_dir", "socket", "hero_proc_socket")
+    @field_validator("socket_dir", "socket", "hero_proc_socket", "state_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()

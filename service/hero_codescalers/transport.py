@@ -56,7 +56,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from . import errors, systemd
 from .auth import AdminPolicy, Peer, bearer_token, token_file_problem
-from .engine import Engine
+from .engine import Engine, now_ms
 from .heroproc import MAX_IN_FLIGHT as HERO_PROC_CONNECTIONS
 from .heroproc import HeroProcClient
 from .logs import Throttled
@@ -66,6 +66,8 @@ from .metrics import Metrics
 from .openrpc import build_document
 from .rpc import Budget, Dispatcher, error_answer
 from .settings import Settings
+from .state import State
+from .tuning import HOUSEKEEPING_INTERVAL_S, LEASE_TTL_S
 from .unixsock import bind_unix, remove_socket
 
 log = structlog.get_logger(__name__)
@@ -88,8 +90,12 @@ METRICS = web.AppKey("metrics", Metrics)
 REQUEST_ID = web.RequestKey("request_id", str)
 
 
-def create_app(settings: Settings) -> web.Application:
-    """The service's aiohttp application; its hero_proc client lives with it."""
+def create_app(
+    settings: Settings, *, clock: Callable[[], int] | None = None, state: State | None = None
+) -> web.Application:
+    """The service's aiohttp application; its hero_proc client and its state database live
+    with it (`state`, when given, is the database already opened; it is closed with the
+    app). `clock` (wall time in ms) is the engine's and the state's, for tests."""
     app = web.Application(client_max_size=MAX_BODY, middlewares=[_request_ids])
     app[SETTINGS] = settings
     app[BUDGET] = Budget(settings.max_inflight, settings.admin_reserve)
@@ -97,7 +103,7 @@ def create_app(settings: Settings) -> web.Application:
         uids=settings.admin_uids, gids=settings.admin_gids, token=settings.bearer_token()
     )
     app[METRICS] = Metrics()
-    app.cleanup_ctx.append(_services)
+    app.cleanup_ctx.append(lambda app: _services(app, clock or now_ms, state))
     app.router.add_post("/rpc", _rpc, expect_handler=_expect)
     app.router.add_route("*", "/rpc", _not_post)
     app.router.add_get("/health", _health)
@@ -119,31 +125,70 @@ def runner_for(app: web.Application) -> web.AppRunner:
     )
 
 
-async def _services(app: web.Application) -> AsyncIterator[None]:
+async def open_state(settings: Settings, clock: Callable[[], int] = now_ms) -> State:
+    """The state database of `settings`; StateUnusable when it cannot serve."""
+    return await State.open(settings.state_dir, clock=clock, lease_ttl_ms=LEASE_TTL_S * 1000)
+
+
+async def _services(
+    app: web.Application, clock: Callable[[], int], state: State | None
+) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     problem = token_file_problem(settings.token_file)
     if problem is not None:
         log.warning("token_file_unsafe", path=str(settings.token_file), problem=problem)
-    async with HeroProcClient(
-        settings.hero_proc_socket,
-        timeout=settings.hero_proc_timeout,
-        attempts=settings.hero_proc_attempts,
-    ) as client:
-        engine = Engine(client, deadline=settings.cleanup_deadline)
-        document = build_document(registry)
-        metrics = app[METRICS]
-        app[ENGINE] = engine
-        app[DISPATCHER] = Dispatcher(
-            document,
-            registry,
-            Services(engine, document, metrics, stats_reuse_s=settings.stats_reuse),
-            app[POLICY],
-            max_batch=settings.max_batch,
-            metrics=metrics,
-            budget=app[BUDGET],
-            lane_width=settings.peer_concurrency,
-        )
-        yield
+    metrics = app[METRICS]
+    if state is None:
+        state = await open_state(settings, clock)
+    try:
+        async with HeroProcClient(
+            settings.hero_proc_socket,
+            timeout=settings.hero_proc_timeout,
+            attempts=settings.hero_proc_attempts,
+        ) as client:
+            engine = Engine(
+                client,
+                state,
+                deadline=settings.cleanup_deadline,
+                history_days=settings.history_days,
+                clock=clock,
+                on_run=metrics.observe_run,
+            )
+            await engine.housekeep()
+            for run in await state.last_finished():
+                metrics.last_run(
+                    run["policy"], run["outcome"], run["finished_at_ms"], run["duration_ms"]
+                )
+            document = build_document(registry)
+            app[ENGINE] = engine
+            app[DISPATCHER] = Dispatcher(
+                document,
+                registry,
+                Services(engine, document, metrics, stats_reuse_s=settings.stats_reuse),
+                app[POLICY],
+                max_batch=settings.max_batch,
+                metrics=metrics,
+                budget=app[BUDGET],
+                lane_width=settings.peer_concurrency,
+            )
+            housekeeping = asyncio.create_task(_housekeeping(engine))
+            try:
+                yield
+            finally:
+                housekeeping.cancel()
+                # A cleanup cancelled by the end of the grace records itself first.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(5):
+                        await engine.idle()
+    finally:
+        await state.close()
+
+
+async def _housekeeping(engine: Engine) -> None:
+    """The history's retention and the sweep of interrupted runs, every interval."""
+    while True:
+        await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+        await engine.housekeep()
 
 
 _PEERS: weakref.WeakKeyDictionary[asyncio.BaseTransport, Peer] = weakref.WeakKeyDictionary()
@@ -563,8 +608,14 @@ def listen(settings: Settings) -> tuple[socket.socket, int]:
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
     """Serve until SIGINT or SIGTERM; the socket file is removed on the way out."""
     sock, inode = listen(settings)  # a mistake here is told in one line, nothing before it
+    try:
+        state = await open_state(settings)  # as is one here (StateUnusable)
+    except BaseException:
+        sock.close()
+        remove_socket(settings.socket, inode)
+        raise
     fd_limit(raise_soft=True)
-    app = create_app(settings)
+    app = create_app(settings, state=state)
     runner = runner_for(app)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -583,6 +634,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
             admin_uids=sorted(settings.admin_uids),
             admin_gids=sorted(settings.admin_gids),
             bearer_token="configured" if settings.bearer_token() else "none",
+            state=str(app[ENGINE].state.path),
         )
         if ready is not None:
             ready.set()
@@ -596,11 +648,6 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         remove_socket(settings.socket, inode)
-        await runner.cleanup()
-        if ENGINE in app:
-            # A cleanup cancelled by the end of the grace still logs its summary.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5):
-                    await app[ENGINE].idle()
+        await runner.cleanup()  # a cleanup cancelled by the end of the grace records itself
         sock.close()
         log.info("service_stopped")

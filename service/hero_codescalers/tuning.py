@@ -62,3 +62,15 @@ STALE_AFTER = 2.0
 # Weight of what `Pacing` knew against the latest batch's time per call, so that one
 # slow batch does not switch modes (cheap: 12.9 µs with 0.7, 13.5 µs with 0).
 PACING_MEMORY = 0.7
+
+# -- the state database ---------------------------------------------------------------
+
+# How long the cleanup lease lasts unless renewed (each page's checkpoint renews it, and
+# a timer every third of it). A holder on this host that has ended is taken over at
+# once; only a holder elsewhere (another container, another pid namespace) that stopped
+# without releasing keeps others waiting, for at most this long.
+LEASE_TTL_S = 60
+# How often the service drops history older than HERO_CODESCALERS_HISTORY_DAYS and marks
+# the runs of ended processes interrupted (also done at start): retention is counted in
+# days, so an hour's lag is nothing, and each pass is one indexed DELETE.
+HOUSEKEEPING_INTERVAL_S = 3600

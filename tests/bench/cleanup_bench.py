@@ -198,7 +198,11 @@ class Bench:
 
     async def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HERO_")}
-        env.update(HERO_SOCKET_DIR=str(self.scratch), HERO_CODESCALERS_LOG_FORMAT="json")
+        env.update(
+            HERO_SOCKET_DIR=str(self.scratch),
+            HERO_CODESCALERS_STATE_DIR=str(self.scratch / "state"),
+            HERO_CODESCALERS_LOG_FORMAT="json",
+        )
         self.sim = await start(hero("simulator"), env, b"simulator_started")
         self.procs.append(self.sim)
         env["HERO_CODESCALERS_HERO_PROC_TIMEOUT"] = "120"

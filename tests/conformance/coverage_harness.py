@@ -50,9 +50,12 @@ DOCUMENT = ROOT / "openrpc" / "openrpc.json"
 
 @contextlib.asynccontextmanager
 async def live_service() -> AsyncIterator[Path]:
-    """A fresh simulator and the service in front of it; the service's socket."""
+    """A fresh simulator and the service in front of it (a fresh state database too); the
+    service's socket."""
     scratch = Path(tempfile.mkdtemp(prefix="hc-cov-", dir="/tmp"))
-    settings = Settings(socket_dir=scratch, admin_uids={os.getuid()})  # any user runs it
+    settings = Settings(
+        socket_dir=scratch, state_dir=scratch / "state", admin_uids={os.getuid()}
+    )  # any user runs it
     try:
         async with Simulator().serve(settings.hero_proc_socket):
             sock, inode = bind_unix(settings.socket, 0o600)

@@ -138,7 +138,7 @@ async def test_mixed_batch(caller: Caller, jobs: list[int]) -> None:
     assert status == 200
     assert [a["id"] for a in answer] == ["1", "2", None, "5", "9"]
     assert [j["id"] for j in answer[0]["result"]["jobs"]] == [jobs[0], jobs[2]]
-    assert answer[1]["result"] == {"runs": []}
+    assert answer[1]["result"] == {"runs": [], "next_cursor": None}
     assert without_data(answer[2]) == {"jsonrpc": "2.0", "error": INVALID_REQUEST, "id": None}
     assert without_data(answer[3]) == {
         "jsonrpc": "2.0",

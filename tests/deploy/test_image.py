@@ -106,6 +106,19 @@ def test_hadolint_finds_nothing() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_state_directory_is_a_volume_the_service_user_owns() -> None:
+    """HERO_CODESCALERS_STATE_DIR is a VOLUME (the history survives a new container),
+    created for uid 10001 (the USER), mode 0700."""
+    state_dir = DockerfileParser(path=os.fspath(DOCKERFILE)).envs["HERO_CODESCALERS_STATE_DIR"]
+    final = stages()[-1]
+    [volume] = [i["value"] for i in final if i["instruction"] == "VOLUME"]
+    assert state_dir in json.loads(volume)
+    [user] = [i["value"] for i in final if i["instruction"] == "USER"]
+    assert user.split(":")[0] == "10001"
+    runs = " ".join(i["value"] for i in final if i["instruction"] == "RUN")
+    assert f"install -d -o hero -g hero -m 0700 {state_dir}" in runs
+
+
 def test_the_build_context_is_small_and_holds_what_is_copied() -> None:
     """.dockerignore keeps .venv, node_modules, .git and caches out; every source the
     build stage copies is in the context."""
@@ -216,10 +229,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def image_env(bin_dir: Path, sock_dir: Path) -> dict[str, str]:
-    """The image's ENV, its socket directory moved to the test's, the venv first on PATH."""
+    """The image's ENV, its socket and state directories moved to the test's, the venv first
+    on PATH."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HERO_", "PYTHON"))}
     env.update(DockerfileParser(path=os.fspath(DOCKERFILE)).envs)
     env["HERO_SOCKET_DIR"] = os.fspath(sock_dir)
+    env["HERO_CODESCALERS_STATE_DIR"] = os.fspath(sock_dir / "state")
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     return env
 

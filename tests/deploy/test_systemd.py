@@ -207,6 +207,10 @@ def test_the_units_have_what_an_install_needs() -> None:
     assert sock["SocketGroup"] == service["SupplementaryGroups"]
     settings = Settings(socket_dir=environment()["HERO_SOCKET_DIR"])
     assert sock["ListenStream"] == [os.fspath(settings.socket)]
+    # The state database lives in the unit's StateDirectory=, which systemd creates for
+    # the service's user: the variable points there.
+    [state_dir] = service["StateDirectory"]
+    assert f"HERO_CODESCALERS_STATE_DIR=/var/lib/{state_dir}" in service["Environment"]
 
 
 def unit_environment(sock_dir: Path, simulator: Simulator, **extra: str) -> dict[str, str]:
@@ -217,6 +221,7 @@ def unit_environment(sock_dir: Path, simulator: Simulator, **extra: str) -> dict
         key, _, value = assignment.partition("=")
         env[key] = value
     env.pop("HERO_SOCKET_DIR")
+    env.pop("HERO_CODESCALERS_STATE_DIR")  # the test's own (see service_env)
     base = service_env(sock_dir, simulator)
     base.pop("HERO_CODESCALERS_ADMIN_UIDS")  # the unit's admins only
     return {**base, **env, **extra}

@@ -337,9 +337,13 @@ async def test_history_records_each_run(simulator: Simulator, caller: Caller) ->
     await caller.call("jobs.cleanup", {"kind": "user"})
     runs = (await caller.call("jobs.cleanup_history", {}))["runs"]
     assert [r["params"] for r in runs] == [{"kind": "user"}, {}]
+    assert [r["dry_run"] for r in runs] == [False, True]
     assert runs[0]["jobs_deleted"] == 1
-    assert runs[0]["outcome"] == "ok"
+    assert runs[1]["jobs_matched"] == 1
+    assert runs[1]["jobs_deleted"] == 0
+    assert [r["outcome"] for r in runs] == ["ok", "ok"]
     assert runs[0]["peer_uid"] == os.getuid()
+    assert runs[0]["policy"] is None
 
 
 async def test_actions_deleted_by_someone_else_count_as_already_gone(

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Faults, Simulator, seed_population
@@ -76,6 +77,36 @@ async def test_list_submit_stats_and_history(simulator: Simulator, service: Serv
     await cli("jobs-cleanup", "--socket", sock)
     code, out, _ = await cli("cleanup-history", "--socket", sock)
     assert json.loads(out)["runs"][0]["jobs_deleted"] == 1
+
+
+async def test_cleanup_reason_and_history_filters(simulator: Simulator, service: Service) -> None:
+    """--reason is kept with the run; cleanup-history pages (--cursor) and filters
+    (--outcome, --policy, --dry-run/--no-dry-run)."""
+    sock = str(service.socket)
+    seed_population(simulator.store, 10)
+    code, _, _ = await cli("jobs-cleanup", "--dry-run", "--reason", "look first", "--socket", sock)
+    assert code == 0
+    code, _, _ = await cli("jobs-cleanup", "--reason", "ticket 7", "--socket", sock)
+    assert code == 0
+
+    async def runs(*args: str) -> dict[str, Any]:
+        code, out, err = await cli("cleanup-history", *args, "--socket", sock)
+        assert code == 0, err
+        result: dict[str, Any] = json.loads(out)
+        return result
+
+    newest = await runs("--limit", "1")
+    assert [r["reason"] for r in newest["runs"]] == ["ticket 7"]
+    older = await runs("--limit", "1", "--cursor", newest["next_cursor"])
+    assert [r["reason"] for r in older["runs"]] == ["look first"]
+    assert older["next_cursor"] is None
+    assert [r["reason"] for r in (await runs("--dry-run"))["runs"]] == ["look first"]
+    assert [r["reason"] for r in (await runs("--no-dry-run"))["runs"]] == ["ticket 7"]
+    assert len((await runs("--outcome", "ok", "--policy", "manual"))["runs"]) == 2
+    assert (await runs("--outcome", "interrupted"))["runs"] == []
+    code, _, err = await cli("cleanup-history", "--outcome", "fine", "--socket", sock)
+    assert code == 2
+    assert "'fine' is not one of" in err
 
 
 async def cli_without_hero_proc(sock_dir: Path, *args: str) -> tuple[int, str, str]:

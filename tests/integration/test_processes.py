@@ -59,11 +59,12 @@ class Proc:
 
 
 def command_env(sock_dir: Path, **extra: str) -> dict[str, str]:
-    """The environment of a command under test: sockets in `sock_dir`, JSON logs, and this
-    test's own uid an admin (as root or as any other user)."""
+    """The environment of a command under test: sockets and the state database in
+    `sock_dir`, JSON logs, and this test's own uid an admin (as root or as any other user)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERO_")}
     env.update(
         HERO_SOCKET_DIR=str(sock_dir),
+        HERO_CODESCALERS_STATE_DIR=str(sock_dir / "state"),
         HERO_CODESCALERS_LOG_FORMAT="json",
         HERO_CODESCALERS_ADMIN_UIDS=str(os.getuid()),
     )

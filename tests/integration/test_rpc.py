@@ -141,8 +141,11 @@ async def test_positional_params_follow_the_documented_order(caller: Caller) -> 
     """Params may be an array, in the order of the OpenRPC document."""
     result = await caller.call("jobs.cleanup", ["user", None, None, None, True])
     assert result["dry_run"] is True
-    err = await caller.error("jobs.cleanup", [None, None, None, None, True, "extra"])
-    assert err["data"] == "params: at most 5 positional params"
+    result = await caller.call("jobs.cleanup", [None, None, None, None, True, "because"])
+    [run] = (await caller.call("jobs.cleanup_history", {"limit": 1}))["runs"]
+    assert run["reason"] == "because"
+    err = await caller.error("jobs.cleanup", [None, None, None, None, True, "why", "extra"])
+    assert err["data"] == "params: at most 6 positional params"
 
 
 async def test_positional_params_put_required_ones_first(caller: Caller) -> None:

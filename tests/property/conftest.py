@@ -78,6 +78,7 @@ def stack() -> Iterator[Stack]:
         hero_proc_socket=scratch / "hp.sock",
         hero_proc_timeout=5.0,
         admin_uids={os.getuid()},  # the same as root and as any other user
+        state_dir=scratch / "state",  # set up before the per-test state directory
     )
     sim = Simulator()
     ready = threading.Event()

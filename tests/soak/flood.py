@@ -196,6 +196,7 @@ async def run(args: argparse.Namespace, pid: int, go: int, report_fd: int) -> di
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERO_")}
     env.update(
         HERO_SOCKET_DIR=str(scratch),
+        HERO_CODESCALERS_STATE_DIR=str(scratch / "state"),
         HERO_CODESCALERS_LOG_FORMAT="json",
         HERO_CODESCALERS_SOCKET_MODE="0666",
         # Idle connections are closed after the request timeout: keep them for the run.

@@ -117,7 +117,11 @@ def percentile(values: list[float], q: float) -> float:
 async def run(callers: int, seconds: float, jobs: int, warmup: float) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="hc-soak-", dir="/tmp"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERO_")}
-    env.update(HERO_SOCKET_DIR=str(scratch), HERO_CODESCALERS_LOG_FORMAT="json")
+    env.update(
+        HERO_SOCKET_DIR=str(scratch),
+        HERO_CODESCALERS_STATE_DIR=str(scratch / "state"),
+        HERO_CODESCALERS_LOG_FORMAT="json",
+    )
     procs: list[asyncio.subprocess.Process] = []
     try:
         procs.append(await start(hero("simulator", "--seed", str(jobs)), env, b"simulator_started"))

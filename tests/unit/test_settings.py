@@ -19,6 +19,21 @@ def test_defaults_follow_hero_socket_dir(monkeypatch: pytest.MonkeyPatch) -> Non
     assert s.admin_uids == frozenset()
 
 
+def test_the_state_directory_defaults_under_home(monkeypatch: pytest.MonkeyPatch) -> None:
+    """~/hero/var/hero_codescalers unless HERO_CODESCALERS_STATE_DIR says otherwise;
+    history kept 90 days."""
+    monkeypatch.delenv("HERO_CODESCALERS_STATE_DIR")
+    monkeypatch.setenv("HOME", "/home/ops")
+    s = Settings()
+    assert s.state_dir == Path("/home/ops/hero/var/hero_codescalers")
+    assert s.history_days == 90
+    monkeypatch.setenv("HERO_CODESCALERS_STATE_DIR", "/var/lib/hero_codescalers")
+    monkeypatch.setenv("HERO_CODESCALERS_HISTORY_DAYS", "7")
+    s = Settings()
+    assert s.state_dir == Path("/var/lib/hero_codescalers")
+    assert s.history_days == 7
+
+
 def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every setting has a HERO_CODESCALERS_ variable; id lists are comma separated."""
     monkeypatch.setenv("HERO_CODESCALERS_SOCKET", "/tmp/a.sock")

@@ -16,6 +16,7 @@ from .errors import (
     ParseError,
     RpcError,
     ServerBusy,
+    StateUnavailable,
     TransportError,
 )
 from .models import (
@@ -61,6 +62,7 @@ __all__ = [
     "PingResult",
     "RpcError",
     "ServerBusy",
+    "StateUnavailable",
     "StatsResult",
     "SubmitResult",
     "TransportError",

@@ -300,6 +300,7 @@ class AsyncClient:
         actor: str | None = None,
         older_than_ms: int | None = None,
         dry_run: bool = False,
+        reason: str | None = None,
         timeout: float | None = None,
     ) -> CleanupSummary:
         """Delete codescaler jobs and their actions (admin)
@@ -308,7 +309,10 @@ class AsyncClient:
         (kind, target, actor exactly; created at least `older_than_ms` ago), with `force`,
         then each codescaler action of those jobs, best effort: an action still used by
         another job stays and is reported in `errors`. Already gone counts as done.
-        One cleanup runs at a time. With `dry_run` nothing changes.
+        One cleanup runs at a time, also across the service processes of one state
+        directory. With `dry_run` nothing changes. The run is recorded in the state
+        database before it deletes anything (with `reason`, the caller's uid and pid); a
+        real run is refused (-32013) when that record cannot be written.
 
         Admin only: uid 0, or an allowed uid or gid.
 
@@ -319,6 +323,8 @@ class AsyncClient:
             older_than_ms: Only jobs created at least this many milliseconds ago; jobs without
                 a creation time are then left alone
             dry_run: List what would be deleted; change nothing
+            reason: Why the run is made, free text in one line (no control characters), logged
+                and kept in the history
             timeout: seconds to wait for the answer (no limit by default)
         """
         result = await self.call(
@@ -330,6 +336,7 @@ class AsyncClient:
                     "actor": actor,
                     "older_than_ms": older_than_ms,
                     "dry_run": dry_run,
+                    "reason": reason,
                 },
                 {
                     "kind": None,
@@ -337,6 +344,7 @@ class AsyncClient:
                     "actor": None,
                     "older_than_ms": None,
                     "dry_run": False,
+                    "reason": None,
                 },
             ),
             timeout=timeout,
@@ -344,20 +352,50 @@ class AsyncClient:
         return CleanupSummary.model_validate(result)
 
     async def jobs_cleanup_history(
-        self, *, limit: int = 20, timeout: float | None = 60.0
+        self,
+        *,
+        limit: int = 20,
+        cursor: str | None = None,
+        outcome: Literal["ok", "partial", "cancelled", "error", "interrupted", "skipped"]
+        | None = None,
+        policy: str | None = None,
+        dry_run: bool | None = None,
+        timeout: float | None = 60.0,
     ) -> HistoryResult:
-        """The last cleanup runs: who, when, what, result (admin)
+        """The recorded cleanup runs: who, when, why, what, result (admin)
 
-        The most recent cleanup runs since the service started, newest first.
+        The cleanup runs recorded in the state database (they survive restarts), newest
+        first, a page at a time: pass `next_cursor` back as `cursor`. Each says who ran it
+        (the peer's uid and pid, or the retention policy), why (`reason`), whether it was a
+        dry run, its params, outcome and counts. A run still going has no outcome yet; one
+        whose process ended under it is `interrupted`, with the counts of its last
+        checkpoint. Runs that finished more than HERO_CODESCALERS_HISTORY_DAYS ago are
+        dropped.
 
         Admin only: uid 0, or an allowed uid or gid.
 
         Params:
             limit
+            cursor: `next_cursor` of the previous page (opaque)
+            outcome: Only runs that ended so
+            policy: Only the runs of this retention policy; `manual` for the runs callers
+                asked for
+            dry_run: Only dry runs (true) or only real ones (false)
             timeout: seconds to wait for the answer (60 by default; None: no limit)
         """
         result = await self.call(
-            "jobs.cleanup_history", _given({"limit": limit}, {"limit": 20}), timeout=timeout
+            "jobs.cleanup_history",
+            _given(
+                {
+                    "limit": limit,
+                    "cursor": cursor,
+                    "outcome": outcome,
+                    "policy": policy,
+                    "dry_run": dry_run,
+                },
+                {"limit": 20, "cursor": None, "outcome": None, "policy": None, "dry_run": None},
+            ),
+            timeout=timeout,
         )
         return HistoryResult.model_validate(result)
 
@@ -480,6 +518,7 @@ class Client:
         actor: str | None = None,
         older_than_ms: int | None = None,
         dry_run: bool = False,
+        reason: str | None = None,
         timeout: float | None = None,
     ) -> CleanupSummary:
         """Delete codescaler jobs and their actions (admin)"""
@@ -490,12 +529,30 @@ class Client:
                 actor=actor,
                 older_than_ms=older_than_ms,
                 dry_run=dry_run,
+                reason=reason,
                 timeout=timeout,
             )
         )
 
     def jobs_cleanup_history(
-        self, *, limit: int = 20, timeout: float | None = 60.0
+        self,
+        *,
+        limit: int = 20,
+        cursor: str | None = None,
+        outcome: Literal["ok", "partial", "cancelled", "error", "interrupted", "skipped"]
+        | None = None,
+        policy: str | None = None,
+        dry_run: bool | None = None,
+        timeout: float | None = 60.0,
     ) -> HistoryResult:
-        """The last cleanup runs: who, when, what, result (admin)"""
-        return self._run(self._client.jobs_cleanup_history(limit=limit, timeout=timeout))
+        """The recorded cleanup runs: who, when, why, what, result (admin)"""
+        return self._run(
+            self._client.jobs_cleanup_history(
+                limit=limit,
+                cursor=cursor,
+                outcome=outcome,
+                policy=policy,
+                dry_run=dry_run,
+                timeout=timeout,
+            )
+        )

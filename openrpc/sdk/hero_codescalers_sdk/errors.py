@@ -19,6 +19,7 @@ __all__ = [
     "ParseError",
     "RpcError",
     "ServerBusy",
+    "StateUnavailable",
     "TransportError",
     "error_for",
 ]
@@ -58,7 +59,8 @@ class AdminRequired(RpcError):
 
 
 class CleanupRunning(RpcError):
-    """-32011 A cleanup is already running: One cleanup at a time; try again when it has
+    """-32011 A cleanup is already running: One cleanup at a time, also across service processes
+    sharing a state directory; `data.reason` says which holds it. Try again when it has
     finished.
     """
 
@@ -123,6 +125,15 @@ class ServerBusy(RpcError):
     CODE = -32012
 
 
+class StateUnavailable(RpcError):
+    """-32013 State database unavailable: The state database cannot be written (read-only, disk
+    full): a real cleanup is refused rather than run without a record; dry runs and reads
+    go on. `data.path` is the file, `data.reason` why.
+    """
+
+    CODE = -32013
+
+
 ERRORS: dict[int, type[RpcError]] = {
     AdminRequired.CODE: AdminRequired,
     CleanupRunning.CODE: CleanupRunning,
@@ -134,6 +145,7 @@ ERRORS: dict[int, type[RpcError]] = {
     MethodNotFound.CODE: MethodNotFound,
     ParseError.CODE: ParseError,
     ServerBusy.CODE: ServerBusy,
+    StateUnavailable.CODE: StateUnavailable,
 }
 
 

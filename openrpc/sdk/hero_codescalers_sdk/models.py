@@ -106,6 +106,7 @@ class CleanupSummary(BaseModel):
         )
     )
     duration_ms: int
+    run_id: str | None = Field(default=None, description="The run's id in `jobs.cleanup_history`")
 
 
 class CodescalerCounts(BaseModel):
@@ -158,22 +159,34 @@ class HeroProcCounts(BaseModel):
 
 
 class HistoryEntry(BaseModel):
-    """The HistoryEntry object."""
+    """One cleanup run as recorded: written before it deleted anything, checkpointed after
+    each page, completed when it ended.
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
     started_at_ms: int
-    finished_at_ms: int
-    peer_uid: int | None
+    finished_at_ms: int | None = Field(description="null while the run goes on")
+    peer_uid: int | None = Field(description="Who asked (null for a policy's run)")
     peer_pid: int | None
-    params: dict[str, Any]
-    outcome: Literal["ok", "partial", "error"]
-    error: str | None = Field(default=None)
+    params: dict[str, Any] = Field(description="The selection it was given")
+    outcome: Literal["ok", "partial", "cancelled", "error", "interrupted", "skipped"] | None = (
+        Field(description="How it ended; null while it goes on")
+    )
+    error: str | None = Field(default=None, description="Why it failed or was interrupted")
     jobs_matched: int | None = Field(default=0)
     jobs_deleted: int | None = Field(default=0)
     jobs_failed: int | None = Field(default=0)
     actions_deleted: int | None = Field(default=0)
-    duration_ms: int
+    duration_ms: int | None = Field(description="null while the run goes on")
+    run_id: str
+    policy: str | None = Field(description="The retention policy that ran it; null: a caller")
+    reason: str | None = Field(description="The reason it was given")
+    dry_run: bool
+    jobs_already_gone: int | None = Field(default=0)
+    jobs_not_attempted: int | None = Field(default=0)
+    jobs_skipped_malformed: int | None = Field(default=0)
+    errors_count: int | None = Field(default=0, description="Lines in its summary's `errors`")
 
 
 class HistoryResult(BaseModel):
@@ -182,6 +195,9 @@ class HistoryResult(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     runs: list[HistoryEntry] = Field(description="Newest first")
+    next_cursor: str | None = Field(
+        default=None, description="Pass it as `cursor` for the next page; null at the end"
+    )
 
 
 class JobView(BaseModel):

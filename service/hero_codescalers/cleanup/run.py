@@ -12,12 +12,15 @@ checked with `job.get` / `action.get`.
 `halt` is asked between steps and before each call is sent: once it gives a
 reason (the deadline passed, the service is shutting down), nothing more is
 sent, what is in flight ends within one hero_proc call timeout, and what was
-not sent is reported as not attempted.
+not sent is reported as not attempted. `progress`, when given, is awaited after
+each page's deletions with the tally so far (the engine checkpoints the run's
+record there).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -51,11 +54,13 @@ class CleanupRun:
         dry_run: bool,
         page_size: int,
         halt: StopCheck,
+        progress: Callable[[Tally], Awaitable[None]] | None = None,
     ) -> None:
         self.client = client
         self.selector = selector
         self.page_size = page_size
         self.halt = halt
+        self.progress = progress
         self.tally = Tally(dry_run)
 
     async def run(self) -> None:
@@ -130,6 +135,8 @@ class CleanupRun:
             skipped = len(tally.malformed_ids) + max(tally.malformed_idless, walk.idless)
             log.warning("cleanup_jobs_malformed", skipped=skipped, sample=walk.page_sample)
         walk.end_page()
+        if self.progress is not None and walk.page_new:
+            await self.progress(self.tally)
 
     async def _delete_jobs(self, walk: Walk, jobs: list[int]) -> None:
         """Delete `jobs`, count the outcomes, and tell the walk how many left the listing."""

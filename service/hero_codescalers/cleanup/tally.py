@@ -224,7 +224,7 @@ class Tally:
                 "(no integer id, tags that are not strings, or no string action)"
             )
 
-    def summary(self, duration_ms: int) -> CleanupSummary:
+    def summary(self, duration_ms: int, run_id: str | None = None) -> CleanupSummary:
         self.close()
         return CleanupSummary(
             jobs_deleted=self.jobs_deleted,
@@ -248,6 +248,7 @@ class Tally:
             foreign_action_ids=list(self.foreign_actions),
             complete=self.complete,
             duration_ms=duration_ms,
+            run_id=run_id,
         )
 
     def counts(self) -> dict[str, int]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from ..models import JobStatus
+from ..models import REASON_MAX_LENGTH, JobStatus, Outcome
 from .options import filter_options, socket_option
 from .output import EXIT_DEGRADED, call_and_print
 
@@ -20,6 +20,10 @@ from .output import EXIT_DEGRADED, call_and_print
 @click.command("jobs-cleanup")
 @filter_options
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted; change nothing.")
+@click.option(
+    "--reason",
+    help=f"Why (one line, at most {REASON_MAX_LENGTH} characters): logged and kept in the history.",
+)
 @socket_option
 def jobs_cleanup(
     kind: str | None,
@@ -27,6 +31,7 @@ def jobs_cleanup(
     actor: str | None,
     older_than: int | None,
     dry_run: bool,
+    reason: str | None,
     socket: Path | None,
 ) -> None:
     """Delete codescaler jobs (and their actions) matching every filter given (admin).
@@ -36,7 +41,12 @@ def jobs_cleanup(
     call_and_print(
         socket,
         lambda c: c.jobs_cleanup(
-            kind=kind, target=target, actor=actor, older_than_ms=older_than, dry_run=dry_run
+            kind=kind,
+            target=target,
+            actor=actor,
+            older_than_ms=older_than,
+            dry_run=dry_run,
+            reason=reason,
         ),
         lambda summary: 0 if summary.complete else EXIT_DEGRADED,
     )
@@ -117,10 +127,37 @@ def health(socket: Path | None) -> None:
 
 @click.command("cleanup-history")
 @click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
+@click.option("--cursor", help="next_cursor from the previous page.")
+@click.option(
+    "--outcome", type=click.Choice(typing.get_args(Outcome)), help="Only runs that ended so."
+)
+@click.option("--policy", help="Only the runs of this policy; 'manual' for callers' runs.")
+@click.option(
+    "--dry-run/--no-dry-run",
+    "dry_run",
+    default=None,
+    help="Only dry runs, or only real ones [default: both].",
+)
 @socket_option
-def cleanup_history(limit: int, socket: Path | None) -> None:
-    """The last cleanup runs: who, when, what and the result (admin)."""
-    call_and_print(socket, lambda c: c.jobs_cleanup_history(limit=limit))
+def cleanup_history(
+    limit: int,
+    cursor: str | None,
+    outcome: str | None,
+    policy: str | None,
+    dry_run: bool | None,
+    socket: Path | None,
+) -> None:
+    """The recorded cleanup runs, newest first: who, when, why, what, the result (admin)."""
+    call_and_print(
+        socket,
+        lambda c: c.jobs_cleanup_history(
+            limit=limit,
+            cursor=cursor,
+            outcome=outcome,  # type: ignore[arg-type] # click.Choice checked it
+            policy=policy,
+            dry_run=dry_run,
+        ),
+    )
 
 
 COMMANDS = (jobs_cleanup, jobs_list, jobs_submit, stats, health, cleanup_history)

@@ -29,7 +29,7 @@ from .. import logs
 from ..config_errors import ConfigError, check, describe, setting_name, unknown_variables
 from ..settings import Settings
 from .options import seed_option
-from .output import config_exit
+from .output import EXIT_USAGE, config_exit
 
 log = structlog.get_logger(__name__)
 
@@ -78,13 +78,22 @@ def _settings(**overrides: Any) -> tuple[Settings, set[str]]:
 )
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]))
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    help="Directory of the state database [env HERO_CODESCALERS_STATE_DIR; "
+    "default ~/hero/var/hero_codescalers].",
+)
 def serve(**options: Any) -> None:
     """Run the service on its Unix socket until SIGINT or SIGTERM.
 
     Under systemd it takes the socket of its .socket unit (socket activation)
-    and reports READY=1 and STOPPING=1 (Type=notify).
+    and reports READY=1 and STOPPING=1 (Type=notify). A state database that
+    cannot be opened, is damaged or has a newer schema stops the start with
+    one line (exit 2).
     """
-    from ..unixsock import SocketInUse  # noqa: PLC0415 -- keeps client commands light
+    from ..state import StateUnusable  # noqa: PLC0415 -- keeps client commands light
+    from ..unixsock import SocketInUse  # noqa: PLC0415
 
     settings, from_flags = _settings(**options)
     try:
@@ -103,6 +112,9 @@ def serve(**options: Any) -> None:
         asyncio.run(_serve(settings, from_flags))
     except ConfigError as exc:
         config_exit([exc])
+    except StateUnusable as exc:
+        click.echo(f"hero_codescalers: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
     except SocketInUse as exc:
         click.echo(f"hero_codescalers: {exc}", err=True)
         sys.exit(1)

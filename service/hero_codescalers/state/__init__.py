@@ -1,0 +1,16 @@
+"""What outlives the process: an embedded SQLite database under HERO_CODESCALERS_STATE_DIR.
+
+database.py  Database: the connection, used off the event loop; opening, checks, migrations
+schema.py    the migrations (`PRAGMA user_version`)
+runs.py      the audit trail of cleanup runs: written before, checkpointed, completed
+lease.py     the single-cleanup lease shared by the processes of one state directory
+store.py     State: what the engine asks of it, each a whole transaction
+
+Nothing else in the tree writes SQL.
+"""
+
+from .database import FILE_NAME, StateUnusable
+from .runs import MANUAL, RunStart
+from .store import State
+
+__all__ = ["FILE_NAME", "MANUAL", "RunStart", "State", "StateUnusable"]

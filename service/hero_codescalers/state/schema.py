@@ -1,0 +1,61 @@
+"""The state database's schema: ordered migrations, the version in `PRAGMA user_version`.
+
+Migration N takes a database at version N - 1 to version N; `LATEST` is the
+version this code writes. A database at a newer version than `LATEST` was
+written by a newer hero_codescalers: it is never opened (its meaning may have
+changed), and the start stops with one line. A migration runs in the same
+transaction as the version bump: a crash leaves the old version or the new one.
+
+Migration 1 (on an empty file) sets `auto_vacuum = INCREMENTAL` first, which
+SQLite honours only before the first table exists: the pages that history
+retention frees are then given back with `PRAGMA incremental_vacuum`.
+"""
+
+from __future__ import annotations
+
+# The runs, newest last (`seq`), each written when it starts, checkpointed per page
+# and completed when it ends; `outcome` is NULL while it goes on. `holder` is the
+# process that ran it (see lease.py), `counts` a JSON object of its counts.
+_RUNS = """
+CREATE TABLE runs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL UNIQUE,
+    holder TEXT NOT NULL,
+    policy TEXT,
+    peer_uid INTEGER,
+    peer_pid INTEGER,
+    params TEXT NOT NULL,
+    reason TEXT,
+    dry_run INTEGER NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    finished_at_ms INTEGER,
+    outcome TEXT,
+    error TEXT,
+    counts TEXT NOT NULL DEFAULT '{}',
+    errors_count INTEGER NOT NULL DEFAULT 0,
+    duration_ms INTEGER
+)
+"""
+
+# The single-cleanup lease: one row per lease name while a process holds it.
+_LEASES = """
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    run_id TEXT,
+    expires_at_ms INTEGER NOT NULL
+)
+"""
+
+# The statements of each migration, one statement a string (a transaction cannot run
+# a script); MIGRATIONS[0] makes version 1.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        _RUNS,
+        "CREATE INDEX runs_finished ON runs (finished_at_ms)",
+        "CREATE INDEX runs_open ON runs (holder) WHERE outcome IS NULL",
+        _LEASES,
+    ),
+)
+LATEST = len(MIGRATIONS)

@@ -1,0 +1,164 @@
+"""`State`: what the engine asks of the state database, each a whole transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import lease, runs
+from .database import Database
+from .runs import RunStart
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class State:
+    """The state database of one service process: the runs' audit trail and the lease.
+
+    `clock` gives the wall time in milliseconds (tests inject one); `lease_ttl_ms` is
+    how long the lease lasts unless renewed.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        clock: Callable[[], int] = wall_ms,
+        lease_ttl_ms: int,
+        holder: str | None = None,
+    ) -> None:
+        self.database = database
+        self.clock = clock
+        self.lease_ttl_ms = lease_ttl_ms
+        self.holder = holder or lease.holder_id()
+        lease.LIVE_HERE.add(self.holder)
+
+    @classmethod
+    async def open(
+        cls, directory: Path, *, clock: Callable[[], int] = wall_ms, lease_ttl_ms: int
+    ) -> State:
+        """The state under `directory`; StateUnusable when it cannot serve."""
+        return cls(await Database.open(directory), clock=clock, lease_ttl_ms=lease_ttl_ms)
+
+    @property
+    def path(self) -> Path:
+        return self.database.path
+
+    async def close(self) -> None:
+        lease.LIVE_HERE.discard(self.holder)
+        await self.database.close()
+
+    async def begin(self, run: RunStart) -> list[dict[str, Any]]:
+        """Take the lease and write the run's record, in one transaction: CleanupRunning
+        while another process holds the lease, StateUnavailable when the database cannot
+        be written. The open runs of a holder whose lease was taken over are completed as
+        interrupted; they are returned."""
+
+        def begin(connection: sqlite3.Connection) -> list[dict[str, Any]]:
+            now = self.clock()
+            previous = lease.acquire(connection, self.holder, run.run_id, now, self.lease_ttl_ms)
+            cut = runs.interrupt(connection, {self.holder}) if previous else []
+            runs.insert(connection, run, self.holder)
+            return cut
+
+        return await self.database.write(begin)
+
+    async def note(self, run: RunStart, outcome: str, error: str) -> None:
+        """Record a run that did nothing, complete at once (a policy's run `skipped`
+        because another cleanup holds the lock): no lease is taken."""
+        await self.database.write(lambda c: runs.insert_ended(c, run, self.holder, outcome, error))
+
+    async def checkpoint(self, run_id: str, counts: dict[str, int], errors_count: int) -> bool:
+        """Record the run's counts so far and renew the lease; False when the lease was
+        taken over by another process (this one must stop)."""
+
+        def checkpoint(connection: sqlite3.Connection) -> bool:
+            now = self.clock()
+            runs.checkpoint(connection, run_id, counts, errors_count, now)
+            return lease.renew(connection, self.holder, now, self.lease_ttl_ms)
+
+        return await self.database.write(checkpoint)
+
+    async def renew(self) -> bool:
+        """Renew the lease; False when it was taken over."""
+        return await self.database.write(
+            lambda c: lease.renew(c, self.holder, self.clock(), self.lease_ttl_ms)
+        )
+
+    async def finish(
+        self,
+        run_id: str,
+        *,
+        outcome: str,
+        error: str | None,
+        counts: dict[str, int],
+        errors_count: int,
+        duration_ms: int,
+    ) -> None:
+        """Complete the run's record and release the lease."""
+
+        def finish(connection: sqlite3.Connection) -> None:
+            runs.complete(
+                connection,
+                run_id,
+                outcome=outcome,
+                error=error,
+                counts=counts,
+                errors_count=errors_count,
+                duration_ms=duration_ms,
+                now_ms=self.clock(),
+            )
+            lease.release(connection, self.holder)
+
+        await self.database.write(finish)
+
+    async def release(self) -> None:
+        await self.database.write(lambda c: lease.release(c, self.holder))
+
+    async def sweep(self) -> list[dict[str, Any]]:
+        """Complete as interrupted the open runs of processes that have ended (or whose
+        lease expired); those runs."""
+
+        def sweep(connection: sqlite3.Connection) -> list[dict[str, Any]]:
+            live = lease.live_holders(connection, self.holder, self.clock()) | {self.holder}
+            return runs.interrupt(connection, live)
+
+        return await self.database.write(sweep)
+
+    async def prune(self, keep_ms: int) -> int:
+        """Delete the runs that finished more than `keep_ms` ago and give their pages back
+        to the file system; how many."""
+        deleted = await self.database.write(lambda c: runs.prune(c, self.clock() - keep_ms))
+        if deleted:
+            await self.database.vacuum()
+        return deleted
+
+    async def history(
+        self,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        outcome: str | None = None,
+        policy: str | None = None,
+        dry_run: bool | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of runs, newest first (see `runs.page`); the cursor is opaque."""
+        found, after = await self.database.read(
+            lambda c: runs.page(
+                c,
+                limit=limit,
+                before_seq=None if cursor is None else int(cursor),
+                outcome=outcome,
+                policy=policy,
+                dry_run=dry_run,
+            )
+        )
+        return found, None if after is None else str(after)
+
+    async def last_finished(self) -> list[dict[str, Any]]:
+        return await self.database.read(runs.last_finished)
