@@ -7,6 +7,10 @@ processes of a state directory; a run that outlives a caller who leaves; its log
 lines; its record, written before it deletes anything, checkpointed after each
 page and completed at its end), and hands the work to `cleanup/`; the reads are
 in `reads.py`; submission and health are here.
+
+Above 350 lines because the lifecycle's steps (lock and lease, record, checkpoint,
+end, failure) read best beside each other: the retention scheduler will start runs
+through the same `cleanup`, so its one entry point stays here.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ example so (checking the result of each step), and the @open-rpc/test-coverage
 run gives each call of the tool the state of its example. Fields named in
 `VOLATILE` (clocks, durations, the caller, the socket's path) differ from run to
 run and are compared by type only; a `partial` example shows part of its result.
+
+Above 350 lines because it is data: one entry per example of the document.
 """
 
 from __future__ import annotations

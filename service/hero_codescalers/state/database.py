@@ -167,7 +167,9 @@ def _connect(directory: Path, path: Path) -> sqlite3.Connection:
     return connection
 
 
-def _prepare(connection: sqlite3.Connection, path: Path) -> None:
+def _usable_version(connection: sqlite3.Connection, path: Path) -> int:
+    """The schema version of a database this service can use, or StateUnusable saying why
+    not (not SQLite, damaged, newer, or another program's)."""
     try:
         connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         damage = [row[0] for row in connection.execute("PRAGMA quick_check")]
@@ -185,6 +187,11 @@ def _prepare(connection: sqlite3.Connection, path: Path) -> None:
         )
     if version == 0 and tables:
         raise StateUnusable(path, "a SQLite database, but not hero_codescalers' state", _MOVE_ASIDE)
+    return int(version)
+
+
+def _prepare(connection: sqlite3.Connection, path: Path) -> None:
+    version = _usable_version(connection, path)
     try:
         if version == 0:
             connection.execute("PRAGMA auto_vacuum = INCREMENTAL")  # before the first table
