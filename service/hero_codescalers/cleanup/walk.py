@@ -35,7 +35,7 @@ class Walk:
     idless: int = 0  # entries without a valid id in this pass
     # The page being read:
     page_ids: int = 0  # entries with a valid id, new or not
-    page_new: int = 0  # jobs not listed before in this pass
+    page_new: bool = False  # the page listed a job not listed before in this pass
     page_present: int | None = None  # the highest new id of the page that stays listed
     page_sample: str | None = None  # one malformed entry, for the log
 
@@ -51,7 +51,8 @@ class Walk:
             self.moved = True
 
     def start_page(self) -> None:
-        self.page_ids = self.page_new = 0
+        self.page_ids = 0
+        self.page_new = False
         self.page_present = self.page_sample = None
 
     def select(self, page: list[Any], selector: Selector, tally: Tally) -> list[int]:
@@ -64,8 +65,7 @@ class Walk:
         """
         matches: list[int] = []
         for item in page:
-            job = parse_job(item)
-            job_id = job.id if job is not None else _listed_id(item)
+            job_id = _listed_id(item)
             if job_id is None:
                 self.idless += 1  # a position of the listing, but not a job
                 self.listed += 1
@@ -75,8 +75,9 @@ class Walk:
             if job_id <= self.highest_id:
                 continue  # listed in this pass already (the page started early)
             self.highest_id = job_id
-            self.page_new += 1
+            self.page_new = True
             self.listed += 1
+            job = parse_job(item)
             if job is None:
                 tally.malformed_ids.add(job_id)
                 self.page_sample = sample(item)
