@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 
 from hero_codescalers.logs import merge_call
 from hero_codescalers.settings import Settings
-from hero_codescalers.simulator import Simulator, seed_population
+from hero_codescalers.simulator import Faults, Simulator, seed_population
 from hero_codescalers.tags import Selector
 
 from ..conftest import Caller, Service, start_service
@@ -407,6 +407,66 @@ async def test_each_page_starts_on_the_last_job_known_to_stay(
     assert set(simulator.store.jobs) == set(services)
     assert offsets == [0, 9, 9]
     assert_accounted(summary)
+
+
+def record_list_offsets(simulator: Simulator) -> list[int]:
+    """The offset of each job.list the simulator answers, in order."""
+    offsets: list[int] = []
+
+    def record(method: str, params: dict[str, Any]) -> None:
+        if method == "job.list":
+            offsets.append(params["filter"].get("offset", 0))
+
+    simulator.hooks.append(record)
+    return offsets
+
+
+async def test_a_match_whose_deletion_failed_anchors_the_next_page(
+    simulator: Simulator, service: Service, caller: Caller
+) -> None:
+    """A service job, then three of alice's user jobs, pages of four: the last user job's
+    deletion fails, so it stays listed and is the next page's anchor, ahead of the kept
+    service job: the next page starts one job early, on it, and the walk ends there in
+    one pass."""
+    kept = add_job(simulator.store, kind="service")
+    users = [add_job(simulator.store, kind="user") for _ in range(3)]
+    offsets = record_list_offsets(simulator)
+
+    def fail_last_delete(method: str, params: dict[str, Any]) -> None:
+        # Hooks run before the faults are read: fail exactly this job's delete.
+        failing = method == "job.delete" and params.get("id") == users[-1]
+        simulator.store.faults = Faults(fail_rate={"job.delete": 1.0} if failing else None)
+
+    simulator.hooks.append(fail_last_delete)
+    service.engine.page_size = 4
+    summary = await caller.call("jobs.cleanup", {"actor": "alice", "kind": "user"})
+    assert summary["job_ids"] == users
+    assert summary["jobs_deleted"] == 2
+    assert set(simulator.store.jobs) == {kept, users[-1]}
+    assert offsets == [0, 1]
+    assert_accounted(summary)
+
+
+async def test_a_malformed_job_anchors_the_next_page(
+    simulator: Simulator, service: Service, caller: Caller
+) -> None:
+    """A service job, two of alice's user jobs, then a user job listed without a string
+    `action_id` (malformed: skipped, never deleted), pages of four: the malformed job
+    stays listed and is the next page's anchor, so the next page starts on it and the
+    walk ends there in one pass."""
+    kept = add_job(simulator.store, kind="service")
+    users = [add_job(simulator.store, kind="user") for _ in range(2)]
+    malformed = add_job(simulator.store, kind="user")
+    simulator.store.jobs[malformed]["action_id"] = None
+    offsets = record_list_offsets(simulator)
+    service.engine.page_size = 4
+    with capture_logs(processors=[merge_call]) as logs:
+        summary = await caller.call("jobs.cleanup", {"actor": "alice", "kind": "user"})
+    assert summary["job_ids"] == users
+    assert set(simulator.store.jobs) == {kept, malformed}
+    assert offsets == [0, 1]
+    [end] = [e for e in logs if e["event"] == "cleanup_finished"]
+    assert end["passes"] == 1
 
 
 async def test_a_hung_hero_proc_cannot_hang_the_service(
