@@ -349,8 +349,9 @@ async def test_history_records_each_run(simulator: Simulator, caller: Caller) ->
 async def test_actions_deleted_by_someone_else_count_as_already_gone(
     simulator: Simulator, caller: Caller
 ) -> None:
-    """An action that vanishes before its delete is done, not an error."""
-    add_job(simulator.store)
+    """Actions that vanish before their deletes are done, not errors: each is counted."""
+    add_job(simulator.store, kind="user")
+    add_job(simulator.store, kind="service")
 
     def steal(method: str, params: dict[str, Any]) -> None:
         if method == "action.delete":
@@ -358,7 +359,7 @@ async def test_actions_deleted_by_someone_else_count_as_already_gone(
 
     simulator.hooks.append(steal)
     summary = await caller.call("jobs.cleanup", {})
-    assert summary["actions_already_gone"] == 1
+    assert summary["actions_already_gone"] == 2
     assert summary["actions_deleted"] == 0
     assert summary["errors"] == []
     assert_accounted(summary)
@@ -377,6 +378,7 @@ async def test_actions_with_a_context_are_deleted_by_name_and_context(
     assert summary["jobs_deleted"] == 3
     assert summary["actions_matched"] == 3
     assert summary["actions_deleted"] == 3
+    assert summary["actions_settled_gone"] == 0  # each answered {deleted: true}: no check
     assert sorted(summary["action_ids"]) == ["codescaler_user_other", name, name]
     assert summary["errors"] == []
     assert not simulator.store.actions

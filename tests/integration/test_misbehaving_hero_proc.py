@@ -192,6 +192,29 @@ async def test_a_deletion_that_failed_transiently_and_is_still_there_is_still_pr
     assert_accounted(summary)
 
 
+async def test_deletions_that_cannot_be_checked_stay_of_unknown_outcome(
+    fake: FakeHeroProc, make_service: ServiceFactory
+) -> None:
+    """Every delete and every check answers hero_proc's -32603: neither found gone nor
+    found present, each job and action stays "outcome unknown", and the run still ends
+    with its summary."""
+    ids = seed(fake, 3, kind="user")
+    svc = await make_service(hero_proc_attempts=1)
+    for method in ("job.delete", "job.get", "action.delete", "action.get"):
+        fake.bad.errors[method] = (-32603, "boom")
+    summary = await Caller(svc.socket).call("jobs.cleanup", {})
+    assert summary["jobs_failed"] == 3
+    assert summary["actions_failed"] == 1
+    assert summary["jobs_settled_gone"] == summary["actions_settled_gone"] == 0
+    assert sorted(e for e in summary["errors"] if e.startswith("job ")) == sorted(
+        f"job {i}: outcome unknown: hero_proc error -32603: boom" for i in ids
+    )
+    assert [e for e in summary["errors"] if e.startswith("action ")] == [
+        f"action {summary['action_ids'][0]}: outcome unknown: hero_proc error -32603: boom"
+    ]
+    assert_accounted(summary)
+
+
 async def test_action_deletions_without_a_clear_answer_are_settled(
     fake: FakeHeroProc, caller: Caller
 ) -> None:
