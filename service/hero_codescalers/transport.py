@@ -57,7 +57,6 @@ from aiohttp.web_protocol import RequestHandler
 from . import errors, systemd
 from .auth import AdminPolicy, Peer, bearer_token, token_file_problem
 from .engine import Engine, now_ms
-from .heroproc import MAX_IN_FLIGHT as HERO_PROC_CONNECTIONS
 from .heroproc import HeroProcClient
 from .logs import Throttled
 from .methods import Services, registry
@@ -67,7 +66,7 @@ from .openrpc import build_document
 from .rpc import Budget, Dispatcher, error_answer
 from .settings import Settings
 from .state import State
-from .tuning import HOUSEKEEPING_INTERVAL_S, LEASE_TTL_S
+from .tuning import HERO_PROC_CONNECTIONS, HOUSEKEEPING_INTERVAL_S, LEASE_TTL_S
 from .unixsock import bind_unix, remove_socket
 
 log = structlog.get_logger(__name__)

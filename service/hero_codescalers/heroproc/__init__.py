@@ -5,7 +5,6 @@ batches.py   many calls at once: JSON-RPC batches paced by hero_proc's speed
 answers.py   reading answers: the JSON-RPC envelope, typed errors, job and action records
 """
 
-from ..tuning import HERO_PROC_CONNECTIONS as MAX_IN_FLIGHT
 from .answers import (
     MAX_ID,
     OUTSIDE,
@@ -25,7 +24,6 @@ from .client import MAX_LIMIT, URL, HeroProcClient, action_params
 
 __all__ = [
     "MAX_ID",
-    "MAX_IN_FLIGHT",
     "MAX_LIMIT",
     "OUTSIDE",
     "URL",
