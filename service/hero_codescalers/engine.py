@@ -125,6 +125,11 @@ class Engine:
     def cleanup_running(self) -> bool:
         return self._cleanup_lock.locked()
 
+    @property
+    def current_run(self) -> str | None:
+        """The id of the run holding this process's cleanup lock, if any."""
+        return self._current
+
     async def cleanup(
         self,
         selector: Selector,

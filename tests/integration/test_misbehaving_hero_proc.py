@@ -648,10 +648,8 @@ async def test_a_stop_among_the_action_deletions_counts_those_never_sent(
     assert summary["actions_deleted"] == 100 - not_attempted
     assert len(fake.store.actions) == not_attempted
     assert summary["complete"] is False
-    assert (
-        f"{not_attempted} actions not attempted: the service is shutting down"
-        in (summary["errors"])
-    )
+    line = f"{not_attempted} actions not attempted: the service is shutting down"
+    assert line in summary["errors"]
     assert_accounted(summary)
 
 
