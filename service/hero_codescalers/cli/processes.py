@@ -84,15 +84,23 @@ def _settings(**overrides: Any) -> tuple[Settings, set[str]]:
     help="Directory of the state database [env HERO_CODESCALERS_STATE_DIR; "
     "default ~/hero/var/hero_codescalers].",
 )
+@click.option(
+    "--policies",
+    type=click.Path(path_type=Path),
+    help="Retention policies file (TOML) [env HERO_CODESCALERS_POLICIES; default none: "
+    "no policy runs]. SIGHUP reads it again.",
+)
 def serve(**options: Any) -> None:
     """Run the service on its Unix socket until SIGINT or SIGTERM.
 
     Under systemd it takes the socket of its .socket unit (socket activation)
     and reports READY=1 and STOPPING=1 (Type=notify). A state database that
     cannot be opened, is damaged or has a newer schema stops the start with
-    one line (exit 2).
+    one line (exit 2); so does a policies file with a mistake. SIGHUP
+    (`systemctl reload`) reads the policies file and the token file again.
     """
-    from ..state import StateUnusable  # noqa: PLC0415 -- keeps client commands light
+    from ..retention import PolicyFileError  # noqa: PLC0415 -- keeps client commands light
+    from ..state import StateUnusable  # noqa: PLC0415
     from ..unixsock import SocketInUse  # noqa: PLC0415
 
     settings, from_flags = _settings(**options)
@@ -112,7 +120,7 @@ def serve(**options: Any) -> None:
         asyncio.run(_serve(settings, from_flags))
     except ConfigError as exc:
         config_exit([exc])
-    except StateUnusable as exc:
+    except (StateUnusable, PolicyFileError) as exc:
         click.echo(f"hero_codescalers: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     except SocketInUse as exc:
