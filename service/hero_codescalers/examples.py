@@ -18,36 +18,38 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import __version__, rpc
+from . import __version__
 from .engine import input_hash
+from .registry import Example as BaseExample
+from .registry import Registry
 from .tags import action_name
 
 
 @dataclass(frozen=True)
-class Example(rpc.Example):
+class Example(BaseExample):
     """An example pairing and the examples ("method/example") run before it, in order."""
 
     given: tuple[str, ...] = ()
 
 
-def given(example: rpc.Example) -> tuple[str, ...]:
+def given(example: BaseExample) -> tuple[str, ...]:
     """The examples `example` follows: none for one that declares nothing."""
     return example.given if isinstance(example, Example) else ()
 
 
-def steps(registry: rpc.Registry, ref: str) -> list[tuple[str, rpc.Example]]:
+def steps(registry: Registry, ref: str) -> list[tuple[str, BaseExample]]:
     """The calls that replay example `ref` ("method/example") from an empty hero_proc:
     what it follows, each after what that follows (once each), then the example itself.
     A reference to no example, or a cycle, is a ValueError."""
-    order: list[tuple[str, rpc.Example]] = []
+    order: list[tuple[str, BaseExample]] = []
     _visit(registry, ref, order, done=set(), path=())
     return order
 
 
 def _visit(
-    registry: rpc.Registry,
+    registry: Registry,
     ref: str,
-    order: list[tuple[str, rpc.Example]],
+    order: list[tuple[str, BaseExample]],
     done: set[str],
     path: tuple[str, ...],
 ) -> None:
@@ -62,7 +64,7 @@ def _visit(
     order.append((method, example))
 
 
-def lookup(registry: rpc.Registry, ref: str) -> tuple[str, rpc.Example]:
+def lookup(registry: Registry, ref: str) -> tuple[str, BaseExample]:
     """The method and the example that `ref` ("method/example") names."""
     method, _, name = ref.rpartition("/")
     spec = registry.methods.get(method)

@@ -34,7 +34,7 @@ from .models import (
     SubmitParams,
     SubmitResult,
 )
-from .rpc import CallContext, Registry
+from .registry import CallContext, Registry
 from .tags import Selector
 
 registry = Registry()

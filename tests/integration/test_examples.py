@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from hero_codescalers import rpc
 from hero_codescalers.examples import Example, steps
 from hero_codescalers.methods import registry
 from hero_codescalers.models import NoParams
+from hero_codescalers.registry import CallContext, MethodDef, Registry
 
 from ..conftest import Caller
 from ..example_results import same
@@ -45,14 +45,14 @@ async def test_each_example_is_true_in_the_state_it_declares(caller: Caller, ref
         )
 
 
-def fake_registry(**examples: tuple[Example, ...]) -> rpc.Registry:
+def fake_registry(**examples: tuple[Example, ...]) -> Registry:
     """A registry whose method `m` (as a keyword) has the examples given."""
 
-    async def handler(ctx: rpc.CallContext, params: Any) -> None: ...
+    async def handler(ctx: CallContext, params: Any) -> None: ...
 
-    reg = rpc.Registry()
+    reg = Registry()
     for name, exs in examples.items():
-        reg.methods[name] = rpc.MethodDef(
+        reg.methods[name] = MethodDef(
             name, "", "", handler, NoParams, None, (), admin=False, examples=exs
         )
     return reg

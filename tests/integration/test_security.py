@@ -16,11 +16,12 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from structlog.testing import capture_logs
 
+from hero_codescalers.listener import listen
 from hero_codescalers.logs import merge_call
 from hero_codescalers.methods import registry
 from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator
-from hero_codescalers.transport import METRICS, listen
+from hero_codescalers.transport import METRICS
 from hero_codescalers.unixsock import UnsafeSocketDir
 
 from ..conftest import Caller, Service, ServiceFactory, raw_exchange

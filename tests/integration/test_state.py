@@ -18,13 +18,14 @@ import pytest
 from structlog.testing import capture_logs
 
 from hero_codescalers.errors import CleanupRunning, StateUnavailable
+from hero_codescalers.listener import listen
 from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator, seed_population
 from hero_codescalers.state import FILE_NAME, RunStart, State
 from hero_codescalers.state.runs import INTERRUPTED_ERROR
 from hero_codescalers.state.schema import LATEST, MIGRATIONS
 from hero_codescalers.tags import Selector
-from hero_codescalers.transport import create_app, listen, runner_for, start_site
+from hero_codescalers.transport import create_app, runner_for, start_site
 from hero_codescalers.unixsock import remove_socket
 
 from ..conftest import Caller, Service
