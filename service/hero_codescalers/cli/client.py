@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from ..models import REASON_MAX_LENGTH, JobStatus, Outcome
+from ..models import REASON_MAX_LENGTH, Outcome
+from ..tags import JobStatus
 from .options import filter_options, socket_option
 from .output import EXIT_DEGRADED, call_and_print
 

@@ -89,18 +89,18 @@ def seed_population(
             runs,
             name,
             job_tags(rng.choice(ACTORS), rng.choice(TARGETS)),
-            now,
+            now=now,
         )
     for i in range(unrelated):
         name = f"other_service_{i % 7}"
         tags = UNRELATED_TAGS[i % len(UNRELATED_TAGS)]
         _action(store, name, "other", tags, now)
-        _job(store, rng, runs, name, [], now)
+        _job(store, rng, runs, name, [], now=now)
     for i in range(lookalike):
         tags = LOOKALIKE_TAGS[i % len(LOOKALIKE_TAGS)]
         name = f"lookalike_{i % len(LOOKALIKE_TAGS)}"
         _action(store, name, "lookalike", tags, now)
-        _job(store, rng, runs, name, [], now)
+        _job(store, rng, runs, name, [], now=now)
     return Population(codescaler, unrelated, lookalike)
 
 
@@ -116,6 +116,7 @@ def _job(
     runs: random.Random,
     action: str,
     tags: list[str],
+    *,
     now: int,
 ) -> None:
     created = None if rng.random() < 0.05 else now - rng.randrange(MAX_AGE_MS)
