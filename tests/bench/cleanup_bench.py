@@ -29,9 +29,10 @@ With `--select PARAMS` (a JSON object of `jobs.cleanup` params) or `--keep-last 
 two service runs instead: `service`, the plain cleanup of every codescaler job
 (the page walk alone), and `select`, the cleanup with those params (with
 `keep_last`, its reading of the whole listing first). CPU per job is then per
-codescaler job seeded (every one is listed, deleted or not), RSS growth the
-peak over the run. A `keep_last` run without other params is checked to leave
-exactly N jobs in each (kind, actor, target) group.
+codescaler job seeded (every one is listed, deleted or not); each run has a
+service process of its own, whose peak RSS (VmHWM) is the run's. A `keep_last`
+run without other params is checked to leave exactly N jobs in each (kind,
+actor, target) group.
 """
 
 from __future__ import annotations
@@ -182,9 +183,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rss_kb(pid: int) -> int:
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    """A memory figure of process `pid` in kB: VmRSS (resident now), VmHWM (its peak)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
     return 0
 
@@ -216,9 +218,20 @@ class Bench:
         self.sim = await start(hero("simulator"), env, b"simulator_started")
         self.procs.append(self.sim)
         env["HERO_CODESCALERS_HERO_PROC_TIMEOUT"] = "120"
+        self.env = env
         self.service = await start(hero("serve"), env, b"service_started")
         self.procs.append(self.service)
         self.hp = Rpc(self.scratch / "hero_proc" / "rpc.sock")
+        self.svc = Rpc(self.scratch / "hero_codescalers" / "rpc.sock")
+
+    async def restart_service(self) -> None:
+        """A fresh service process: its peak RSS (VmHWM) is then the next run's."""
+        await self.svc.close()
+        self.service.send_signal(signal.SIGTERM)
+        await self.service.wait()
+        self.procs.remove(self.service)
+        self.service = await start(hero("serve"), self.env, b"service_started")
+        self.procs.append(self.service)
         self.svc = Rpc(self.scratch / "hero_codescalers" / "rpc.sock")
 
     async def stop(self) -> None:
@@ -260,6 +273,7 @@ class Bench:
             "seconds": wall,
             "jobs_per_s": jobs / wall,
             "rss_growth_mb": growth_kb / 1024,
+            "peak_rss_mb": rss_kb(self.service.pid, "VmHWM") / 1024,
             "svc_cpu_us_per_job": cpu / jobs * 1e6,
         }
 
@@ -323,6 +337,7 @@ def summarise(runs: list[dict[str, float]]) -> dict[str, Any]:
         "jobs_per_s": round(median(runs, "jobs_per_s")),
         "seconds": round(median(runs, "seconds"), 3),
         "rss_growth_mb": round(max(r["rss_growth_mb"] for r in runs), 1),
+        "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1),
         "svc_cpu_us_per_job": round(median(runs, "svc_cpu_us_per_job"), 2),
         "runs_jobs_per_s": [round(r["jobs_per_s"]) for r in runs],
     }
@@ -331,7 +346,8 @@ def summarise(runs: list[dict[str, float]]) -> dict[str, Any]:
 async def run_selected(
     bench: Bench, reps: int, modes: list[str], params: dict[str, Any], results: dict[str, Any]
 ) -> None:
-    """Each mode: the plain cleanup against the one with `params`, runs alternated."""
+    """Each mode: the plain cleanup against the one with `params`, runs alternated, each in
+    a fresh service process (so that its peak RSS is its own)."""
     for mode in modes:
         faults = MODES[mode]
         plans: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
@@ -341,6 +357,7 @@ async def run_selected(
         runs: dict[str, list[dict[str, float]]] = {name: [] for name, _ in plans}
         for _ in range(reps):
             for name, work in plans:
+                await bench.restart_service()
                 runs[name].append(await bench.measure(bench.jobs, faults, work))
         rows = {name: summarise(done) for name, done in runs.items()}
         for name, row in rows.items():
@@ -427,13 +444,14 @@ def select_table(results: dict[str, Any]) -> str:
     lines = [
         f"N = {results['jobs']} codescaler jobs, medians of {results['reps']} runs; "
         f"select = {json.dumps(results['select'])}",
-        f"{'mode':<9}{'cleanup':<10}{'wall s':>10}{'svc RSS +MB':>13}{'svc CPU µs/job':>16}",
+        f"{'mode':<9}{'cleanup':<10}{'wall s':>10}{'svc RSS +MB':>13}{'peak RSS MB':>13}"
+        f"{'svc CPU µs/job':>16}",
     ]
     for mode, rows in results["modes"].items():
         for name, row in rows.items():
             lines.append(
                 f"{mode:<9}{name:<10}{row['seconds']:>10.3f}{row['rss_growth_mb']:>13.1f}"
-                f"{row['svc_cpu_us_per_job']:>16.2f}"
+                f"{row['peak_rss_mb']:>13.1f}{row['svc_cpu_us_per_job']:>16.2f}"
             )
     return "\n".join(lines)
 
