@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
+from hero_codescalers.logs import merge_call
 from hero_codescalers.simulator import Faults, Simulator, seed_population
 from hero_codescalers.tags import Selector
 
@@ -120,6 +122,12 @@ async def test_one_status_is_pushed_down_to_hero_proc(
     await caller.call("jobs.list", {"status": "failed"})
     assert filters
     assert all(f.get("status") == "failed" for f in filters)
+    filters.clear()
+    params = {"statuses": ["failed"], "actor": "alice", "keep_last": 1, "dry_run": True}
+    await caller.call("jobs.cleanup", params)  # its reading of the listing, then its walk
+    assert len(filters) == 4
+    assert all(f["tag"] == "codescaler_alice" for f in filters)
+    assert all(f["status"] == "failed" for f in filters)
     filters.clear()
     await caller.call("jobs.cleanup", {"statuses": ["failed", "cancelled"], "dry_run": True})
     await caller.call("jobs.list", {"statuses": ["failed", "cancelled"]})
@@ -242,18 +250,25 @@ async def test_keep_last_ranks_only_what_the_other_filters_select(
 async def test_keep_last_reads_the_listing_once_then_walks_it(
     simulator: Simulator, clocked: Service, caller: Caller
 ) -> None:
-    """One reading of the whole listing before any deletion, then the page walk; without
-    keep_last only the walk."""
+    """One reading of the whole listing before any deletion (logged with its counts), then
+    the page walk; without keep_last only the walk."""
     clocked.engine.page_size = 10
     for i in range(35):
         add_job(simulator.store, created_at_ms=NOW - i)
+    add_job(simulator.store, kind="service", created_at_ms=NOW)
+    add_job(simulator.store, status="running", created_at_ms=NOW)  # listed, not a candidate
     calls: list[str] = []
     simulator.hooks.append(lambda method, params: calls.append(method))
-    await caller.call("jobs.cleanup", {"keep_last": 5})
+    with capture_logs(processors=[merge_call]) as logs:
+        await caller.call("jobs.cleanup", {"keep_last": 5, "statuses": TERMINAL})
+    [read] = [e for e in logs if e["event"] == "cleanup_keep_last_read"]
+    assert read["log_level"] == "info"
+    expected = {"keep_last": 5, "jobs_listed": 37, "groups": 2, "jobs_kept": 6}
+    assert {k: read[k] for k in expected} == expected
     first_delete = calls.index("job.delete")
     # The reading's 4 pages and its empty one, then the walk's first page.
     assert calls[:first_delete] == ["job.list"] * 6
-    assert len(simulator.store.jobs) == 5
+    assert len(simulator.store.jobs) == 7
     calls.clear()
     await caller.call("jobs.cleanup", {})
     assert calls.index("job.delete") == 1
