@@ -18,8 +18,9 @@ Names must never widen a selection. The three tag families differ after
 (``kind_user`` would otherwise select every job of kind ``user``) and may not
 be ``kind``, ``target`` or ``keep`` (whose tag is the exemption); kind and target
 names may. All names are short, non-empty ASCII from a small alphabet, which also
-rules out wildcards, ``%``, ``..``, whitespace and unicode look-alikes. Matching is always exact: the
-server-side tag filter of hero_proc is a prefix match and only narrows.
+rules out wildcards, ``%``, ``..``, whitespace and unicode look-alikes. Matching is
+always exact: the server-side tag filter of hero_proc is a prefix match and only
+narrows.
 """
 
 from __future__ import annotations
