@@ -433,13 +433,9 @@ class Engine:
             deduplicated=deduplicated,
         )
 
-    async def list_jobs(
-        self, selector: Selector, *, status: str | None, limit: int, cursor: str | None
-    ) -> ListResult:
+    async def list_jobs(self, selector: Selector, *, limit: int, cursor: str | None) -> ListResult:
         """Up to `limit` matching jobs after the cursor's job (see `reads.list_jobs`)."""
-        return await reads.list_jobs(
-            self.client, selector, status=status, limit=limit, cursor=cursor
-        )
+        return await reads.list_jobs(self.client, selector, limit=limit, cursor=cursor)
 
     async def stats(self) -> StatsResult:
         """hero_proc's counts and the codescaler jobs and actions (see `reads.stats`)."""

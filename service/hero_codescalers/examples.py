@@ -91,6 +91,7 @@ VOLATILE = frozenset(
 
 HOME_PAGE = action_name("user", input_hash("render --page home", {"page": "home"}))
 RESTART = action_name("service", input_hash("restart router", None))
+ABOUT_PAGE = action_name("user", input_hash("render --page about", {"page": "about"}))
 T = 1_790_000_000_000  # a time in the examples' results (volatile)
 # The last of three submissions: jobs 1 and 2 of action HOME_PAGE, job 3 of RESTART.
 THREE_SUBMISSIONS = "jobs.submit/another-kind"
@@ -110,6 +111,7 @@ def _job(job_id: int, action: str, kind: str, actor: str, target: str | None) ->
         "kind": kind,
         "actor": actor,
         "target": target,
+        "kept": False,
     }
 
 
@@ -245,6 +247,29 @@ SUBMIT = (
         },
         given=("jobs.submit/same-input-again",),
     ),
+    Example(
+        "same-group-again",
+        {
+            "kind": "user",
+            "actor": "alice",
+            "target": "web",
+            "script": "render --page about",
+            "input": {"page": "about"},
+        },
+        {
+            "job_id": 4,
+            "action_id": ABOUT_PAGE,
+            "tags": [
+                "codescaler",
+                "codescaler_kind_user",
+                "codescaler_alice",
+                "codescaler_target_web",
+            ],
+            "deduplicated": False,
+        },
+        summary="A second job of alice's user jobs on web (job 1's group), from a new input",
+        given=(THREE_SUBMISSIONS,),
+    ),
 )
 
 LIST = (
@@ -260,6 +285,17 @@ LIST = (
             "jobs_skipped_malformed": 0,
         },
         summary="alice's jobs, oldest first",
+        given=(THREE_SUBMISSIONS,),
+    ),
+    Example(
+        "not-finished",
+        {"kind": "service", "limit": 100, "statuses": ["pending", "running"]},
+        {
+            "jobs": [_job(3, RESTART, "service", "alice", None)],
+            "next_cursor": None,
+            "jobs_skipped_malformed": 0,
+        },
+        summary="Jobs of kind service still waiting or running",
         given=(THREE_SUBMISSIONS,),
     ),
 )
@@ -323,6 +359,30 @@ CLEANUP = (
             actions_matched=1,
         ),
         summary="Every job of kind user and their action",
+        given=(THREE_SUBMISSIONS,),
+    ),
+    Example(
+        "keep-newest",
+        {"dry_run": True, "keep_last": 1},
+        _summary(
+            job_ids=[1],
+            action_ids=[HOME_PAGE],
+            dry_run=True,
+            jobs_matched=1,
+            actions_matched=1,
+        ),
+        summary="Keep the newest job of each (kind, actor, target): only job 1 has a newer one",
+        given=("jobs.submit/same-group-again",),
+    ),
+    Example(
+        "finished-a-week-ago",
+        {
+            "dry_run": True,
+            "statuses": ["succeeded", "failed", "cancelled"],
+            "finished_older_than_ms": 604_800_000,
+        },
+        _summary(dry_run=True),
+        summary="What a retention policy would take: jobs still pending are never selected",
         given=(THREE_SUBMISSIONS,),
     ),
     Example(

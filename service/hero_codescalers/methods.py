@@ -22,7 +22,6 @@ from .metrics import Metrics
 from .models import (
     CleanupParams,
     CleanupSummary,
-    Filter,
     HealthResult,
     HistoryParams,
     HistoryResult,
@@ -136,12 +135,29 @@ def _services(ctx: CallContext) -> Services:
     return services
 
 
-def selector(ctx: CallContext, params: Filter) -> Selector:
-    """The exact selection a filter means, the age cutoff taken from the engine's clock."""
+def selector(ctx: CallContext, params: CleanupParams | ListParams) -> Selector:
+    """The exact selection params mean, the age cutoffs taken from the engine's clock."""
     now = _services(ctx).engine.clock()
-    cutoff = None if params.older_than_ms is None else now - params.older_than_ms
+
+    def cutoff(age_ms: int | None) -> int | None:
+        return None if age_ms is None else now - age_ms
+
+    statuses: list[str] | None = list(params.statuses) if params.statuses is not None else None
+    keep_last = None
+    if isinstance(params, ListParams):
+        if params.status is not None:
+            statuses = [params.status]
+    else:
+        keep_last = params.keep_last
     return Selector.build(
-        kind=params.kind, target=params.target, actor=params.actor, created_before_ms=cutoff
+        kind=params.kind,
+        target=params.target,
+        actor=params.actor,
+        created_before_ms=cutoff(params.older_than_ms),
+        statuses=statuses,
+        finished_before_ms=cutoff(params.finished_older_than_ms),
+        include_kept=params.include_kept,
+        keep_last=keep_last,
     )
 
 
@@ -210,10 +226,12 @@ async def jobs_submit(ctx: CallContext, params: SubmitParams) -> SubmitResult:
     examples=ex.LIST,
 )
 async def jobs_list(ctx: CallContext, params: ListParams) -> ListResult:
-    """Codescaler jobs only (the literal `codescaler` tag, every filter matched exactly),
-    oldest first. Pass `next_cursor` back as `cursor` for the next page."""
+    """Codescaler jobs only (the literal `codescaler` tag, every filter matched exactly, as
+    a cleanup would select them: jobs tagged `codescaler_keep` only with `include_kept`),
+    oldest first. `status` (one) and `statuses` (a list) are two ways of one filter: give
+    one of them. Pass `next_cursor` back as `cursor` for the next page."""
     return await _services(ctx).engine.list_jobs(
-        selector(ctx, params), status=params.status, limit=params.limit, cursor=params.cursor
+        selector(ctx, params), limit=params.limit, cursor=params.cursor
     )
 
 
@@ -241,14 +259,18 @@ async def stats(ctx: CallContext, params: NoParams) -> StatsResult:
 )
 async def jobs_cleanup(ctx: CallContext, params: CleanupParams) -> CleanupSummary:
     """Deletes every job carrying the literal `codescaler` tag and every given filter
-    (kind, target, actor exactly; created at least `older_than_ms` ago), with `force`,
-    then each codescaler action of those jobs, best effort: an action still used by
-    another job stays and is reported in `errors`. Already gone counts as done.
-    One cleanup runs at a time, also across the service processes of one state
-    directory. With `dry_run` nothing changes. The run is recorded in the state
-    database before it deletes anything (with `reason`, the caller's uid and pid); a
-    real run is refused (-32013) when that record cannot be written."""
-    given = params.model_dump(exclude_none=True, exclude={"dry_run", "reason"})
+    (kind, target, actor exactly; created at least `older_than_ms` ago; in one of
+    `statuses`, by default any, pending and running jobs included; finished at least
+    `finished_older_than_ms` ago), except jobs tagged `codescaler_keep` unless
+    `include_kept`, and, with `keep_last`, the newest N of each (kind, actor, target)
+    group among those. It deletes them with `force`, then each codescaler action of
+    those jobs, best effort: an action still used by another job stays and is reported
+    in `errors`. Already gone counts as done. One cleanup runs at a time, also across
+    the service processes of one state directory. With `dry_run` nothing changes. The
+    run is recorded in the state database before it deletes anything (with `reason`,
+    the caller's uid and pid); a real run is refused (-32013) when that record cannot
+    be written."""
+    given = params.model_dump(exclude_defaults=True, exclude={"dry_run", "reason"})
     services = _services(ctx)
     try:
         return await services.engine.cleanup(

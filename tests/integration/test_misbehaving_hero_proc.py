@@ -795,9 +795,7 @@ async def test_listings_stop_when_their_caller_goes_away(
     if method == "stats":
         task = asyncio.create_task(engine.stats())
     else:
-        task = asyncio.create_task(
-            engine.list_jobs(Selector.build(), status=None, limit=100, cursor=None)
-        )
+        task = asyncio.create_task(engine.list_jobs(Selector.build(), limit=100, cursor=None))
     await entered.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -14,7 +14,6 @@ import pytest
 from hero_codescalers.retention import Policy
 from hero_codescalers.retention.scheduler import MAX_JITTER_MS, RETRY_MS, Scheduler, jitter_ms
 from hero_codescalers.simulator import Simulator
-from hero_codescalers.tags import Selector
 
 from ..conftest import Caller, Service
 from .population import add_job
@@ -60,11 +59,6 @@ def policy(name: str = "users", **fields: Any) -> Policy:
     return Policy(name=name, **{"every": "1h", **fields})
 
 
-def select(p: Policy, now_ms: int) -> Selector:
-    cutoff = None if p.older_than is None else now_ms - p.older_than
-    return Selector.build(kind=p.kind, actor=p.actor, target=p.target, created_before_ms=cutoff)
-
-
 class Schedulers:
     """Schedulers over the test's service and clock, stopped at the end."""
 
@@ -78,7 +72,6 @@ class Schedulers:
         scheduler = Scheduler(
             {p.name: p for p in policies},
             engine=self.service.engine,
-            select=select,
             clock=self.clock,
             force_dry_run=force_dry_run,
             on_event=lambda name, event: self.events.append((name, event)),

@@ -214,6 +214,9 @@ class JobView(BaseModel):
     kind: str | None
     actor: str | None
     target: str | None
+    kept: bool | None = Field(
+        default=False, description="Tagged `codescaler_keep`: no retention policy selects it"
+    )
 
 
 class ListResult(BaseModel):

@@ -50,7 +50,7 @@ async def orphans(client: HeroProcClient) -> list[ActionKey]:
     async for action in actions.items(ActionsOnce().new):
         if (
             action.key[0].startswith(ACTION_PREFIX)
-            and scope.matches(action.tags, None)
+            and scope.has_tags(action.tags)
             and action.key not in referenced
         ):
             found.append(action.key)

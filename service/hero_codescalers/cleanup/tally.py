@@ -33,6 +33,14 @@ log = structlog.get_logger(__name__)
 CUT = object()  # the outcome of a deletion cut short (cancelled, or a fault of this code)
 
 
+class Stopped(Exception):
+    """The run must send nothing more: `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def describe(outcome: Any) -> str:
     """A short public reason for a deletion that did not succeed."""
     if isinstance(outcome, InUse):

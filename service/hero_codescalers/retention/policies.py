@@ -27,10 +27,11 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from ..models import MAX_AGE_MS, POLICY_PATTERN, Actor, JobStatus, Kind, Target
+from ..models import MAX_AGE_MS, POLICY_PATTERN, Actor, Kind, Target
 from ..state import MANUAL
+from ..tags import JOB_STATUSES, TERMINAL_STATUSES, JobStatus, Selector
 
-TERMINAL: tuple[JobStatus, ...] = ("succeeded", "failed", "cancelled")
+TERMINAL: tuple[JobStatus, ...] = tuple(s for s in JOB_STATUSES if s in TERMINAL_STATUSES)
 _UNITS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
 _DURATION = re.compile(r"(\d{1,9})([smhdw])")
 MIN_EVERY_MS = 1_000
@@ -70,6 +71,22 @@ class Policy(BaseModel):
     enabled: bool = True
     dry_run: bool = False
     orphan_actions: bool = False
+
+    def selector(self, now_ms: int) -> Selector:
+        """What a run of the policy at `now_ms` selects (never a job tagged to be kept)."""
+
+        def cutoff(age_ms: int | None) -> int | None:
+            return None if age_ms is None else now_ms - age_ms
+
+        return Selector.for_policy(
+            kind=self.kind,
+            target=self.target,
+            actor=self.actor,
+            statuses=self.statuses,
+            created_before_ms=cutoff(self.older_than),
+            finished_before_ms=cutoff(self.finished_older_than),
+            keep_last=self.keep_last,
+        )
 
     def params(self) -> dict[str, Any]:
         """What the policy selects, as `jobs.cleanup`'s params name it (for its record)."""

@@ -29,7 +29,6 @@ from ..engine import Engine
 from ..errors import CleanupRunning, StateUnavailable
 from ..models import CleanupSummary
 from ..state import RunStart
-from ..tags import Selector
 from .policies import Policy
 
 log = structlog.get_logger(__name__)
@@ -79,22 +78,19 @@ class _Entry:
 
 
 class Scheduler:
-    """Fires the policies given (by name) through `engine`; `select` turns a policy into
-    the selection of a run at a time (milliseconds). `force_dry_run` makes every run a
-    dry run; `on_event` is told of each fire, `scheduled` or `skipped`."""
+    """Fires the policies given (by name) through `engine`. `force_dry_run` makes every
+    run a dry run; `on_event` is told of each fire, `scheduled` or `skipped`."""
 
     def __init__(
         self,
         policies: dict[str, Policy],
         *,
         engine: Engine,
-        select: Callable[[Policy, int], Selector],
         clock: Clock,
         force_dry_run: bool = False,
         on_event: Callable[[str, Event], None] | None = None,
     ) -> None:
         self.engine = engine
-        self.select = select
         self.clock = clock
         self.force_dry_run = force_dry_run
         self.on_event = on_event
@@ -261,7 +257,7 @@ class Scheduler:
         peer_pid: int | None = None,
     ) -> CleanupSummary:
         return await self.engine.cleanup(
-            self.select(policy, self.clock.now_ms()),
+            policy.selector(self.clock.now_ms()),
             dry_run=dry_run,
             params=policy.params(),
             policy=policy.name,
