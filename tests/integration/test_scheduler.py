@@ -76,7 +76,7 @@ class Schedulers:
             force_dry_run=force_dry_run,
             on_event=lambda name, event: self.events.append((name, event)),
         )
-        await scheduler.start()
+        scheduler.start()
         self.started.append(scheduler)
         return scheduler
 

@@ -12,13 +12,20 @@ action removed between its two calls (see `Engine.submit`).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 
-from ..errors import InUse, NotFound, quote
-from ..heroproc import ActionKey, HeroProcClient, action_params, parse_action, parse_job
+from ..errors import InUse, NotAttempted, NotFound, quote
+from ..heroproc import (
+    ActionKey,
+    HeroProcClient,
+    StopCheck,
+    action_params,
+    parse_action,
+    parse_job,
+)
 from ..reads import _ActionsOnce as ActionsOnce
 from ..reads import _JobsOnce as JobsOnce
 from ..reads import _Listing as Listing
@@ -36,11 +43,13 @@ class Sweep:
     deleted: int = 0
     in_use: int = 0  # refused by hero_proc: a job references it (made since, or foreign)
     gone: int = 0
+    not_attempted: int = 0  # never sent: the run was stopping
     errors: list[str] = field(default_factory=list)
 
 
-async def orphans(client: HeroProcClient) -> list[ActionKey]:
-    """The codescaler actions no codescaler job references, in listing order."""
+async def orphans(client: HeroProcClient, tried: Collection[ActionKey] = ()) -> list[ActionKey]:
+    """The codescaler actions no codescaler job references, in listing order, but those
+    in `tried` (the run's own, whose outcomes it has already counted)."""
     scope = Selector.build()
     referenced: set[ActionKey] = set()
     async for job in Listing(client.job_page, "job.list", parse_job).items(JobsOnce().new):
@@ -52,27 +61,40 @@ async def orphans(client: HeroProcClient) -> list[ActionKey]:
             action.key[0].startswith(ACTION_PREFIX)
             and scope.has_tags(action.tags)
             and action.key not in referenced
+            and action.key not in tried
         ):
             found.append(action.key)
     return found
 
 
-async def sweep(client: HeroProcClient, *, stop: Any = None) -> Sweep:
-    """Delete the orphan actions; hero_proc's errors while listing propagate."""
-    keys = await orphans(client)
+async def sweep(
+    client: HeroProcClient,
+    *,
+    tried: Collection[ActionKey] = (),
+    stop: StopCheck | None = None,
+) -> Sweep:
+    """Delete the orphan actions (not those in `tried`); hero_proc's errors while listing
+    propagate."""
+    keys = await orphans(client, tried)
     result = Sweep(found=len(keys))
     if not keys:
         return result
     calls = [("action.delete", action_params(name, context)) for name, context in keys]
-    for (name, _), outcome in zip(keys, await client.call_many(calls, stop=stop), strict=True):
+    outcomes = await client.call_many(calls, stop=stop)
+    for (name, _), outcome in zip(keys, outcomes, strict=True):
         if deleted(outcome):
             result.deleted += 1
         elif isinstance(outcome, InUse):
             result.in_use += 1
         elif isinstance(outcome, NotFound):
             result.gone += 1
+        elif isinstance(outcome, NotAttempted):
+            result.not_attempted += 1
         else:
             result.errors.append(f"orphan action {quote(name)}: {describe(outcome)}")
+    if result.not_attempted:
+        reason = next(o.reason for o in outcomes if isinstance(o, NotAttempted))
+        result.errors.append(f"{result.not_attempted} orphan actions not attempted: {reason}")
     log.info(
         "orphan_actions_swept",
         found=result.found,

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
@@ -217,17 +219,27 @@ def dev(seed_jobs: int) -> None:
 
     Both use the sockets under $HERO_SOCKET_DIR (default ~/hero/var/sockets), so
     the CLI, curl and the SDK find them with the same variable. You (this uid)
-    are an admin of this service. The two logs go to this terminal.
+    are an admin of this service. The two logs go to this terminal. Unless
+    HERO_CODESCALERS_POLICIES names a file, the service has one retention policy,
+    `user-week`, disabled: `policies run user-week --dry-run` tries it.
     """
+    from ..examples import POLICIES  # noqa: PLC0415 -- keeps other commands light
+
     settings, _ = _settings()
     me = [sys.executable, "-m", "hero_codescalers"]
+    scratch = Path(tempfile.mkdtemp(prefix="hero_codescalers-dev-"))
+    if settings.policies is None:
+        (scratch / "policies.toml").write_text(POLICIES)
+        policies_flag = ["--policies", os.fspath(scratch / "policies.toml")]
+    else:
+        policies_flag = []
     env = {**os.environ, "HERO_SOCKET_DIR": os.fspath(settings.socket_dir)}
     click.echo(f"export HERO_SOCKET_DIR={settings.socket_dir}", err=True)
     simulator_cmd = [*me, "simulator", "--seed", str(seed_jobs)]
     children = [subprocess.Popen(simulator_cmd, env=env)]  # noqa: S603 -- this program itself
     try:
         if _wait_until_live(settings.hero_proc_socket, children[0]):
-            serve_cmd = [*me, "serve", "--admin-uid", str(os.getuid())]
+            serve_cmd = [*me, "serve", "--admin-uid", str(os.getuid()), *policies_flag]
             children.append(subprocess.Popen(serve_cmd, env=env))  # noqa: S603 -- as above
         code = _run_until_stopped(children)
     finally:
@@ -235,6 +247,7 @@ def dev(seed_jobs: int) -> None:
             if child.poll() is None:
                 child.kill()
                 child.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
     sys.exit(code)
 
 

@@ -99,26 +99,17 @@ class Scheduler:
         self._fires: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
+        self._ready = False  # the persisted fires are read
 
     @property
     def policies(self) -> dict[str, Policy]:
         return self._policies
 
-    async def start(self) -> None:
-        """Read the persisted fires and start firing (none are read when the database
+    def start(self) -> None:
+        """Start firing: the loop reads the persisted fires first (none when the database
         cannot be read: each policy is then new)."""
-        try:
-            self._fires = await self.engine.state.fires()
-        except StateUnavailable as exc:
-            log.warning("policy_fires_unread", path=exc.path, error=exc.reason)
-        self._arrange(self._policies)
-        self._loop = asyncio.create_task(self._run_loop())
-        log.info(
-            "scheduler_started",
-            policies=sorted(self._policies),
-            enabled=sorted(n for n, p in self._policies.items() if p.enabled),
-            dry_run=self.force_dry_run,
-        )
+        if self._loop is None:
+            self._loop = asyncio.create_task(self._run_loop())
 
     async def stop(self) -> None:
         """Fire nothing more; runs under way go on (the engine's shutdown stops them)."""
@@ -135,9 +126,13 @@ class Scheduler:
     def reload(self, policies: dict[str, Policy]) -> None:
         """Use `policies` from now on: a policy kept keeps its fires and its run."""
         self._policies = policies
-        self._arrange(policies)
-        self._wake.set()
         log.info("policies_reloaded", policies=sorted(policies))
+        if self._loop is None:
+            if policies:
+                self.start()
+        elif self._ready:
+            self._arrange(policies)
+            self._wake.set()
 
     def due_ms(self, name: str) -> int | None:
         """When the policy is next due (None: disabled, or not a policy)."""
@@ -163,17 +158,24 @@ class Scheduler:
         name: str,
         *,
         dry_run: bool = False,
+        reason: str | None = None,
         peer_uid: int | None = None,
         peer_pid: int | None = None,
     ) -> CleanupSummary:
         """Run the policy `name` now, for a caller (recorded with the caller's uid and
-        pid beside the policy); its schedule does not change. CleanupRunning when its
-        last run or another cleanup is still going."""
-        entry = self._entries[name]
-        if entry.running:
+        pid beside the policy, and `reason`); its schedule does not change, and a
+        disabled policy runs too. KeyError for a name not configured; CleanupRunning
+        when its last run or another cleanup is still going."""
+        policy = self._policies[name]
+        entry = self._entries.get(name)
+        if entry is not None and entry.running:
             raise CleanupRunning("this policy's last run is still going")
         return await self._cleanup(
-            entry.policy, self.dry_run(entry.policy, dry_run), peer_uid=peer_uid, peer_pid=peer_pid
+            policy,
+            self.dry_run(policy, dry_run),
+            reason=reason,
+            peer_uid=peer_uid,
+            peer_pid=peer_pid,
         )
 
     # the loop -----------------------------------------------------------------------
@@ -200,6 +202,18 @@ class Scheduler:
             self._entries[name] = entry
 
     async def _run_loop(self) -> None:
+        try:
+            self._fires = await self.engine.state.fires()
+        except StateUnavailable as exc:
+            log.warning("policy_fires_unread", path=exc.path, error=exc.reason)
+        self._ready = True
+        self._arrange(self._policies)
+        log.info(
+            "scheduler_started",
+            policies=sorted(self._policies),
+            enabled=sorted(n for n, p in self._policies.items() if p.enabled),
+            dry_run=self.force_dry_run,
+        )
         while True:
             self._wake.clear()
             now = self.clock.now_ms()
@@ -253,6 +267,7 @@ class Scheduler:
         policy: Policy,
         dry_run: bool,
         *,
+        reason: str | None = None,
         peer_uid: int | None = None,
         peer_pid: int | None = None,
     ) -> CleanupSummary:
@@ -261,6 +276,8 @@ class Scheduler:
             dry_run=dry_run,
             params=policy.params(),
             policy=policy.name,
+            reason=reason,
+            sweep_orphans=policy.orphan_actions,
             peer_uid=peer_uid,
             peer_pid=peer_pid,
         )
