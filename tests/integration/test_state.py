@@ -613,7 +613,8 @@ async def test_a_database_of_the_first_schema_is_migrated_keeping_its_runs(
     tmp_path: Path,
 ) -> None:
     """A file written by the first schema (runs and leases, no policy fires) opens at the
-    latest version with its runs intact, and the policy fires can then be kept."""
+    latest version with its runs intact, and the policy fires and the tombstones can then
+    be kept."""
     with sqlite3.connect(tmp_path / FILE_NAME) as db:
         for statement in MIGRATIONS[0]:
             db.execute(statement)
@@ -634,5 +635,5 @@ async def test_a_database_of_the_first_schema_is_migrated_keeping_its_runs(
     finally:
         await state.close()
     with sqlite3.connect(tmp_path / FILE_NAME) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (LATEST,) == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (LATEST,) == (3,)
     db.close()

@@ -1,10 +1,11 @@
 """What outlives the process: an embedded SQLite database under HERO_CODESCALERS_STATE_DIR.
 
-database.py  Database: the connection, used off the event loop; opening, checks, migrations
-schema.py    the migrations (`PRAGMA user_version`)
-runs.py      the audit trail of cleanup runs: written before, checkpointed, completed
-lease.py     the single-cleanup lease shared by the processes of one state directory
-store.py     State: what the engine asks of it, each a whole transaction
+database.py    Database: the connection, used off the event loop; opening, checks, migrations
+schema.py      the migrations (`PRAGMA user_version`)
+runs.py        the audit trail of cleanup runs: written before, checkpointed, completed
+tombstones.py  the jobs real runs deleted, kept as long as those runs
+lease.py       the single-cleanup lease shared by the processes of one state directory
+store.py       State: what the engine asks of it, each a whole transaction
 
 Nothing else in the tree writes SQL.
 """

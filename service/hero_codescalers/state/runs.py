@@ -146,6 +146,11 @@ def prune(connection: sqlite3.Connection, before_ms: int) -> int:
     return cursor.rowcount
 
 
+def exists(connection: sqlite3.Connection, run_id: str) -> bool:
+    found = connection.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    return found is not None
+
+
 MANUAL = "manual"  # the `policy` filter that selects runs asked for by a caller
 
 

@@ -9,7 +9,8 @@ transaction as the version bump: a crash leaves the old version or the new one.
 Migration 1 (on an empty file) sets `auto_vacuum = INCREMENTAL` first, which
 SQLite honours only before the first table exists: the pages that history
 retention frees are then given back with `PRAGMA incremental_vacuum`.
-Migration 2 adds `fires`, when each retention policy last fired.
+Migration 2 adds `fires`, when each retention policy last fired. Migration 3
+adds the tombstones of deleted jobs (see tombstones.py).
 """
 
 from __future__ import annotations
@@ -58,6 +59,33 @@ CREATE TABLE fires (
 )
 """
 
+# The tombstones of the jobs real runs deleted, a batch (one page's) to a row, newest last
+# (`seq`, never reused: it is in the reads' cursors): see tombstones.py. `ids` holds the
+# job ids (8 bytes each, little-endian), `data` their other fields (a JSON list);
+# `tags_indexed` is 1 once its distinct tags are listed in tombstone_tags.
+_TOMBSTONE_BATCHES = """
+CREATE TABLE tombstone_batches (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    deleted_at_ms INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    first_id INTEGER NOT NULL,
+    last_id INTEGER NOT NULL,
+    tags_indexed INTEGER NOT NULL,
+    ids BLOB NOT NULL,
+    data BLOB NOT NULL
+)
+"""
+
+# Each distinct tag of an indexed batch: which batches hold a job carrying a tag.
+_TOMBSTONE_TAGS = """
+CREATE TABLE tombstone_tags (
+    tag TEXT NOT NULL,
+    batch INTEGER NOT NULL,
+    PRIMARY KEY (tag, batch)
+) WITHOUT ROWID
+"""
+
 # The statements of each migration, one statement a string (a transaction cannot run
 # a script); MIGRATIONS[0] makes version 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -68,5 +96,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         _LEASES,
     ),
     (_FIRES,),
+    (
+        _TOMBSTONE_BATCHES,
+        "CREATE INDEX tombstone_batches_run ON tombstone_batches (run_id)",
+        "CREATE INDEX tombstone_batches_ids ON tombstone_batches (first_id, last_id)",
+        "CREATE INDEX tombstone_batches_time ON tombstone_batches (deleted_at_ms)",
+        _TOMBSTONE_TAGS,
+        "CREATE INDEX tombstone_tags_batch ON tombstone_tags (batch)",
+    ),
 )
 LATEST = len(MIGRATIONS)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import lease, runs
+from ..errors import StateUnavailable
+from . import lease, runs, tombstones
 from .database import Database
 from .runs import RunStart
+from .tombstones import DeletedJobs
 
 
 def wall_ms() -> int:
@@ -18,7 +21,8 @@ def wall_ms() -> int:
 
 
 class State:
-    """The state database of one service process: the runs' audit trail and the lease.
+    """The state database of one service process: the runs' audit trail, the tombstones of
+    the jobs they deleted, and the lease.
 
     `clock` gives the wall time in milliseconds (tests inject one); `lease_ttl_ms` is
     how long the lease lasts unless renewed.
@@ -73,13 +77,22 @@ class State:
         because another cleanup holds the lock): no lease is taken."""
         await self.database.write(lambda c: runs.insert_ended(c, run, self.holder, outcome, error))
 
-    async def checkpoint(self, run_id: str, counts: dict[str, int], errors_count: int) -> bool:
-        """Record the run's counts so far and renew the lease; False when the lease was
-        taken over by another process (this one must stop)."""
+    async def checkpoint(
+        self,
+        run_id: str,
+        counts: dict[str, int],
+        errors_count: int,
+        deleted: Sequence[DeletedJobs] = (),
+    ) -> bool:
+        """Record the run's counts so far and the tombstones of the jobs it `deleted` since
+        its last checkpoint, and renew the lease; False when the lease was taken over by
+        another process (this one must stop)."""
 
         def checkpoint(connection: sqlite3.Connection) -> bool:
             now = self.clock()
             runs.checkpoint(connection, run_id, counts, errors_count, now)
+            for batch in deleted:
+                tombstones.insert(connection, run_id, now, batch)
             return lease.renew(connection, self.holder, now, self.lease_ttl_ms)
 
         return await self.database.write(checkpoint)
@@ -99,10 +112,15 @@ class State:
         counts: dict[str, int],
         errors_count: int,
         duration_ms: int,
+        deleted: Sequence[DeletedJobs] = (),
     ) -> None:
-        """Complete the run's record and release the lease."""
+        """Complete the run's record, with the tombstones of the jobs it `deleted` since
+        its last checkpoint, and release the lease."""
 
         def finish(connection: sqlite3.Connection) -> None:
+            now = self.clock()
+            for batch in deleted:
+                tombstones.insert(connection, run_id, now, batch)
             runs.complete(
                 connection,
                 run_id,
@@ -111,7 +129,7 @@ class State:
                 counts=counts,
                 errors_count=errors_count,
                 duration_ms=duration_ms,
-                now_ms=self.clock(),
+                now_ms=now,
             )
             lease.release(connection, self.holder)
 
@@ -131,9 +149,16 @@ class State:
         return await self.database.write(sweep)
 
     async def prune(self, keep_ms: int) -> int:
-        """Delete the runs that finished more than `keep_ms` ago and give their pages back
-        to the file system; how many."""
-        deleted = await self.database.write(lambda c: runs.prune(c, self.clock() - keep_ms))
+        """Delete the runs that finished more than `keep_ms` ago, and their tombstones, and
+        give their pages back to the file system; how many runs."""
+
+        def prune(connection: sqlite3.Connection) -> int:
+            pruned = runs.prune(connection, self.clock() - keep_ms)
+            if pruned:
+                tombstones.prune(connection)
+            return pruned
+
+        deleted = await self.database.write(prune)
         if deleted:
             await self.database.vacuum()
         return deleted
@@ -170,3 +195,43 @@ class State:
     async def fired(self, policy: str, at_ms: int) -> None:
         """Persist that `policy` fired at `at_ms` (before its run starts)."""
         await self.database.write(lambda c: runs.fired(c, policy, at_ms))
+
+    async def tombstones(
+        self,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        job_id: int | None = None,
+        run_id: str | None = None,
+        tags: Collection[str] = (),
+        deleted_after_ms: int | None = None,
+        deleted_before_ms: int | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of tombstones, newest first (see `tombstones.page`); the cursor is opaque."""
+        at = None
+        if cursor is not None:
+            seq, _, position = cursor.partition(":")
+            at = (int(seq), int(position))
+        page = await self.database.read(
+            lambda c: tombstones.page(
+                c,
+                limit=limit,
+                cursor=at,
+                job_id=job_id,
+                run_id=run_id,
+                tags=tags,
+                deleted_after_ms=deleted_after_ms,
+                deleted_before_ms=deleted_before_ms,
+            )
+        )
+        if page.unindexed:
+            # The batches it read are indexed for the next reads by tag, when the database
+            # can be written (the read is whole without).
+            with contextlib.suppress(StateUnavailable):
+                await self.database.write(lambda c: tombstones.index(c, page.unindexed))
+        after = page.after
+        return page.found, None if after is None else f"{after[0]}:{after[1]}"
+
+    async def run_exists(self, run_id: str) -> bool:
+        """Whether the history holds the run `run_id`."""
+        return await self.database.read(lambda c: runs.exists(c, run_id))
