@@ -42,6 +42,7 @@ from .models import (
     SubmitResult,
 )
 from .state import RunStart, State
+from .state.tombstones import DeletedJobs
 from .tags import Selector, action_name, action_tags, job_tags
 
 log = structlog.get_logger(__name__)
@@ -244,11 +245,14 @@ class Engine:
             log.warning("cleanup_interrupted", run_id=old["run_id"], **old["counts"])
 
     async def _checkpoint(self, run: _Run, tally: Tally, fields: dict[str, Any]) -> None:
-        """After each page: the run's counts so far in its record, the lease renewed."""
+        """After each page: the run's counts so far in its record, with the tombstones of the
+        jobs it deleted, the lease renewed."""
         counts = tally.counts()
+        deleted = tally.take_deleted()
         try:
-            held = await self.state.checkpoint(run.start.run_id, counts, len(tally.errors))
+            held = await self.state.checkpoint(run.start.run_id, counts, len(tally.errors), deleted)
         except StateUnavailable as exc:
+            tally.give_back(deleted)  # tried again with the run's end
             run.problem = f"the state database cannot be written ({exc.reason})"
         else:
             if not held:
@@ -284,6 +288,7 @@ class Engine:
             duration_ms=duration,
             counts=counts,
             errors_count=len(tally.errors),
+            deleted=tally.take_deleted(),
             error=error,
         )
 
@@ -318,6 +323,7 @@ class Engine:
             duration_ms=duration,
             counts=tally.counts(),
             errors_count=len(summary.errors),
+            deleted=tally.take_deleted(),
             summary=summary,
         )
         return summary
@@ -330,6 +336,7 @@ class Engine:
         duration_ms: int,
         counts: dict[str, int],
         errors_count: int,
+        deleted: list[DeletedJobs],
         error: str | None = None,
         summary: CleanupSummary | None = None,
     ) -> None:
@@ -343,9 +350,15 @@ class Engine:
                     counts=counts,
                     errors_count=errors_count,
                     duration_ms=duration_ms,
+                    deleted=deleted,
                 )
             except StateUnavailable as exc:
-                log.error("cleanup_not_recorded", run_id=start.run_id, error=exc.reason)
+                log.error(
+                    "cleanup_not_recorded",
+                    run_id=start.run_id,
+                    error=exc.reason,
+                    tombstones_lost=sum(len(batch.ids) for batch in deleted),
+                )
         if self.on_run is not None:
             self.on_run(
                 RunEnded(start.policy, outcome, start.dry_run, self.clock(), duration_ms, summary)

@@ -6,6 +6,12 @@ deletion that did not succeed is, by its outcome: already gone (not found), not
 attempted (the run was stopping), of unknown outcome (no answer, hero_proc's
 internal error, an answer outside the contract: it may have been carried out,
 so it is checked before the summary), or failed with a reason (`describe`).
+
+A real run keeps the matched jobs of the page being deleted as the listing had
+them (`page_fields`: their fields in one flat list, no object a job, which the
+garbage collector would have to follow); once their outcomes are known, those
+deleted become a batch of tombstones (`deleted`), written at the next
+checkpoint, and those of unknown outcome wait for the check (`unsettled`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from ..errors import (
 )
 from ..heroproc import OUTSIDE, ActionKey, transient
 from ..models import CleanupSummary
+from ..state.tombstones import FIELDS, DeletedJobs
 from ..tags import ACTION_PREFIX
 
 log = structlog.get_logger(__name__)
@@ -91,6 +98,12 @@ class Tally:
     jobs_settled: int = 0
     # Deletions sent whose outcome is unknown, until `job.get` settles them: id -> reason.
     jobs_unknown: dict[int, str] = field(default_factory=dict)
+    # The fields (`FIELDS` a job) of the matched jobs of the page being deleted, in the
+    # order of job_ids, added by `Walk.select` (none in a dry run); those of unknown
+    # outcome, by id; the batches of tombstones not yet written.
+    page_fields: list[Any] = field(default_factory=list)
+    unsettled: dict[int, list[Any]] = field(default_factory=dict)
+    deleted: list[DeletedJobs] = field(default_factory=list)
     malformed_ids: set[int] = field(default_factory=set)  # malformed jobs with a valid id
     malformed_idless: int = 0  # the most entries without a valid id listed in one pass
     actions_deleted: int = 0
@@ -126,9 +139,11 @@ class Tally:
 
     def job_outcomes(self, jobs: list[int], outcomes: list[Any]) -> tuple[int, int | None]:
         """Count each job's delete outcome: how many left the listing (deleted or found
-        gone), and the highest id of those still there as far as this run knows."""
+        gone), and the highest id of those still there as far as this run knows. `jobs`
+        are the page's matches, in the order they were matched."""
         removed = 0
         still_there = None
+        before = self.jobs_deleted
         for job_id, outcome in zip(jobs, outcomes, strict=True):
             if deleted(outcome):
                 self.jobs_deleted += 1
@@ -146,7 +161,27 @@ class Tally:
                     self.jobs_unknown[job_id] = describe(outcome)
                 else:
                     self.fail_job(job_id, describe(outcome))
+        self._page_deleted(jobs, outcomes, self.jobs_deleted - before)
         return removed, still_there
+
+    def _page_deleted(self, jobs: list[int], outcomes: list[Any], count: int) -> None:
+        """The page's outcomes are known: its deleted jobs become a batch of tombstones,
+        those of unknown outcome wait for the check."""
+        listed, self.page_fields = self.page_fields, []
+        if len(listed) != FIELDS * len(jobs):
+            raise RuntimeError("the page's deletions are not its matches")
+        if count < len(jobs):  # some not deleted (rare): pick
+            done = DeletedJobs([], [])
+            for n, (job_id, outcome) in enumerate(zip(jobs, outcomes, strict=True)):
+                fields = listed[FIELDS * n : FIELDS * (n + 1)]
+                if deleted(outcome):
+                    done.ids.append(job_id)
+                    done.fields.extend(fields)
+                elif job_id in self.jobs_unknown:
+                    self.unsettled[job_id] = fields
+            jobs, listed = done
+        if jobs:
+            self.deleted.append(DeletedJobs(jobs, listed))
 
     def action_outcomes(self, keys: list[ActionKey], outcomes: list[Any]) -> None:
         """Count each action's delete outcome."""
@@ -172,14 +207,20 @@ class Tally:
     def settle_jobs(self, jobs: list[int], outcomes: list[Any]) -> None:
         """What `job.get` found of deletions whose outcome was unknown: gone counts as
         deleted, present as a failure; without an answer the outcome stays unknown."""
+        gone = DeletedJobs([], [])
         for job_id, outcome in zip(jobs, outcomes, strict=True):
             if isinstance(outcome, NotFound):
                 del self.jobs_unknown[job_id]
                 self.jobs_deleted += 1
                 self.jobs_settled += 1
+                gone.ids.append(job_id)
+                gone.fields.extend(self.unsettled.pop(job_id))
             elif isinstance(outcome, dict) and outcome.get("id") == job_id:
                 reason = self.jobs_unknown.pop(job_id)
+                del self.unsettled[job_id]
                 self.fail_job(job_id, f"still present after {reason}")
+        if gone.ids:
+            self.deleted.append(gone)
 
     def settle_actions(self, keys: list[ActionKey], outcomes: list[Any]) -> None:
         """As `settle_jobs`, for actions and `action.get`."""
@@ -215,6 +256,7 @@ class Tally:
         for job_id, reason in self.jobs_unknown.items():
             self.fail_job(job_id, f"outcome unknown: {reason}")
         self.jobs_unknown.clear()
+        self.unsettled.clear()
         for (name, _), reason in self.actions_unknown.items():
             self.fail_action(name, f"outcome unknown: {reason}")
         self.actions_unknown.clear()
@@ -260,6 +302,15 @@ class Tally:
             duration_ms=duration_ms,
             run_id=run_id,
         )
+
+    def take_deleted(self) -> list[DeletedJobs]:
+        """The batches of tombstones made since the last call, to be written."""
+        taken, self.deleted = self.deleted, []
+        return taken
+
+    def give_back(self, batches: list[DeletedJobs]) -> None:
+        """Batches taken that could not be written: written with the next ones."""
+        self.deleted[:0] = batches
 
     def counts(self) -> dict[str, int]:
         """What the run had done so far (for a run that failed as a whole)."""

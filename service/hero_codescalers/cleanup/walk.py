@@ -61,9 +61,11 @@ class Walk:
         A job listed before in this pass, or whose deletion failed in an earlier
         pass, is not matched again. A malformed entry (see `heroproc.parse_job`) is
         skipped: counted in `tally` when it has a valid id, else as an entry without
-        one. The rest is `Selector.matches`.
+        one. The rest is `Selector.matches`. In a real run, the fields of each match
+        are added to `tally.page_fields` (its tombstone's: `tombstones.FIELDS`).
         """
         matches: list[int] = []
+        keep = None if tally.dry_run else tally.page_fields.extend
         for item in page:
             job_id = _listed_id(item)
             if job_id is None:
@@ -86,7 +88,19 @@ class Walk:
                 self.page_present = job_id
             else:
                 matches.append(job_id)
-                tally.match(job_id, job.action_id, job.context)
+                action, context = job.action_id, job.context
+                tally.match(job_id, action, context)
+                if keep is not None:
+                    keep(
+                        (
+                            action,
+                            context,
+                            job.tags,
+                            job.status,
+                            job.created_at_ms,
+                            job.finished_at_ms,
+                        )
+                    )
         return matches
 
     def deleted(self, removed: int, still_there: int | None) -> None:
