@@ -29,10 +29,19 @@ import structlog
 from . import __version__, reads
 from .cleanup import CleanupRun
 from .cleanup.tally import Tally
-from .errors import CleanupRunning, HeroProcError, NotFound, RunFailed, StateUnavailable
+from .errors import (
+    CleanupRunning,
+    HeroProcError,
+    InvalidParams,
+    NotFound,
+    RunFailed,
+    StateUnavailable,
+)
 from .heroproc import MAX_LIMIT, HeroProcClient
 from .models import (
     CleanupSummary,
+    DeletedJob,
+    DeletedResult,
     HealthResult,
     HeroProcHealth,
     HistoryEntry,
@@ -43,7 +52,7 @@ from .models import (
 )
 from .state import RunStart, State
 from .state.tombstones import DeletedJobs
-from .tags import Selector, action_name, action_tags, job_tags
+from .tags import SCOPE_TAG, Selector, action_name, action_tags, job_tags, labels
 
 log = structlog.get_logger(__name__)
 
@@ -418,6 +427,40 @@ class Engine:
             limit=limit, cursor=cursor, outcome=outcome, policy=policy, dry_run=dry_run
         )
         return HistoryResult(runs=[_entry(row) for row in found], next_cursor=next_cursor)
+
+    async def deleted(
+        self,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        job_id: int | None = None,
+        kind: str | None = None,
+        target: str | None = None,
+        actor: str | None = None,
+        deleted_after_ms: int | None = None,
+        deleted_before_ms: int | None = None,
+        run_id: str | None = None,
+    ) -> DeletedResult:
+        """A page of the tombstones of deleted jobs, newest first: those of job `job_id`,
+        deleted by `run_id`, with the tags a cleanup with `kind`, `target` and `actor`
+        selects, deleted in the time window; -32602 for a run the history does not hold."""
+        if run_id is not None and not await self.state.run_exists(run_id):
+            raise InvalidParams(f"run_id: no run {run_id!r} in the history")
+        selector = Selector.build(kind=kind, target=target, actor=actor)
+        found, next_cursor = await self.state.tombstones(
+            limit=limit,
+            cursor=cursor,
+            job_id=job_id,
+            run_id=run_id,
+            tags=selector.required - {SCOPE_TAG},
+            deleted_after_ms=deleted_after_ms,
+            deleted_before_ms=deleted_before_ms,
+        )
+        jobs = []
+        for row in found:
+            names = labels(row["tags"])
+            jobs.append(DeletedJob(**row, kind=names.kind, actor=names.actor, target=names.target))
+        return DeletedResult(jobs=jobs, next_cursor=next_cursor)
 
     # submit, list, stats, health ------------------------------------------------
 

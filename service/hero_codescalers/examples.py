@@ -87,6 +87,7 @@ VOLATILE = frozenset(
         "socket",
         "run_id",
         "file",
+        "deleted_at_ms",
     }
 )
 
@@ -515,5 +516,39 @@ RETENTION_RUN = (
         _summary(dry_run=True),
         summary="Pending jobs are never a policy's: it takes finished ones only",
         given=(THREE_SUBMISSIONS,),
+    ),
+)
+
+
+def _tombstone(job: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """The tombstone of a job of `_job` that the run `run_id` deleted."""
+    job = dict(job)
+    del job["kept"]
+    return {**job, "context": None, "run_id": run_id, "deleted_at_ms": T}
+
+
+DELETED = (
+    Example(
+        "one-job",
+        {"id": 1},
+        {
+            "jobs": [_tombstone(_job(1, HOME_PAGE, "user", "alice", "web"), "5f0c6a1e9b2d4c83")],
+            "next_cursor": None,
+        },
+        summary="What happened to job 1: the run that deleted it, when, and the job as it was",
+        given=("jobs.cleanup/one-kind",),
+    ),
+    Example(
+        "one-actor",
+        {"actor": "alice", "limit": 10},
+        {
+            "jobs": [
+                _tombstone(_job(3, RESTART, "service", "alice", None), "9a41d2c07e5b3f18"),
+                _tombstone(_job(1, HOME_PAGE, "user", "alice", "web"), "5f0c6a1e9b2d4c83"),
+            ],
+            "next_cursor": None,
+        },
+        summary="alice's deleted jobs, newest first, over two runs",
+        given=("jobs.cleanup/everything-left",),
     ),
 )

@@ -22,6 +22,8 @@ from .metrics import Metrics
 from .models import (
     CleanupParams,
     CleanupSummary,
+    DeletedParams,
+    DeletedResult,
     HealthResult,
     HistoryParams,
     HistoryResult,
@@ -387,3 +389,34 @@ async def retention_run(ctx: CallContext, params: RetentionRunParams) -> Cleanup
     finally:
         if not dry_run:
             services.changed()
+
+
+@registry.method(
+    "jobs.deleted",
+    summary="What happened to a job: the tombstones of the jobs cleanups deleted (admin)",
+    admin=True,
+    errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED),
+    examples=ex.DELETED,
+)
+async def jobs_deleted(ctx: CallContext, params: DeletedParams) -> DeletedResult:
+    """Every job a real cleanup deleted (hero_proc answered deleted, or a later check found
+    it gone) left a tombstone in the state database: the job as the run listed it (id,
+    action, context, tags, status, created and finished times), its kind, actor and
+    target read from its tags, the run that deleted it and when. By `id`, or by
+    filters (every one given must hold): `kind`, `target`, `actor` (the job carried
+    that tag, as a cleanup selects), a time window (`deleted_after_ms` inclusive,
+    `deleted_before_ms` exclusive), `run_id` (-32602 when the history has no such run).
+    Newest first, a page at a time: pass `next_cursor` back as `cursor`. Dry runs leave
+    none; a job already gone when the run came leaves none (someone else deleted it).
+    Tombstones are kept as long as the run that wrote them (HERO_CODESCALERS_HISTORY_DAYS)."""
+    return await _services(ctx).engine.deleted(
+        limit=params.limit,
+        cursor=params.cursor,
+        job_id=params.id,
+        kind=params.kind,
+        target=params.target,
+        actor=params.actor,
+        deleted_after_ms=params.deleted_after_ms,
+        deleted_before_ms=params.deleted_before_ms,
+        run_id=params.run_id,
+    )

@@ -450,3 +450,72 @@ class RetentionListResult(Result):
     policies: list[PolicyView] = Field(description="By name")
     file: str | None = Field(description="The policies file; null when none is configured")
     dry_run_switch: bool = Field(description="HERO_CODESCALERS_POLICIES_DRY_RUN")
+
+
+MAX_JOB_ID = 2**63 - 1  # hero_proc's job ids: positive, 64-bit
+
+
+class DeletedParams(Params):
+    """`jobs.deleted`: the tombstones of the jobs real cleanups deleted, newest first."""
+
+    id: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_JOB_ID,
+        description="Only this job (exact): what happened to job N?",
+        examples=[1],
+    )
+    kind: Kind | None = None
+    target: Target | None = None
+    actor: Actor | None = None
+    deleted_after_ms: int | None = Field(
+        default=None,
+        ge=0,
+        description="Only jobs deleted at or after this time (milliseconds since the epoch)",
+        examples=[1_790_000_000_000],
+    )
+    deleted_before_ms: int | None = Field(
+        default=None,
+        ge=0,
+        description="Only jobs deleted before this time (milliseconds since the epoch)",
+        examples=[1_790_086_400_000],
+    )
+    run_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Only jobs deleted by this run (`run_id` of a summary or of the history)",
+        examples=["5f0c6a1e9b2d4c83"],
+    )
+    limit: int = Field(default=100, ge=1, le=LIST_MAX_LIMIT)
+    cursor: str | None = Field(
+        default=None,
+        pattern=r"^\d{1,19}:\d{1,9}$",
+        description="`next_cursor` of the previous page (opaque)",
+    )
+
+
+class DeletedJob(Result):
+    """The tombstone of a deleted job: the job as the run listed it, and its end."""
+
+    id: int
+    action_id: str
+    context: str | None = Field(description="The action's context, when it has one")
+    status: str | None = Field(description="Its status when the run listed it")
+    created_at_ms: int | None
+    finished_at_ms: int | None
+    tags: list[str]
+    kind: str | None
+    actor: str | None
+    target: str | None
+    run_id: str = Field(description="The run that deleted it (see jobs.cleanup_history)")
+    deleted_at_ms: int = Field(
+        description="When its deletion was recorded: the run's checkpoint after the page "
+        "that deleted it (or the run's end, for a deletion found done by a later check)"
+    )
+
+
+class DeletedResult(Result):
+    jobs: list[DeletedJob] = Field(description="Newest first")
+    next_cursor: str | None = Field(
+        default=None, description="Pass it as `cursor` for the next page; null at the end"
+    )

@@ -22,6 +22,8 @@ from .errors import (
 from .models import (
     CleanupSummary,
     CodescalerCounts,
+    DeletedJob,
+    DeletedResult,
     HealthResult,
     HeroProcCounts,
     HeroProcHealth,
@@ -46,6 +48,8 @@ __all__ = [
     "CleanupSummary",
     "Client",
     "CodescalerCounts",
+    "DeletedJob",
+    "DeletedResult",
     "HealthResult",
     "HeroCodescalersError",
     "HeroProcCounts",

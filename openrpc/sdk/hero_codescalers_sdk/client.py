@@ -16,6 +16,7 @@ import aiohttp
 from .errors import TransportError, error_for
 from .models import (
     CleanupSummary,
+    DeletedResult,
     HealthResult,
     HistoryResult,
     ListResult,
@@ -508,6 +509,81 @@ class AsyncClient:
         )
         return CleanupSummary.model_validate(result)
 
+    async def jobs_deleted(
+        self,
+        *,
+        id: int | None = None,
+        kind: str | None = None,
+        target: str | None = None,
+        actor: str | None = None,
+        deleted_after_ms: int | None = None,
+        deleted_before_ms: int | None = None,
+        run_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        timeout: float | None = 60.0,
+    ) -> DeletedResult:
+        """What happened to a job: the tombstones of the jobs cleanups deleted (admin)
+
+        Every job a real cleanup deleted (hero_proc answered deleted, or a later check found
+        it gone) left a tombstone in the state database: the job as the run listed it (id,
+        action, context, tags, status, created and finished times), its kind, actor and
+        target read from its tags, the run that deleted it and when. By `id`, or by
+        filters (every one given must hold): `kind`, `target`, `actor` (the job carried
+        that tag, as a cleanup selects), a time window (`deleted_after_ms` inclusive,
+        `deleted_before_ms` exclusive), `run_id` (-32602 when the history has no such run).
+        Newest first, a page at a time: pass `next_cursor` back as `cursor`. Dry runs leave
+        none; a job already gone when the run came leaves none (someone else deleted it).
+        Tombstones are kept as long as the run that wrote them
+            (HERO_CODESCALERS_HISTORY_DAYS).
+
+        Admin only: uid 0, or an allowed uid or gid.
+
+        Params:
+            id: Only this job (exact): what happened to job N?
+            kind: The feature: letters, digits, '.', '-', '_'
+            target: What the job acts on: letters, digits, '.', '-', '_'
+            actor: Who asked: letters, digits, '.' and '-' (no '_'); not 'kind', 'target' or
+                'keep'
+            deleted_after_ms: Only jobs deleted at or after this time (milliseconds since the
+                epoch)
+            deleted_before_ms: Only jobs deleted before this time (milliseconds since the
+                epoch)
+            run_id: Only jobs deleted by this run (`run_id` of a summary or of the history)
+            limit
+            cursor: `next_cursor` of the previous page (opaque)
+            timeout: seconds to wait for the answer (60 by default; None: no limit)
+        """
+        result = await self.call(
+            "jobs.deleted",
+            _given(
+                {
+                    "id": id,
+                    "kind": kind,
+                    "target": target,
+                    "actor": actor,
+                    "deleted_after_ms": deleted_after_ms,
+                    "deleted_before_ms": deleted_before_ms,
+                    "run_id": run_id,
+                    "limit": limit,
+                    "cursor": cursor,
+                },
+                {
+                    "id": None,
+                    "kind": None,
+                    "target": None,
+                    "actor": None,
+                    "deleted_after_ms": None,
+                    "deleted_before_ms": None,
+                    "run_id": None,
+                    "limit": 100,
+                    "cursor": None,
+                },
+            ),
+            timeout=timeout,
+        )
+        return DeletedResult.model_validate(result)
+
 
 class Client:
     """The same methods as `AsyncClient`, for scripts: each call runs to its end.
@@ -697,4 +773,34 @@ class Client:
         """Run one retention policy now (admin)"""
         return self._run(
             self._client.retention_run(name=name, dry_run=dry_run, reason=reason, timeout=timeout)
+        )
+
+    def jobs_deleted(
+        self,
+        *,
+        id: int | None = None,
+        kind: str | None = None,
+        target: str | None = None,
+        actor: str | None = None,
+        deleted_after_ms: int | None = None,
+        deleted_before_ms: int | None = None,
+        run_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        timeout: float | None = 60.0,
+    ) -> DeletedResult:
+        """What happened to a job: the tombstones of the jobs cleanups deleted (admin)"""
+        return self._run(
+            self._client.jobs_deleted(
+                id=id,
+                kind=kind,
+                target=target,
+                actor=actor,
+                deleted_after_ms=deleted_after_ms,
+                deleted_before_ms=deleted_before_ms,
+                run_id=run_id,
+                limit=limit,
+                cursor=cursor,
+                timeout=timeout,
+            )
         )

@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "CleanupSummary",
     "CodescalerCounts",
+    "DeletedJob",
+    "DeletedResult",
     "HealthResult",
     "HeroProcCounts",
     "HeroProcHealth",
@@ -134,6 +136,42 @@ class CodescalerCounts(BaseModel):
     )
     actions_skipped_malformed: int | None = Field(
         default=0, description="Malformed listed actions, skipped"
+    )
+
+
+class DeletedJob(BaseModel):
+    """The tombstone of a deleted job: the job as the run listed it, and its end."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: int
+    action_id: str
+    context: str | None = Field(description="The action's context, when it has one")
+    status: str | None = Field(description="Its status when the run listed it")
+    created_at_ms: int | None
+    finished_at_ms: int | None
+    tags: list[str]
+    kind: str | None
+    actor: str | None
+    target: str | None
+    run_id: str = Field(description="The run that deleted it (see jobs.cleanup_history)")
+    deleted_at_ms: int = Field(
+        description=(
+            "When its deletion was recorded: the run's checkpoint after the page that"
+            " deleted it (or the run's end, for a deletion found done by a later "
+            "check)"
+        )
+    )
+
+
+class DeletedResult(BaseModel):
+    """The DeletedResult object."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    jobs: list[DeletedJob] = Field(description="Newest first")
+    next_cursor: str | None = Field(
+        default=None, description="Pass it as `cursor` for the next page; null at the end"
     )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from ..models import KEEP_LAST_MAX, REASON_MAX_LENGTH, Outcome
+from ..models import KEEP_LAST_MAX, MAX_JOB_ID, REASON_MAX_LENGTH, Outcome
 from .options import filter_options, socket_option
 from .output import EXIT_DEGRADED, call_and_print
 
@@ -210,4 +210,66 @@ def policies_run(name: str, dry_run: bool, reason: str | None, socket: Path | No
     )
 
 
-COMMANDS = (jobs_cleanup, jobs_list, jobs_submit, stats, health, cleanup_history, policies)
+@click.command("jobs-deleted")
+@click.option("--id", "job_id", type=click.IntRange(1, MAX_JOB_ID), help="Only this job.")
+@click.option("--kind", help="Only jobs of this kind (exact).")
+@click.option("--target", help="Only jobs with this target (exact).")
+@click.option("--actor", help="Only jobs of this actor (exact).")
+@click.option(
+    "--deleted-after-ms",
+    type=click.IntRange(min=0),
+    metavar="MS",
+    help="Only jobs deleted at or after this time (milliseconds since the epoch).",
+)
+@click.option(
+    "--deleted-before-ms",
+    type=click.IntRange(min=0),
+    metavar="MS",
+    help="Only jobs deleted before this time (milliseconds since the epoch).",
+)
+@click.option("--run-id", help="Only jobs deleted by this run (see cleanup-history).")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--cursor", help="next_cursor from the previous page.")
+@socket_option
+def jobs_deleted(
+    job_id: int | None,
+    kind: str | None,
+    target: str | None,
+    actor: str | None,
+    deleted_after_ms: int | None,
+    deleted_before_ms: int | None,
+    run_id: str | None,
+    limit: int,
+    cursor: str | None,
+    socket: Path | None,
+) -> None:
+    """What happened to a job: the jobs real cleanups deleted, newest first (admin).
+
+    Each tombstone is the job as the run listed it, the run that deleted it and when.
+    """
+    call_and_print(
+        socket,
+        lambda c: c.jobs_deleted(
+            id=job_id,
+            kind=kind,
+            target=target,
+            actor=actor,
+            deleted_after_ms=deleted_after_ms,
+            deleted_before_ms=deleted_before_ms,
+            run_id=run_id,
+            limit=limit,
+            cursor=cursor,
+        ),
+    )
+
+
+COMMANDS = (
+    jobs_cleanup,
+    jobs_list,
+    jobs_submit,
+    stats,
+    health,
+    cleanup_history,
+    policies,
+    jobs_deleted,
+)
