@@ -19,9 +19,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from hero_codescalers.listener import listen
 from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator
-from hero_codescalers.transport import ENGINE, create_app, listen, runner_for, start_site
+from hero_codescalers.transport import ENGINE, create_app, runner_for, start_site
 from hero_codescalers.unixsock import remove_socket
 
 

@@ -15,12 +15,12 @@ from pydantic import Field
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
-from hero_codescalers import rpc
 from hero_codescalers.auth import AdminPolicy
 from hero_codescalers.examples import Example
 from hero_codescalers.methods import registry
 from hero_codescalers.models import Params
 from hero_codescalers.openrpc import build_document, default_document, render
+from hero_codescalers.registry import Registry as MethodRegistry
 from hero_codescalers.rpc import Dispatcher
 
 from .conftest import Caller
@@ -183,9 +183,9 @@ class Late(Params):
     b: int
 
 
-def one_method(params: type[Params], *examples: Example) -> rpc.Registry:
+def one_method(params: type[Params], *examples: Example) -> MethodRegistry:
     """A registry of one method `m` with these params and examples."""
-    reg = rpc.Registry()
+    reg = MethodRegistry()
 
     @reg.method("m", summary="m", examples=examples)
     async def m(ctx: object, params: Late) -> None:

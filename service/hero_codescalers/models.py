@@ -232,6 +232,11 @@ class CleanupSummary(Result):
     foreign_action_ids: list[str] = Field(
         description="Actions of matched jobs that this service did not create: left in place"
     )
+    orphan_actions_deleted: int = Field(
+        default=0,
+        description="Codescaler actions no job referenced any more, deleted by the orphan "
+        "sweep (a real cleanup without any filter, or a policy with orphan_actions)",
+    )
     complete: bool = Field(
         description="False when the run did not see or settle everything: hero_proc failed "
         "or broke its contract, the run stopped early, or malformed jobs were skipped"
@@ -379,7 +384,9 @@ class HistoryEntry(Result):
 
     started_at_ms: int
     finished_at_ms: int | None = Field(description="null while the run goes on")
-    peer_uid: int | None = Field(description="Who asked (null for a policy's run)")
+    peer_uid: int | None = Field(
+        description="Who asked (null for a scheduled run; a policy run by `retention.run` has both)"
+    )
     peer_pid: int | None
     params: dict[str, Any] = Field(description="The selection it was given")
     outcome: Outcome | None = Field(description="How it ended; null while it goes on")
@@ -404,3 +411,42 @@ class HistoryResult(Result):
     next_cursor: str | None = Field(
         default=None, description="Pass it as `cursor` for the next page; null at the end"
     )
+
+
+PolicyName = Annotated[
+    str,
+    Field(pattern=POLICY_PATTERN, description="A retention policy's name", examples=["user-week"]),
+]
+
+
+class RetentionRunParams(Params):
+    """`retention.run`: one retention policy, now."""
+
+    name: PolicyName
+    dry_run: bool = Field(
+        default=False,
+        description="List what it would delete; change nothing (a policy set to dry run, "
+        "or HERO_CODESCALERS_POLICIES_DRY_RUN, is always one)",
+    )
+    reason: Reason | None = None
+
+
+class PolicyView(Result):
+    """A retention policy as configured, and where its schedule stands."""
+
+    name: str
+    enabled: bool = Field(description="Whether the scheduler fires it")
+    dry_run: bool = Field(description="Whether its runs are dry runs (its own or the switch)")
+    every_ms: int = Field(description="Its period, in milliseconds")
+    orphan_actions: bool = Field(description="Whether its runs also sweep orphan actions")
+    params: dict[str, Any] = Field(description="What it selects, as jobs.cleanup's params")
+    next_due_ms: int | None = Field(description="When it fires next; null when disabled")
+    last_fired_ms: int | None = Field(description="When it last fired; null: never")
+    running: bool = Field(description="Whether a run of it goes on now")
+    last_run: HistoryEntry | None = Field(description="Its last recorded run (any outcome)")
+
+
+class RetentionListResult(Result):
+    policies: list[PolicyView] = Field(description="By name")
+    file: str | None = Field(description="The policies file; null when none is configured")
+    dry_run_switch: bool = Field(description="HERO_CODESCALERS_POLICIES_DRY_RUN")

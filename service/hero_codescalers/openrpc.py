@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from . import __version__
 from .errors import DOCUMENTED, INTERNAL_ERROR, INVALID_PARAMS
 from .examples import given, steps
-from .rpc import Example, MethodDef, Registry
+from .registry import Example, MethodDef, Registry
 
 REF = "#/components/schemas/{model}"
 # The socket where the systemd units put it (deploy/hero_codescalers.socket):

@@ -16,68 +16,58 @@ its bearer token from `Authorization` (for callers behind a relay), and gets a
 request id. A connection that does not deliver a request's headers within the
 request timeout is closed.
 
-Connections are accepted by the service's own loop on the listening socket
-(`Listener`), not asyncio's: at most `max_connections` are open at once (a
-connection beyond is closed as soon as it is accepted, unless it comes from an
-admin uid or gid and the admin reserve has room), the listen backlog is the
-configured one, and running out of file descriptors is logged once per interval
-with a count, never per connection. At start the soft file-descriptor limit is
-raised to the hard one, and the cap is lowered, with a warning, when it would
-not leave `FD_RESERVE` descriptors for the rest of the service.
+Connections reach the application through `listener.Listener` (the socket, its
+cap, its backlog, file-descriptor limits); a connection's handler here adds the
+HTTP answer to a request aiohttp cannot parse. `serve()` binds the socket
+(`listener.listen`), refuses to start when another instance answers on it, and
+on SIGINT/SIGTERM stops accepting, lets running work finish (a cleanup stops at
+its next step) within the shutdown grace, and removes the socket.
 
-`serve()` binds the socket with its mode and group, refuses to start when
-another instance answers on it, and on SIGINT/SIGTERM stops accepting, lets
-running work finish (a cleanup stops at its next step) within the shutdown
-grace, and removes the socket.
+Above 350 lines because it is the one place where aiohttp meets the service:
+the routes and their refusals, and the application's lifecycle (`_services`,
+`serve`) that builds what they reach through the same typed app keys.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import gc
-import grp
 import itertools
-import os
-import resource
 import secrets
 import signal
 import socket
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import structlog
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
 
 from . import errors, systemd
-from .auth import AdminPolicy, Peer, bearer_token, token_file_problem
+from .admission import Budget
+from .auth import AdminPolicy, bearer_token, token_file_problem
 from .engine import Engine, now_ms
+from .framing import error_answer
 from .heroproc import HeroProcClient
-from .logs import Throttled
+from .listener import Connection, Gate, Listener, connection_cap, fd_limit, listen, peer_of
 from .methods import Services, registry
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .openrpc import build_document
-from .rpc import Budget, Dispatcher, error_answer
+from .retention import Policy, PolicyFileError, load
+from .retention.scheduler import Clock, Scheduler, WallClock
+from .rpc import Dispatcher
 from .settings import Settings
 from .state import State
-from .tuning import HERO_PROC_CONNECTIONS, HOUSEKEEPING_INTERVAL_S, LEASE_TTL_S
-from .unixsock import bind_unix, remove_socket
+from .tuning import HOUSEKEEPING_INTERVAL_S, LEASE_TTL_S
+from .unixsock import remove_socket
 
 log = structlog.get_logger(__name__)
 
 MAX_BODY = 1024 * 1024
 # The media types JSON-RPC over HTTP accepts; no Content-Type at all is taken as JSON too.
 JSON_TYPES = frozenset({"application/json", "application/json-rpc", "application/jsonrequest"})
-# File descriptors left for everything but callers' connections: hero_proc's
-# connection pool, the listening socket, logs, the token file, a spare.
-FD_RESERVE = HERO_PROC_CONNECTIONS + 64
-ACCEPT_BATCH = 128  # connections accepted per wake-up, so other work gets its turn
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -86,15 +76,25 @@ DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 BUDGET = web.AppKey("budget", Budget)
 POLICY = web.AppKey("policy", AdminPolicy)
 METRICS = web.AppKey("metrics", Metrics)
+SCHEDULER = web.AppKey("scheduler", Scheduler)
 REQUEST_ID = web.RequestKey("request_id", str)
 
 
 def create_app(
-    settings: Settings, *, clock: Callable[[], int] | None = None, state: State | None = None
+    settings: Settings,
+    *,
+    clock: Callable[[], int] | None = None,
+    state: State | None = None,
+    policies: dict[str, Policy] | None = None,
+    schedule_clock: Clock | None = None,
 ) -> web.Application:
-    """The service's aiohttp application; its hero_proc client and its state database live
-    with it (`state`, when given, is the database already opened; it is closed with the
-    app). `clock` (wall time in ms) is the engine's and the state's, for tests."""
+    """The service's aiohttp application; its hero_proc client, its state database and
+    its retention scheduler live with it (`state`, when given, is the database already
+    opened; it is closed with the app; `policies`, when given, those already read, else
+    the file of the settings is read now: PolicyFileError). `clock` (wall time in ms) is
+    the engine's and the state's, `schedule_clock` the scheduler's, for tests."""
+    if policies is None:
+        policies = read_policies(settings)
     app = web.Application(client_max_size=MAX_BODY, middlewares=[_request_ids])
     app[SETTINGS] = settings
     app[BUDGET] = Budget(settings.max_inflight, settings.admin_reserve)
@@ -102,7 +102,9 @@ def create_app(
         uids=settings.admin_uids, gids=settings.admin_gids, token=settings.bearer_token()
     )
     app[METRICS] = Metrics()
-    app.cleanup_ctx.append(lambda app: _services(app, clock or now_ms, state))
+    app.cleanup_ctx.append(
+        lambda app: _services(app, clock or now_ms, state, policies, schedule_clock or WallClock())
+    )
     app.router.add_post("/rpc", _rpc, expect_handler=_expect)
     app.router.add_route("*", "/rpc", _not_post)
     app.router.add_get("/health", _health)
@@ -129,8 +131,17 @@ async def open_state(settings: Settings, clock: Callable[[], int] = now_ms) -> S
     return await State.open(settings.state_dir, clock=clock, lease_ttl_ms=LEASE_TTL_S * 1000)
 
 
+def read_policies(settings: Settings) -> dict[str, Policy]:
+    """The policies of the settings' file (none without one); PolicyFileError."""
+    return {} if settings.policies is None else load(settings.policies)
+
+
 async def _services(
-    app: web.Application, clock: Callable[[], int], state: State | None
+    app: web.Application,
+    clock: Callable[[], int],
+    state: State | None,
+    policies: dict[str, Policy],
+    schedule_clock: Clock,
 ) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     problem = token_file_problem(settings.token_file)
@@ -158,12 +169,27 @@ async def _services(
                 metrics.last_run(
                     run["policy"], run["outcome"], run["finished_at_ms"], run["duration_ms"]
                 )
+            scheduler = Scheduler(
+                policies,
+                engine=engine,
+                clock=schedule_clock,
+                force_dry_run=settings.policies_dry_run,
+                on_event=metrics.policy_fired,
+            )
             document = build_document(registry)
             app[ENGINE] = engine
+            app[SCHEDULER] = scheduler
             app[DISPATCHER] = Dispatcher(
                 document,
                 registry,
-                Services(engine, document, metrics, stats_reuse_s=settings.stats_reuse),
+                Services(
+                    engine,
+                    document,
+                    metrics,
+                    scheduler,
+                    policies_file=None if settings.policies is None else str(settings.policies),
+                    stats_reuse_s=settings.stats_reuse,
+                ),
                 app[POLICY],
                 max_batch=settings.max_batch,
                 metrics=metrics,
@@ -171,9 +197,12 @@ async def _services(
                 lane_width=settings.peer_concurrency,
             )
             housekeeping = asyncio.create_task(_housekeeping(engine))
+            if policies:
+                scheduler.start()
             try:
                 yield
             finally:
+                await scheduler.stop()  # first: no run starts while the service stops
                 housekeeping.cancel()
                 # A cleanup cancelled by the end of the grace records itself first.
                 with contextlib.suppress(TimeoutError):
@@ -188,20 +217,6 @@ async def _housekeeping(engine: Engine) -> None:
     while True:
         await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
         await engine.housekeep()
-
-
-_PEERS: weakref.WeakKeyDictionary[asyncio.BaseTransport, Peer] = weakref.WeakKeyDictionary()
-
-
-def peer_of(request: web.Request) -> Peer:
-    """The peer of the request's connection, asked of the kernel once per connection."""
-    transport = request.transport
-    if transport is None:
-        return Peer.unknown()
-    peer = _PEERS.get(transport)
-    if peer is None:
-        peer = _PEERS[transport] = Peer.of_socket(transport.get_extra_info("socket"))
-    return peer
 
 
 _REQUEST_IDS = itertools.count(1)
@@ -355,35 +370,8 @@ async def _metrics(request: web.Request) -> web.StreamResponse:
     return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
-@dataclass
-class Gate:
-    """Who may have a connection: the cap, the admins' reserve, the count of open ones."""
-
-    cap: int
-    reserve: int
-    policy: AdminPolicy
-    metrics: Metrics
-    open: int = 0
-    over_cap: Throttled = field(default_factory=lambda: Throttled("connections_refused"))
-    out_of_fds: Throttled = field(default_factory=lambda: Throttled("accept_failed"))
-
-    def admits(self, peer: Peer) -> bool:
-        if self.open < self.cap:
-            return True
-        return self.open < self.cap + self.reserve and self.policy.is_admin(peer)
-
-    def opened(self) -> None:
-        self.open += 1
-        self.metrics.connections_open.set(self.open)
-
-    def closed(self) -> None:
-        self.open -= 1
-        self.metrics.connections_open.set(self.open)
-
-
-class _Connection(RequestHandler):
-    """aiohttp's connection handler, counted against the cap, and with its own
-    answer to a request it cannot parse.
+class _Connection(Connection):
+    """A connection with its own answer to a request it cannot parse.
 
     aiohttp answers a malformed request (a stray control character in a header, a
     line too long) with a text body quoting the offending input, and logs it at
@@ -393,16 +381,6 @@ class _Connection(RequestHandler):
     for every such request) and `web.Server`'s handler arguments, both pinned by
     a test (tests/integration/test_security.py).
     """
-
-    gate: Gate
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.gate.opened()
-        super().connection_made(transport)
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        super().connection_lost(exc)
-        self.gate.closed()
 
     def handle_error(
         self,
@@ -433,180 +411,23 @@ class _Connection(RequestHandler):
         return response
 
 
-class Listener(web.BaseSite):
-    """A site on an already bound Unix socket that accepts connections itself, within
-    the gate's cap, with the configured backlog, and survives running out of file
-    descriptors (a spare one is let go to accept and close the waiting connection)."""
-
-    __slots__ = ("_factory", "_gate", "_paused", "_sock", "_spare", "_tasks")
-
-    def __init__(self, runner: web.BaseRunner, sock: socket.socket, gate: Gate, backlog: int):
-        super().__init__(runner, backlog=backlog)
-        server = runner.server
-        if server is None:
-            raise RuntimeError("runner.setup() must come before the site")
-        loop = asyncio.get_running_loop()
-        handler_args: dict[str, Any] = server._kwargs  # aiohttp's own; pinned by a test
-
-        def factory() -> _Connection:
-            connection = _Connection(server, loop=loop, **handler_args)
-            connection.gate = gate
-            return connection
-
-        self._sock = sock
-        self._gate = gate
-        self._factory = factory
-        self._spare: int | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._paused = False
-
-    @property
-    def name(self) -> str:
-        return f"unix:{self._sock.getsockname()}"
-
-    @property
-    def backlog(self) -> int:
-        return self._backlog
-
-    async def start(self) -> None:
-        await super().start()
-        self._spare = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        self._sock.setblocking(False)
-        self._sock.listen(self._backlog)
-        asyncio.get_running_loop().add_reader(self._sock.fileno(), self._accept)
-
-    async def stop(self) -> None:
-        with contextlib.suppress(ValueError, OSError):
-            asyncio.get_running_loop().remove_reader(self._sock.fileno())
-        if self._spare is not None:
-            os.close(self._spare)
-            self._spare = None
-        self._gate.over_cap.close()
-        self._gate.out_of_fds.close()
-        self._gate.metrics.busy_log.close()
-        await super().stop()
-
-    def _accept(self) -> None:
-        gate = self._gate
-        for _ in range(ACCEPT_BATCH):
-            try:
-                conn, _ = self._sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                gate.out_of_fds.note(error=errno.errorcode.get(exc.errno or 0, str(exc.errno)))
-                gate.metrics.connections_refused.labels("accept_failed").inc()
-                if not (exc.errno in (errno.EMFILE, errno.ENFILE) and self._shed()):
-                    self._pause()
-                return
-            peer = Peer.of_socket(conn)
-            if not gate.admits(peer):
-                conn.close()
-                gate.metrics.connections_refused.labels("over_cap").inc()
-                gate.over_cap.note(cap=gate.cap, peer_uid=peer.uid)
-                continue
-            task = asyncio.get_running_loop().create_task(self._serve(conn, peer))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _serve(self, conn: socket.socket, peer: Peer) -> None:
-        try:
-            transport, _ = await asyncio.get_running_loop().connect_accepted_socket(
-                self._factory, conn
-            )
-        except OSError:
-            conn.close()
-            return
-        _PEERS[transport] = peer
-
-    def _shed(self) -> bool:
-        """Out of descriptors: let the spare go, accept the waiting connection and close it
-        at once (its caller learns at once instead of waiting in the backlog)."""
-        if self._spare is None:
-            return False
-        os.close(self._spare)
-        self._spare = None
-        try:
-            conn, _ = self._sock.accept()
-            conn.close()
-        except OSError:
-            return False
-        finally:
-            with contextlib.suppress(OSError):
-                self._spare = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        return True
-
-    def _pause(self) -> None:
-        """Stop accepting for a second (asyncio does the same on these errors)."""
-        if self._paused:
-            return
-        loop = asyncio.get_running_loop()
-        loop.remove_reader(self._sock.fileno())
-        self._paused = True
-
-        def resume() -> None:
-            self._paused = False
-            with contextlib.suppress(ValueError, OSError):
-                loop.add_reader(self._sock.fileno(), self._accept)
-
-        loop.call_later(1.0, resume)
-
-
-def fd_limit(raise_soft: bool = False) -> int:
-    """The soft limit of open file descriptors, raised to the hard limit first if asked."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if raise_soft and soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError) as exc:
-            log.warning("fd_limit_not_raised", soft=soft, hard=hard, error=str(exc))
-        else:
-            log.info("fd_limit_raised", soft=soft, to=hard)
-            soft = hard
-    return soft if soft != resource.RLIM_INFINITY else 1 << 20
-
-
 async def start_site(runner: web.AppRunner, sock: socket.socket) -> Listener:
     """Serve the runner's application on the bound socket `sock`, within the cap that
     the settings and the file-descriptor limit allow."""
     app = runner.app
     settings = app[SETTINGS]
-    room = fd_limit() - FD_RESERVE - settings.admin_reserve
-    cap = settings.max_connections
-    if room < cap:
-        log.warning("max_connections_lowered", configured=cap, to=max(room, 1))
-        cap = max(room, 1)
+    cap = connection_cap(settings.max_connections, settings.admin_reserve)
     gate = Gate(cap, settings.admin_reserve, app[POLICY], app[METRICS])
-    site = Listener(runner, sock, gate, settings.listen_backlog)
+    site = Listener(runner, sock, gate, settings.listen_backlog, _Connection)
     await site.start()
     return site
 
 
-def group_id(group: str | None) -> int | None:
-    """A group name or number as a gid."""
-    if group is None:
-        return None
-    if group.isdigit():
-        return int(group)
-    return grp.getgrnam(group).gr_gid
-
-
-def listen(settings: Settings) -> tuple[socket.socket, int]:
-    """The service's listening socket, with its mode, group and backlog, and the file's
-    inode; or the socket systemd passed (its file is systemd's: inode -1, never removed)."""
-    if (inherited := systemd.inherited_socket()) is not None:
-        return inherited, -1
-    return bind_unix(
-        settings.socket,
-        settings.socket_mode,
-        group_id(settings.socket_group),
-        backlog=settings.listen_backlog,
-    )
-
-
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
-    """Serve until SIGINT or SIGTERM; the socket file is removed on the way out."""
-    sock, inode = listen(settings)  # a mistake here is told in one line, nothing before it
+    """Serve until SIGINT or SIGTERM, reloading on SIGHUP; the socket file is removed on
+    the way out."""
+    policies = read_policies(settings)  # a mistake here is told in one line (PolicyFileError)
+    sock, inode = listen(settings)  # as is one here, nothing before it
     try:
         state = await open_state(settings)  # as is one here (StateUnusable)
     except BaseException:
@@ -614,12 +435,13 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         remove_socket(settings.socket, inode)
         raise
     fd_limit(raise_soft=True)
-    app = create_app(settings, state=state)
+    app = create_app(settings, state=state, policies=policies)
     runner = runner_for(app)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: reload(app))
     try:
         await runner.setup()
         await start_site(runner, sock)
@@ -640,13 +462,36 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         systemd.notify("READY=1")
         await stop.wait()
         systemd.notify("STOPPING=1")
+        await app[SCHEDULER].stop()  # first: no policy run starts while the service stops
         remove_socket(settings.socket, inode)  # no new callers while the last ones finish
         app[ENGINE].stop()
         log.info("service_stopping", grace_s=settings.shutdown_grace)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         remove_socket(settings.socket, inode)
         await runner.cleanup()  # a cleanup cancelled by the end of the grace records itself
         sock.close()
         log.info("service_stopped")
+
+
+def reload(app: web.Application) -> None:
+    """SIGHUP (`systemctl reload`): read the token file and the policies file again. A
+    file that cannot be used keeps what was loaded, and the log says why."""
+    settings = app[SETTINGS]
+    log.info("reload_requested")
+    try:
+        token = settings.bearer_token()
+    except (OSError, UnicodeDecodeError) as exc:
+        log.error("token_reload_failed", path=str(settings.token_file), error=type(exc).__name__)
+    else:
+        app[POLICY].token = token
+    if settings.policies is None:
+        return
+    scheduler = app[SCHEDULER]
+    try:
+        policies = load(settings.policies)
+    except PolicyFileError as exc:
+        log.error("policies_reload_failed", error=str(exc), kept=sorted(scheduler.policies))
+        return
+    scheduler.reload(policies)

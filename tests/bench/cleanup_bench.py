@@ -57,7 +57,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from .processes import hero, start, stop_all
+from .processes import cpu_seconds, hero, start, stop_all
 
 MODES: dict[str, dict[str, Any]] = {
     "cheap": {},
@@ -173,14 +173,6 @@ async def limit_algorithm(hp: Rpc, batch: int, inflight: int) -> None:
         if len(jobs) < 10_000:
             break
     await hp.many([("action.delete", {"name": a}) for a in sorted(actions)], batch, inflight)
-
-
-def cpu_seconds(pid: int) -> float:
-    """The CPU time (user + system) process `pid` has used so far."""
-    # /proc/PID/stat: fields 14 and 15 (utime, stime) in clock ticks, counted after
-    # the command name, which is in parentheses and may hold spaces.
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kb(pid: int, field: str = "VmRSS") -> int:

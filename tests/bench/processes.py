@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
+from pathlib import Path
 from typing import Literal
 
 
@@ -34,6 +36,14 @@ async def start(
             raise RuntimeError(f"{argv} exited before it was ready")
     asyncio.get_running_loop().create_task(_drain(out))
     return proc
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user + system) process `pid` has used so far."""
+    # /proc/PID/stat: fields 14 and 15 (utime, stime) in clock ticks, counted after
+    # the command name, which is in parentheses and may hold spaces.
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def stop_all(procs: list[asyncio.subprocess.Process]) -> None:

@@ -9,7 +9,10 @@ JSON-RPC result. This script is the client, a third process: at concurrency 1
 and 32 (keep-alive connections, each caller sending its next request when the
 last is answered) it measures requests per second and latency percentiles,
 `--reps` times each, alternating servers, and prints the medians, the ratio
-service/bare, and a final JSON line.
+service/bare, and a final JSON line. "CPU µs/call" is the server process's own
+CPU time (user + system, read from /proc) over the measured seconds divided by
+the calls answered: on a shared machine it varies far less than requests per
+second, so it is the figure to compare between two versions of the service.
 
 A second call, `jobs.submit` with a kind that is refused (-32602 before
 anything reaches hero_proc), measures the path of the methods that change
@@ -35,7 +38,7 @@ from typing import Any
 
 import aiohttp
 
-from .processes import hero, start
+from .processes import cpu_seconds, hero, start
 
 BARE_SERVER = """
 import asyncio, os, signal, sys
@@ -72,9 +75,15 @@ HEADERS = {"Content-Type": "application/json"}
 
 
 async def load(
-    socket: Path, concurrency: int, seconds: float, body: bytes = PING, expect: bytes = b'"pong"'
+    socket: Path,
+    pid: int,
+    concurrency: int,
+    seconds: float,
+    body: bytes = PING,
+    expect: bytes = b'"pong"',
 ) -> dict[str, float]:
-    """`concurrency` callers for `seconds`: requests per second and latency percentiles."""
+    """`concurrency` callers for `seconds`: requests per second, latency percentiles and
+    the CPU time of the server (process `pid`) per call."""
     connector = aiohttp.UnixConnector(path=str(socket), limit=concurrency)
     latencies: list[float] = []
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -89,14 +98,17 @@ async def load(
 
         await asyncio.gather(*(caller(time.perf_counter() + 0.3) for _ in range(concurrency)))
         latencies.clear()  # warm-up done: connections open, code paths hot
+        cpu0 = cpu_seconds(pid)
         t0 = time.perf_counter()
         await asyncio.gather(*(caller(t0 + seconds) for _ in range(concurrency)))
         elapsed = time.perf_counter() - t0
+        cpu = cpu_seconds(pid) - cpu0
     ordered = sorted(latencies)
     return {
         "req_per_s": len(ordered) / elapsed,
         "p50_ms": ordered[len(ordered) // 2] * 1000,
         "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+        "cpu_us_per_call": cpu / len(ordered) * 1e6,
     }
 
 
@@ -110,6 +122,7 @@ async def run(seconds: float, reps: int) -> dict[str, Any]:
         await start([sys.executable, "-c", BARE_SERVER, str(bare_socket)], env, b"ready", "stdout"),
         await start(hero("serve"), env, b"service_started"),
     ]
+    servers = {"bare": (bare_socket, procs[0].pid), "service": (service_socket, procs[1].pid)}
     gc.freeze()
     results: dict[str, Any] = {"seconds": seconds, "reps": reps}
     try:
@@ -117,10 +130,12 @@ async def run(seconds: float, reps: int) -> dict[str, Any]:
             for concurrency in (1, 32):
                 runs: dict[str, list[dict[str, float]]] = {"bare": [], "service": []}
                 for _ in range(reps):
-                    runs["bare"].append(await load(bare_socket, concurrency, seconds, body))
-                    runs["service"].append(
-                        await load(service_socket, concurrency, seconds, body, expect)
-                    )
+                    for name, (socket, pid) in servers.items():
+                        # the bare handler answers every call as a ping
+                        wanted = expect if name == "service" else b'"pong"'
+                        runs[name].append(
+                            await load(socket, pid, concurrency, seconds, body, wanted)
+                        )
                 row = {
                     name: {key: round(statistics.median(r[key] for r in rs), 3) for key in rs[0]}
                     for name, rs in runs.items()
@@ -141,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args(argv)
     results = asyncio.run(run(args.seconds, args.reps))
-    print(f"{'call':<16}{'concurrency':<13}{'server':<9}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
+    print(
+        f"{'call':<16}{'concurrency':<13}{'server':<9}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'CPU µs/call':>13}"
+    )
     for call in CALLS:
         for concurrency in (1, 32):
             row = results[f"{call}_c{concurrency}"]
@@ -149,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 r = row[name]
                 print(
                     f"{call:<16}{concurrency:<13}{name:<9}{r['req_per_s']:>10.0f}"
-                    f"{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
+                    f"{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}{r['cpu_us_per_call']:>13.1f}"
                 )
             print(f"{'':<29}service/bare {row['ratio']}")
     print(json.dumps(results))

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from hero_codescalers.listener import FD_RESERVE, fd_limit
 from hero_codescalers.simulator import Simulator
-from hero_codescalers.transport import BUDGET, FD_RESERVE, METRICS, fd_limit
+from hero_codescalers.transport import BUDGET, METRICS
 
 from ..conftest import Caller, Service, ServiceFactory, raw_exchange
 from .population import add_job

@@ -11,6 +11,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,30 @@ async def test_a_stale_socket_file_is_replaced(sock_dir: Path) -> None:
         await svc.wait_for("service_started")
         assert (await Caller(path).call("rpc.discover"))["info"]["title"] == "hero_codescalers"
         assert await svc.stop() == 0
+
+
+async def test_each_log_line_has_a_utc_timestamp_and_a_call_line_its_call(
+    sock_dir: Path,
+) -> None:
+    """The service's JSON lines carry their level and an ISO 8601 UTC timestamp of now; the
+    line of a call names its request id, method and peer."""
+    path = sock_dir / "hero_codescalers" / "rpc.sock"
+    async with command("serve", env=command_env(sock_dir)) as svc:
+        started = await svc.wait_for("service_started")
+        await Caller(path).call("system.ping")
+        call = await svc.wait_for("rpc_call")
+        assert await svc.stop() == 0
+    for line in (started, call):
+        assert line["level"] == "info"
+        assert line["timestamp"].endswith("Z")
+        stamp = datetime.fromisoformat(line["timestamp"])
+        assert stamp.utcoffset() == timedelta(0)
+        assert abs(datetime.now(UTC) - stamp) < timedelta(minutes=1)
+    assert call["method"] == "system.ping"
+    assert call["outcome"] == "ok"
+    assert (call["peer_uid"], call["peer_pid"]) == (os.getuid(), os.getpid())
+    assert call["request_id"]
+    assert "request_id" not in started
 
 
 async def test_a_live_socket_refuses_a_second_instance(sock_dir: Path) -> None:

@@ -16,11 +16,12 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from structlog.testing import capture_logs
 
+from hero_codescalers.listener import listen
 from hero_codescalers.logs import merge_call
 from hero_codescalers.methods import registry
 from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator
-from hero_codescalers.transport import METRICS, listen
+from hero_codescalers.transport import METRICS
 from hero_codescalers.unixsock import UnsafeSocketDir
 
 from ..conftest import Caller, Service, ServiceFactory, raw_exchange
@@ -52,8 +53,14 @@ async def test_every_admin_method_refuses_a_non_admin(
 
 
 def test_admin_methods_are_the_destructive_ones() -> None:
-    """jobs.cleanup and its history are admin-only; reads and submissions are open."""
-    assert ADMIN_METHODS == ["jobs.cleanup", "jobs.cleanup_history"]
+    """The cleanup, its history and the retention policies are admin-only; reads and
+    submissions are open."""
+    assert ADMIN_METHODS == [
+        "jobs.cleanup",
+        "jobs.cleanup_history",
+        "retention.list",
+        "retention.run",
+    ]
 
 
 @pytest.fixture

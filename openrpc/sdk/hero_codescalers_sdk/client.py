@@ -20,6 +20,7 @@ from .models import (
     HistoryResult,
     ListResult,
     PingResult,
+    RetentionListResult,
     StatsResult,
     SubmitResult,
 )
@@ -343,7 +344,9 @@ class AsyncClient:
         the service processes of one state directory. With `dry_run` nothing changes. The
         run is recorded in the state database before it deletes anything (with `reason`,
         the caller's uid and pid); a real run is refused (-32013) when that record cannot
-        be written.
+        be written. A real run without any filter (`include_kept` aside) ends with the
+        orphan-action sweep: codescaler actions that no job references any more (left by
+        a run cut short) are deleted too (`orphan_actions_deleted`).
 
         Admin only: uid 0, or an allowed uid or gid.
 
@@ -451,6 +454,59 @@ class AsyncClient:
             timeout=timeout,
         )
         return HistoryResult.model_validate(result)
+
+    async def retention_list(self, *, timeout: float | None = 60.0) -> RetentionListResult:
+        """The retention policies, their schedule and last run (admin)
+
+        The retention policies of the policies file (HERO_CODESCALERS_POLICIES, read again
+        on SIGHUP), by name: what each selects, its period, when it fires next (null when
+        disabled), when it last fired, whether a run of it goes on, and its last recorded run
+        (a `skipped` one included).
+
+        Admin only: uid 0, or an allowed uid or gid.
+
+        Params:
+            timeout: seconds to wait for the answer (60 by default; None: no limit)
+        """
+        result = await self.call("retention.list", timeout=timeout)
+        return RetentionListResult.model_validate(result)
+
+    async def retention_run(
+        self,
+        *,
+        name: str,
+        dry_run: bool = False,
+        reason: str | None = None,
+        timeout: float | None = None,
+    ) -> CleanupSummary:
+        """Run one retention policy now (admin)
+
+        Runs the retention policy `name` now, as its schedule would (its filters, terminal
+        statuses unless it names others, never a job tagged `codescaler_keep`), enabled or
+        not, and answers the run's summary; its schedule does not change. The run is
+        recorded with the policy and the caller's uid and pid. A policy set to dry run (or
+        HERO_CODESCALERS_POLICIES_DRY_RUN) runs dry whatever `dry_run` says. An unknown
+        name is -32602 naming it.
+
+        Admin only: uid 0, or an allowed uid or gid.
+
+        Params:
+            name: A retention policy's name
+            dry_run: List what it would delete; change nothing (a policy set to dry run, or
+                HERO_CODESCALERS_POLICIES_DRY_RUN, is always one)
+            reason: Why the run is made, free text in one line (no control characters), logged
+                and kept in the history
+            timeout: seconds to wait for the answer (no limit by default)
+        """
+        result = await self.call(
+            "retention.run",
+            _given(
+                {"name": name, "dry_run": dry_run, "reason": reason},
+                {"dry_run": False, "reason": None},
+            ),
+            timeout=timeout,
+        )
+        return CleanupSummary.model_validate(result)
 
 
 class Client:
@@ -624,4 +680,21 @@ class Client:
                 dry_run=dry_run,
                 timeout=timeout,
             )
+        )
+
+    def retention_list(self, *, timeout: float | None = 60.0) -> RetentionListResult:
+        """The retention policies, their schedule and last run (admin)"""
+        return self._run(self._client.retention_list(timeout=timeout))
+
+    def retention_run(
+        self,
+        *,
+        name: str,
+        dry_run: bool = False,
+        reason: str | None = None,
+        timeout: float | None = None,
+    ) -> CleanupSummary:
+        """Run one retention policy now (admin)"""
+        return self._run(
+            self._client.retention_run(name=name, dry_run=dry_run, reason=reason, timeout=timeout)
         )

@@ -31,7 +31,7 @@ from ..errors import HeroProcError, HeroProcProtocolError, HeroProcUnavailable
 from ..heroproc import HeroProcClient, StopCheck, action_params
 from ..tags import Selector
 from ..tuning import MAX_PASSES
-from . import keep
+from . import keep, orphans
 from .tally import CUT, Stopped, Tally, describe
 from .walk import Walk
 
@@ -50,9 +50,11 @@ class CleanupRun:
         page_size: int,
         halt: StopCheck,
         progress: Callable[[Tally], Awaitable[None]] | None = None,
+        sweep_orphans: bool = False,
     ) -> None:
         self.client = client
         self.selector = selector
+        self.sweep_orphans = sweep_orphans
         self.page_size = page_size
         self.halt = halt
         self.progress = progress
@@ -72,6 +74,8 @@ class CleanupRun:
                 self.tally.stop(f"stopped: {reason}", reason)
             await self._delete_actions()
             await self._settle()
+            if self.sweep_orphans:
+                await self._sweep()
 
     async def _passes(self) -> None:
         """Walk the listing until a pass did not move (one pass for a dry run)."""
@@ -165,6 +169,24 @@ class CleanupRun:
         keys = list(tally.actions)
         calls = [("action.delete", action_params(name, context)) for name, context in keys]
         tally.action_outcomes(keys, await self.client.call_many(calls, stop=self.halt))
+
+    async def _sweep(self) -> None:
+        """The orphan-action sweep, unless the run stopped; hero_proc failing during it
+        makes the run partial, no more (its jobs and actions are done)."""
+        tally = self.tally
+        if tally.stopped is not None or self.halt() is not None:
+            return
+        try:
+            swept = await orphans.sweep(self.client, tried=tally.actions, stop=self.halt)
+        except HeroProcError as exc:
+            tally.complete = False
+            tally.errors.append(f"orphan action sweep stopped: {describe(exc)}")
+            log.warning("orphan_sweep_failed", error=describe(exc))
+            return
+        tally.orphans_deleted = swept.deleted
+        if swept.errors:
+            tally.complete = False
+            tally.errors.extend(swept.errors)
 
     async def _settle(self) -> None:
         """Ask hero_proc about every deletion whose outcome is unknown (batched, within one

@@ -100,6 +100,7 @@ class Tally:
     actions_not_attempted: int = 0
     actions_settled: int = 0
     actions_unknown: dict[ActionKey, str] = field(default_factory=dict)
+    orphans_deleted: int = 0  # by the orphan sweep (see orphans.py)
     not_attempted: str | None = None  # why calls were not sent, when some were not
     passes: int = 0  # walks through the listing started
     malformed_noted: bool = False  # the errors line on malformed jobs is written
@@ -254,6 +255,7 @@ class Tally:
             actions_not_attempted=self.actions_not_attempted,
             actions_settled_gone=self.actions_settled,
             foreign_action_ids=list(self.foreign_actions),
+            orphan_actions_deleted=self.orphans_deleted,
             complete=self.complete,
             duration_ms=duration_ms,
             run_id=run_id,
@@ -269,4 +271,5 @@ class Tally:
             "jobs_not_attempted": self.jobs_not_attempted,
             "jobs_skipped_malformed": self.jobs_malformed,
             "actions_deleted": self.actions_deleted,
+            "orphan_actions_deleted": self.orphans_deleted,
         }

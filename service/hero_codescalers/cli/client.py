@@ -178,4 +178,36 @@ def cleanup_history(
     )
 
 
-COMMANDS = (jobs_cleanup, jobs_list, jobs_submit, stats, health, cleanup_history)
+@click.group("policies", invoke_without_command=True)
+@socket_option
+@click.pass_context
+def policies(ctx: click.Context, socket: Path | None) -> None:
+    """The retention policies: what each selects, when it fires next, its last run (admin).
+
+    The policies come from the service's policies file (HERO_CODESCALERS_POLICIES).
+    """
+    if ctx.invoked_subcommand is None:
+        call_and_print(socket, lambda c: c.retention_list())
+
+
+@policies.command("run")
+@click.argument("name")
+@click.option("--dry-run", is_flag=True, help="Show what it would delete; change nothing.")
+@click.option(
+    "--reason",
+    help=f"Why (one line, at most {REASON_MAX_LENGTH} characters): logged and kept in the history.",
+)
+@socket_option
+def policies_run(name: str, dry_run: bool, reason: str | None, socket: Path | None) -> None:
+    """Run the policy NAME now, enabled or not; its schedule does not change (admin).
+
+    Exits 4 when the run stopped short (`complete: false`).
+    """
+    call_and_print(
+        socket,
+        lambda c: c.retention_run(name=name, dry_run=dry_run, reason=reason),
+        lambda summary: 0 if summary.complete else EXIT_DEGRADED,
+    )
+
+
+COMMANDS = (jobs_cleanup, jobs_list, jobs_submit, stats, health, cleanup_history, policies)
