@@ -27,4 +27,5 @@ ACTOR_ONLY = {
     "target-prefix": "target_web",
     "reserved-kind": "kind",
     "reserved-target": "target",
+    "reserved-keep": "keep",
 }

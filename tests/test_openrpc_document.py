@@ -127,8 +127,25 @@ def test_each_method_documents_params_result_and_errors() -> None:
         "older_than_ms",
         "dry_run",
         "reason",
+        "statuses",
+        "finished_older_than_ms",
+        "keep_last",
+        "include_kept",
     ]
     assert not any(p["required"] for p in cleanup["params"])
+    listing = methods["jobs.list"]
+    assert [p["name"] for p in listing["params"]] == [
+        "kind",
+        "target",
+        "actor",
+        "older_than_ms",
+        "status",
+        "limit",
+        "cursor",
+        "statuses",
+        "finished_older_than_ms",
+        "include_kept",
+    ]
     assert {-32010, -32011, -32013, -32020, -32602} <= codes(cleanup)
     assert cleanup["x-admin"] is True
     for name in ("jobs.submit", "jobs.list", "stats"):

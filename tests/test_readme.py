@@ -14,6 +14,7 @@ import pytest
 
 from hero_codescalers.config_errors import setting_name
 from hero_codescalers.errors import DOCUMENTED
+from hero_codescalers.examples import POLICIES
 from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator, seed_population
 
@@ -37,7 +38,10 @@ async def test_each_curl_line_answers_a_result(sock_dir: Path) -> None:
     each line gets a result, not an error."""
     sim = Simulator()
     seed_population(sim.store, 200, 20, 20)
-    settings = Settings(socket_dir=sock_dir, admin_uids={os.getuid()})  # as `dev` does
+    policies = sock_dir / "policies.toml"
+    policies.write_text(POLICIES)
+    # as `dev` does: the caller an admin, the examples' one policy
+    settings = Settings(socket_dir=sock_dir, admin_uids={os.getuid()}, policies=policies)
     async with sim.serve(settings.hero_proc_socket):
         _, runner, sock, _ = await start_service(settings)
         try:

@@ -50,6 +50,7 @@ TIMEOUTS: dict[str, float | None] = {
     "system.health": 10.0,
     "system.ping": 10.0,
     "jobs.cleanup": None,
+    "retention.run": None,
 }
 DEFAULT_TIMEOUT = 60.0
 

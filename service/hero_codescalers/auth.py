@@ -97,10 +97,10 @@ def token_file_problem(path: os.PathLike[str] | None) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AdminPolicy:
     """uid 0 is always admin; these uids and gids are too; and, for callers behind a
-    relay, whoever presents the configured bearer token."""
+    relay, whoever presents the configured bearer token (read again on SIGHUP)."""
 
     uids: frozenset[int] = frozenset()
     gids: frozenset[int] = frozenset()

@@ -35,6 +35,7 @@ FLAGS = {
     "log_level": "--log-level",
     "log_format": "--log-format",
     "state_dir": "--state-dir",
+    "policies": "--policies",
 }
 # Variables with the prefix that are read elsewhere than in Settings (none today).
 OTHER_VARIABLES: frozenset[str] = frozenset()

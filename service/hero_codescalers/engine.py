@@ -125,6 +125,11 @@ class Engine:
     def cleanup_running(self) -> bool:
         return self._cleanup_lock.locked()
 
+    @property
+    def current_run(self) -> str | None:
+        """The id of the run holding this process's cleanup lock, if any."""
+        return self._current
+
     async def cleanup(
         self,
         selector: Selector,
@@ -135,6 +140,7 @@ class Engine:
         peer_uid: int | None = None,
         peer_pid: int | None = None,
         policy: str | None = None,
+        sweep_orphans: bool = False,
     ) -> CleanupSummary:
         """Run one cleanup; CleanupRunning at once if another one holds the lock (in this
         process, or the lease in another), StateUnavailable for a real run when the state
@@ -160,7 +166,7 @@ class Engine:
             )
         )
         self._current = run.start.run_id
-        task = asyncio.create_task(self._cleanup(run, selector))
+        task = asyncio.create_task(self._cleanup(run, selector, sweep_orphans))
         # Released when the run's task ends, however it ends (even cancelled unstarted).
         task.add_done_callback(lambda _: self._release())
         try:
@@ -177,7 +183,7 @@ class Engine:
         self._current = None
         self._cleanup_lock.release()
 
-    async def _cleanup(self, run: _Run, selector: Selector) -> CleanupSummary:
+    async def _cleanup(self, run: _Run, selector: Selector, sweep_orphans: bool) -> CleanupSummary:
         start = run.start
         fields = {"run_id": start.run_id, **start.params, "dry_run": start.dry_run}
         if start.reason is not None:
@@ -195,6 +201,7 @@ class Engine:
             page_size=self.page_size,
             halt=lambda: self._halt(deadline, run),
             progress=(lambda tally: self._checkpoint(run, tally, fields)) if run.recorded else None,
+            sweep_orphans=sweep_orphans and not start.dry_run,
         )
         tally = work.tally
         renewal = asyncio.create_task(self._renew(run)) if run.recorded else None
@@ -428,13 +435,9 @@ class Engine:
             deduplicated=deduplicated,
         )
 
-    async def list_jobs(
-        self, selector: Selector, *, status: str | None, limit: int, cursor: str | None
-    ) -> ListResult:
+    async def list_jobs(self, selector: Selector, *, limit: int, cursor: str | None) -> ListResult:
         """Up to `limit` matching jobs after the cursor's job (see `reads.list_jobs`)."""
-        return await reads.list_jobs(
-            self.client, selector, status=status, limit=limit, cursor=cursor
-        )
+        return await reads.list_jobs(self.client, selector, limit=limit, cursor=cursor)
 
     async def stats(self) -> StatsResult:
         """hero_proc's counts and the codescaler jobs and actions (see `reads.stats`)."""

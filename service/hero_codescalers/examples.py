@@ -86,11 +86,30 @@ VOLATILE = frozenset(
         "peer_pid",
         "socket",
         "run_id",
+        "file",
     }
 )
 
+# The policies file the examples are true with (their test and the coverage run serve
+# with it): one policy, disabled, so that it runs only when asked.
+POLICIES = """\
+[policies.user-week]
+kind = "user"
+finished_older_than = "7d"
+keep_last = 5
+every = "1h"
+enabled = false
+"""
+_USER_WEEK = {
+    "kind": "user",
+    "statuses": ["succeeded", "failed", "cancelled"],
+    "finished_older_than_ms": 604_800_000,
+    "keep_last": 5,
+}
+
 HOME_PAGE = action_name("user", input_hash("render --page home", {"page": "home"}))
 RESTART = action_name("service", input_hash("restart router", None))
+ABOUT_PAGE = action_name("user", input_hash("render --page about", {"page": "about"}))
 T = 1_790_000_000_000  # a time in the examples' results (volatile)
 # The last of three submissions: jobs 1 and 2 of action HOME_PAGE, job 3 of RESTART.
 THREE_SUBMISSIONS = "jobs.submit/another-kind"
@@ -110,6 +129,7 @@ def _job(job_id: int, action: str, kind: str, actor: str, target: str | None) ->
         "kind": kind,
         "actor": actor,
         "target": target,
+        "kept": False,
     }
 
 
@@ -134,6 +154,7 @@ def _summary(**fields: Any) -> dict[str, Any]:
         "actions_not_attempted": 0,
         "actions_settled_gone": 0,
         "foreign_action_ids": [],
+        "orphan_actions_deleted": 0,
         "complete": True,
         "duration_ms": 3,
         "run_id": "5f0c6a1e9b2d4c83",
@@ -245,6 +266,29 @@ SUBMIT = (
         },
         given=("jobs.submit/same-input-again",),
     ),
+    Example(
+        "same-group-again",
+        {
+            "kind": "user",
+            "actor": "alice",
+            "target": "web",
+            "script": "render --page about",
+            "input": {"page": "about"},
+        },
+        {
+            "job_id": 4,
+            "action_id": ABOUT_PAGE,
+            "tags": [
+                "codescaler",
+                "codescaler_kind_user",
+                "codescaler_alice",
+                "codescaler_target_web",
+            ],
+            "deduplicated": False,
+        },
+        summary="A second job of alice's user jobs on web (job 1's group), from a new input",
+        given=(THREE_SUBMISSIONS,),
+    ),
 )
 
 LIST = (
@@ -260,6 +304,17 @@ LIST = (
             "jobs_skipped_malformed": 0,
         },
         summary="alice's jobs, oldest first",
+        given=(THREE_SUBMISSIONS,),
+    ),
+    Example(
+        "not-finished",
+        {"kind": "service", "limit": 100, "statuses": ["pending", "running"]},
+        {
+            "jobs": [_job(3, RESTART, "service", "alice", None)],
+            "next_cursor": None,
+            "jobs_skipped_malformed": 0,
+        },
+        summary="Jobs of kind service still waiting or running",
         given=(THREE_SUBMISSIONS,),
     ),
 )
@@ -326,6 +381,30 @@ CLEANUP = (
         given=(THREE_SUBMISSIONS,),
     ),
     Example(
+        "keep-newest",
+        {"dry_run": True, "keep_last": 1},
+        _summary(
+            job_ids=[1],
+            action_ids=[HOME_PAGE],
+            dry_run=True,
+            jobs_matched=1,
+            actions_matched=1,
+        ),
+        summary="Keep the newest job of each (kind, actor, target): only job 1 has a newer one",
+        given=("jobs.submit/same-group-again",),
+    ),
+    Example(
+        "finished-a-week-ago",
+        {
+            "dry_run": True,
+            "statuses": ["succeeded", "failed", "cancelled"],
+            "finished_older_than_ms": 604_800_000,
+        },
+        _summary(dry_run=True),
+        summary="What a retention policy would take: jobs still pending are never selected",
+        given=(THREE_SUBMISSIONS,),
+    ),
+    Example(
         "everything-left",
         {},
         _summary(
@@ -378,5 +457,63 @@ HISTORY = (
         },
         summary="Filtered: the dry runs, with the reason each was given",
         given=("jobs.cleanup/dry-run-with-reason",),
+    ),
+)
+
+
+def _policy(last_run: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "name": "user-week",
+        "enabled": False,
+        "dry_run": False,
+        "every_ms": 3_600_000,
+        "orphan_actions": False,
+        "params": _USER_WEEK,
+        "next_due_ms": None,
+        "last_fired_ms": None,
+        "running": False,
+        "last_run": last_run,
+    }
+
+
+_POLICIES_FILE = "/etc/hero/hero_codescalers.policies.toml"
+
+RETENTION_LIST = (
+    Example(
+        "configured",
+        {},
+        {"policies": [_policy()], "file": _POLICIES_FILE, "dry_run_switch": False},
+        summary="One policy, disabled: it runs only when asked (retention.run)",
+    ),
+    Example(
+        "after-a-run",
+        {},
+        {
+            "policies": [
+                _policy(
+                    _run(
+                        "7b2e91c4d05a6f38",
+                        _USER_WEEK,
+                        policy="user-week",
+                        dry_run=True,
+                        reason="before enabling it",
+                    )
+                )
+            ],
+            "file": _POLICIES_FILE,
+            "dry_run_switch": False,
+        },
+        summary="Its last run: who ran it, why, and what it did",
+        given=("retention.run/dry-run",),
+    ),
+)
+
+RETENTION_RUN = (
+    Example(
+        "dry-run",
+        {"name": "user-week", "dry_run": True, "reason": "before enabling it"},
+        _summary(dry_run=True),
+        summary="Pending jobs are never a policy's: it takes finished ones only",
+        given=(THREE_SUBMISSIONS,),
     ),
 )

@@ -22,7 +22,6 @@ from .metrics import Metrics
 from .models import (
     CleanupParams,
     CleanupSummary,
-    Filter,
     HealthResult,
     HistoryParams,
     HistoryResult,
@@ -30,11 +29,15 @@ from .models import (
     ListResult,
     NoParams,
     PingResult,
+    PolicyView,
+    RetentionListResult,
+    RetentionRunParams,
     StatsResult,
     SubmitParams,
     SubmitResult,
 )
 from .registry import CallContext, Registry
+from .retention.scheduler import Scheduler
 from .tags import Selector
 
 registry = Registry()
@@ -117,6 +120,8 @@ class Services:
     engine: Engine
     document: dict[str, Any]
     metrics: Metrics
+    scheduler: Scheduler
+    policies_file: str | None = None
     stats_reuse_s: float = 2.0
     stats: Shared[StatsResult] = field(init=False)
 
@@ -136,12 +141,29 @@ def _services(ctx: CallContext) -> Services:
     return services
 
 
-def selector(ctx: CallContext, params: Filter) -> Selector:
-    """The exact selection a filter means, the age cutoff taken from the engine's clock."""
+def selector(ctx: CallContext, params: CleanupParams | ListParams) -> Selector:
+    """The exact selection params mean, the age cutoffs taken from the engine's clock."""
     now = _services(ctx).engine.clock()
-    cutoff = None if params.older_than_ms is None else now - params.older_than_ms
+
+    def cutoff(age_ms: int | None) -> int | None:
+        return None if age_ms is None else now - age_ms
+
+    statuses: list[str] | None = list(params.statuses) if params.statuses is not None else None
+    keep_last = None
+    if isinstance(params, ListParams):
+        if params.status is not None:
+            statuses = [params.status]
+    else:
+        keep_last = params.keep_last
     return Selector.build(
-        kind=params.kind, target=params.target, actor=params.actor, created_before_ms=cutoff
+        kind=params.kind,
+        target=params.target,
+        actor=params.actor,
+        created_before_ms=cutoff(params.older_than_ms),
+        statuses=statuses,
+        finished_before_ms=cutoff(params.finished_older_than_ms),
+        include_kept=params.include_kept,
+        keep_last=keep_last,
     )
 
 
@@ -210,10 +232,12 @@ async def jobs_submit(ctx: CallContext, params: SubmitParams) -> SubmitResult:
     examples=ex.LIST,
 )
 async def jobs_list(ctx: CallContext, params: ListParams) -> ListResult:
-    """Codescaler jobs only (the literal `codescaler` tag, every filter matched exactly),
-    oldest first. Pass `next_cursor` back as `cursor` for the next page."""
+    """Codescaler jobs only (the literal `codescaler` tag, every filter matched exactly, as
+    a cleanup would select them: jobs tagged `codescaler_keep` only with `include_kept`),
+    oldest first. `status` (one) and `statuses` (a list) are two ways of one filter: give
+    one of them. Pass `next_cursor` back as `cursor` for the next page."""
     return await _services(ctx).engine.list_jobs(
-        selector(ctx, params), status=params.status, limit=params.limit, cursor=params.cursor
+        selector(ctx, params), limit=params.limit, cursor=params.cursor
     )
 
 
@@ -241,14 +265,20 @@ async def stats(ctx: CallContext, params: NoParams) -> StatsResult:
 )
 async def jobs_cleanup(ctx: CallContext, params: CleanupParams) -> CleanupSummary:
     """Deletes every job carrying the literal `codescaler` tag and every given filter
-    (kind, target, actor exactly; created at least `older_than_ms` ago), with `force`,
-    then each codescaler action of those jobs, best effort: an action still used by
-    another job stays and is reported in `errors`. Already gone counts as done.
-    One cleanup runs at a time, also across the service processes of one state
-    directory. With `dry_run` nothing changes. The run is recorded in the state
-    database before it deletes anything (with `reason`, the caller's uid and pid); a
-    real run is refused (-32013) when that record cannot be written."""
-    given = params.model_dump(exclude_none=True, exclude={"dry_run", "reason"})
+    (kind, target, actor exactly; created at least `older_than_ms` ago; in one of
+    `statuses`, by default any, pending and running jobs included; finished at least
+    `finished_older_than_ms` ago), except jobs tagged `codescaler_keep` unless
+    `include_kept`, and, with `keep_last`, the newest N of each (kind, actor, target)
+    group among those. It deletes them with `force`, then each codescaler action of
+    those jobs, best effort: an action still used by another job stays and is reported
+    in `errors`. Already gone counts as done. One cleanup runs at a time, also across
+    the service processes of one state directory. With `dry_run` nothing changes. The
+    run is recorded in the state database before it deletes anything (with `reason`,
+    the caller's uid and pid); a real run is refused (-32013) when that record cannot
+    be written. A real run without any filter (`include_kept` aside) ends with the
+    orphan-action sweep: codescaler actions that no job references any more (left by
+    a run cut short) are deleted too (`orphan_actions_deleted`)."""
+    given = params.model_dump(exclude_defaults=True, exclude={"dry_run", "reason"})
     services = _services(ctx)
     try:
         return await services.engine.cleanup(
@@ -258,6 +288,7 @@ async def jobs_cleanup(ctx: CallContext, params: CleanupParams) -> CleanupSummar
             reason=params.reason,
             peer_uid=ctx.peer.uid,
             peer_pid=ctx.peer.pid,
+            sweep_orphans=not set(given) - {"include_kept"},
         )
     finally:
         if not params.dry_run:
@@ -286,3 +317,73 @@ async def jobs_cleanup_history(ctx: CallContext, params: HistoryParams) -> Histo
         policy=params.policy,
         dry_run=params.dry_run,
     )
+
+
+@registry.method(
+    "retention.list",
+    summary="The retention policies, their schedule and last run (admin)",
+    admin=True,
+    errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED, e.STATE_UNAVAILABLE),
+    examples=ex.RETENTION_LIST,
+)
+async def retention_list(ctx: CallContext, params: NoParams) -> RetentionListResult:
+    """The retention policies of the policies file (HERO_CODESCALERS_POLICIES, read again
+    on SIGHUP), by name: what each selects, its period, when it fires next (null when
+    disabled), when it last fired, whether a run of it goes on, and its last recorded run
+    (a `skipped` one included)."""
+    services = _services(ctx)
+    scheduler = services.scheduler
+    views = []
+    for name, policy in sorted(scheduler.policies.items()):
+        last = await services.engine.history(limit=1, policy=name)
+        views.append(
+            PolicyView(
+                name=name,
+                enabled=policy.enabled,
+                dry_run=scheduler.dry_run(policy),
+                every_ms=policy.every,
+                orphan_actions=policy.orphan_actions,
+                params=policy.params(),
+                next_due_ms=scheduler.due_ms(name),
+                last_fired_ms=scheduler.fired_ms(name),
+                running=scheduler.running(name),
+                last_run=last.runs[0] if last.runs else None,
+            )
+        )
+    return RetentionListResult(
+        policies=views, file=services.policies_file, dry_run_switch=scheduler.force_dry_run
+    )
+
+
+@registry.method(
+    "retention.run",
+    summary="Run one retention policy now (admin)",
+    admin=True,
+    mutates=True,
+    errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED, e.CLEANUP_RUNNING, e.STATE_UNAVAILABLE, *UPSTREAM),
+    examples=ex.RETENTION_RUN,
+)
+async def retention_run(ctx: CallContext, params: RetentionRunParams) -> CleanupSummary:
+    """Runs the retention policy `name` now, as its schedule would (its filters, terminal
+    statuses unless it names others, never a job tagged `codescaler_keep`), enabled or
+    not, and answers the run's summary; its schedule does not change. The run is
+    recorded with the policy and the caller's uid and pid. A policy set to dry run (or
+    HERO_CODESCALERS_POLICIES_DRY_RUN) runs dry whatever `dry_run` says. An unknown
+    name is -32602 naming it."""
+    services = _services(ctx)
+    scheduler = services.scheduler
+    if params.name not in scheduler.policies:
+        known = ", ".join(sorted(scheduler.policies)) or "none is configured"
+        raise e.InvalidParams(f"name: no retention policy {params.name!r} (policies: {known})")
+    dry_run = scheduler.dry_run(scheduler.policies[params.name], params.dry_run)
+    try:
+        return await scheduler.run_now(
+            params.name,
+            dry_run=params.dry_run,
+            reason=params.reason,
+            peer_uid=ctx.peer.uid,
+            peer_pid=ctx.peer.pid,
+        )
+    finally:
+        if not dry_run:
+            services.changed()

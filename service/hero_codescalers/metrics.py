@@ -66,6 +66,13 @@ class Metrics:
             ["policy"],
             registry=self.registry,
         )
+        self.policy_fires = Counter(
+            "hero_codescalers_policy_fires",
+            "Times a retention policy was due, by policy and event: scheduled (its run "
+            "started) or skipped (its last run, or another cleanup, was still going)",
+            ["policy", "event"],
+            registry=self.registry,
+        )
         self.jobs_deleted = Counter(
             "hero_codescalers_jobs_deleted", "Jobs deleted by cleanups", registry=self.registry
         )
@@ -147,6 +154,10 @@ class Metrics:
         self.last_run_timestamp.labels(label).set(finished_at_ms / 1000)
         self.last_run_duration.labels(label).set((duration_ms or 0) / 1000)
         self.last_run_success.labels(label).set(1 if outcome == "ok" else 0)
+
+    def policy_fired(self, policy: str, event: str) -> None:
+        """The scheduler found `policy` due: `scheduled` or `skipped`."""
+        self.policy_fires.labels(policy, event).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -13,13 +13,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 from .tags import (
     ACTOR_PATTERN,
+    JOB_STATUSES,
     KIND_TARGET_PATTERN,
     NAME_MAX_LENGTH,
     RESERVED_ACTORS,
+    JobStatus,
     check_actor,
     check_kind_or_target,
 )
@@ -27,8 +29,7 @@ from .tags import (
 MAX_AGE_MS = 100 * 365 * 86_400_000  # a century: beyond it "older than" means nothing
 SCRIPT_MAX_LENGTH = 65_536
 LIST_MAX_LIMIT = 1_000
-
-JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+KEEP_LAST_MAX = 100_000
 # How a cleanup run ended, one list for the history, the status and the CLI: `ok`
 # (complete, no errors), `partial` (stopped short or with errors), `cancelled` (cut
 # by the service's shutdown), `error` (failed as a whole), `interrupted` (the process
@@ -73,7 +74,7 @@ Actor = Annotated[
     AfterValidator(check_actor),
     _name(
         ACTOR_PATTERN,
-        "Who asked: letters, digits, '.' and '-' (no '_'); not 'kind' or 'target'",
+        "Who asked: letters, digits, '.' and '-' (no '_'); not 'kind', 'target' or 'keep'",
         "alice",
         **{"not": {"enum": sorted(RESERVED_ACTORS)}},
     ),
@@ -96,6 +97,37 @@ OlderThanMs = Annotated[
         description="Only jobs created at least this many milliseconds ago; "
         "jobs without a creation time are then left alone",
         examples=[86_400_000],
+    ),
+]
+
+
+Statuses = Annotated[
+    list[JobStatus],
+    Field(
+        min_length=1,
+        max_length=len(JOB_STATUSES),
+        description="Only jobs in one of these statuses (default: any status); the "
+        "terminal ones are succeeded, failed and cancelled",
+        examples=[["succeeded", "failed", "cancelled"]],
+    ),
+]
+FinishedOlderThanMs = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=MAX_AGE_MS,
+        description="Only jobs that finished at least this many milliseconds ago: a "
+        "terminal status (succeeded, failed, cancelled) and a `finished_at_ms` that old. "
+        "A job that has not finished (pending, running), or whose `finished_at_ms` is "
+        "missing, is never matched by it",
+        examples=[604_800_000],
+    ),
+]
+IncludeKept = Annotated[
+    bool,
+    Field(
+        description="Also select jobs tagged `codescaler_keep` (kept by an operator); "
+        "they are left out by default, and a retention policy never selects them",
     ),
 ]
 
@@ -128,6 +160,20 @@ class CleanupParams(Filter):
 
     dry_run: bool = Field(default=False, description="List what would be deleted; change nothing")
     reason: Reason | None = None
+    statuses: Statuses | None = None
+    finished_older_than_ms: FinishedOlderThanMs | None = None
+    keep_last: int | None = Field(
+        default=None,
+        ge=1,
+        le=KEEP_LAST_MAX,
+        description="Applied after every other filter: of the jobs they select, keep the "
+        "newest N of each (kind, actor, target) group and select the rest. Newest: the "
+        "later `created_at_ms`, between equal times the larger id; a job without "
+        "`created_at_ms` is older than any with one. The run reads the whole listing "
+        "once before it deletes anything; jobs created meanwhile are kept if newer",
+        examples=[5],
+    )
+    include_kept: IncludeKept = False
 
 
 class CleanupSummary(Result):
@@ -186,6 +232,11 @@ class CleanupSummary(Result):
     foreign_action_ids: list[str] = Field(
         description="Actions of matched jobs that this service did not create: left in place"
     )
+    orphan_actions_deleted: int = Field(
+        default=0,
+        description="Codescaler actions no job referenced any more, deleted by the orphan "
+        "sweep (a real cleanup without any filter, or a policy with orphan_actions)",
+    )
     complete: bool = Field(
         description="False when the run did not see or settle everything: hero_proc failed "
         "or broke its contract, the run stopped early, or malformed jobs were skipped"
@@ -216,7 +267,9 @@ class SubmitResult(Result):
 class ListParams(Filter):
     """`jobs.list`: codescaler jobs, oldest first, a page at a time."""
 
-    status: JobStatus | None = None
+    status: JobStatus | None = Field(
+        default=None, description="Only jobs in this status (or give `statuses`, not both)"
+    )
     limit: int = Field(default=100, ge=1, le=LIST_MAX_LIMIT)
     cursor: str | None = Field(
         default=None,
@@ -224,6 +277,15 @@ class ListParams(Filter):
         description="`next_cursor` of the previous page (opaque: it names the last job "
         "returned, so that no job is skipped or repeated when others are deleted or created)",
     )
+    statuses: Statuses | None = None
+    finished_older_than_ms: FinishedOlderThanMs | None = None
+    include_kept: IncludeKept = False
+
+    @model_validator(mode="after")
+    def _one_status_filter(self) -> ListParams:
+        if self.status is not None and self.statuses is not None:
+            raise ValueError("status and statuses: give one of them (statuses takes a list)")
+        return self
 
 
 class JobView(Result):
@@ -236,6 +298,9 @@ class JobView(Result):
     kind: str | None
     actor: str | None
     target: str | None
+    kept: bool = Field(
+        default=False, description="Tagged `codescaler_keep`: no retention policy selects it"
+    )
 
 
 class ListResult(Result):
@@ -319,7 +384,9 @@ class HistoryEntry(Result):
 
     started_at_ms: int
     finished_at_ms: int | None = Field(description="null while the run goes on")
-    peer_uid: int | None = Field(description="Who asked (null for a policy's run)")
+    peer_uid: int | None = Field(
+        description="Who asked (null for a scheduled run; a policy run by `retention.run` has both)"
+    )
     peer_pid: int | None
     params: dict[str, Any] = Field(description="The selection it was given")
     outcome: Outcome | None = Field(description="How it ended; null while it goes on")
@@ -344,3 +411,42 @@ class HistoryResult(Result):
     next_cursor: str | None = Field(
         default=None, description="Pass it as `cursor` for the next page; null at the end"
     )
+
+
+PolicyName = Annotated[
+    str,
+    Field(pattern=POLICY_PATTERN, description="A retention policy's name", examples=["user-week"]),
+]
+
+
+class RetentionRunParams(Params):
+    """`retention.run`: one retention policy, now."""
+
+    name: PolicyName
+    dry_run: bool = Field(
+        default=False,
+        description="List what it would delete; change nothing (a policy set to dry run, "
+        "or HERO_CODESCALERS_POLICIES_DRY_RUN, is always one)",
+    )
+    reason: Reason | None = None
+
+
+class PolicyView(Result):
+    """A retention policy as configured, and where its schedule stands."""
+
+    name: str
+    enabled: bool = Field(description="Whether the scheduler fires it")
+    dry_run: bool = Field(description="Whether its runs are dry runs (its own or the switch)")
+    every_ms: int = Field(description="Its period, in milliseconds")
+    orphan_actions: bool = Field(description="Whether its runs also sweep orphan actions")
+    params: dict[str, Any] = Field(description="What it selects, as jobs.cleanup's params")
+    next_due_ms: int | None = Field(description="When it fires next; null when disabled")
+    last_fired_ms: int | None = Field(description="When it last fired; null: never")
+    running: bool = Field(description="Whether a run of it goes on now")
+    last_run: HistoryEntry | None = Field(description="Its last recorded run (any outcome)")
+
+
+class RetentionListResult(Result):
+    policies: list[PolicyView] = Field(description="By name")
+    file: str | None = Field(description="The policies file; null when none is configured")
+    dry_run_switch: bool = Field(description="HERO_CODESCALERS_POLICIES_DRY_RUN")

@@ -27,7 +27,7 @@ from .heroproc import (
     sample,
 )
 from .models import CodescalerCounts, HeroProcCounts, JobView, ListResult, StatsResult
-from .tags import SCOPE_TAG, Selector, labels
+from .tags import KEEP_TAG, SCOPE_TAG, Selector, labels
 from .tuning import LIST_PAGE, LIST_PAGES, STATS_PAGE, STATS_PAGES
 
 log = structlog.get_logger(__name__)
@@ -37,7 +37,6 @@ async def list_jobs(
     client: HeroProcClient,
     selector: Selector,
     *,
-    status: str | None,
     limit: int,
     cursor: str | None,
 ) -> ListResult:
@@ -47,14 +46,14 @@ async def list_jobs(
     At most `LIST_PAGES` pages are read per call: then the answer may hold fewer
     than `limit` jobs, with a cursor to go on.
     """
-    pages = _JobPages(client, selector.pushdown, status, limit, cursor)
+    pages = _JobPages(client, selector.pushdown, selector.pushdown_status, limit, cursor)
     jobs: list[JobView] = []
     for _ in range(LIST_PAGES):
         page = await pages.next()
         if page is None:
             return _listing(jobs, None, pages.skipped)
         for position, job in pages.new_jobs(page):
-            if selector.matches(job.tags, job.created_at_ms):
+            if selector.matches(job):
                 jobs.append(_view(job))
                 if len(jobs) == limit:
                     return _listing(jobs, f"{position + 1}:{job.id}", pages.skipped)
@@ -139,18 +138,18 @@ class _JobPages:
 async def stats(client: HeroProcClient) -> StatsResult:
     """hero_proc's own counts, and the codescaler jobs and actions by kind and status."""
     hero = await client.stats()
-    scope = Selector.build()
+    scope = Selector.build(include_kept=True)
     jobs_by_kind: Counter[str] = Counter()
     jobs_by_status: Counter[str] = Counter()
     jobs = _Listing(client.job_page, "job.list", parse_job)
     async for job in jobs.items(_JobsOnce().new):
-        if scope.matches(job.tags, None):
+        if scope.matches(job):
             jobs_by_kind[labels(job.tags).kind or "unknown"] += 1
             jobs_by_status[job.status or "unknown"] += 1
     actions_by_kind: Counter[str] = Counter()
     actions = _Listing(client.action_page, "action.list", parse_action)
     async for action in actions.items(_ActionsOnce().new):
-        if scope.matches(action.tags, None):
+        if scope.has_tags(action.tags):
             actions_by_kind[labels(action.tags).kind or "unknown"] += 1
     return StatsResult(
         codescaler=CodescalerCounts(
@@ -257,4 +256,5 @@ def _view(job: JobSummary) -> JobView:
         kind=lab.kind,
         actor=lab.actor,
         target=lab.target,
+        kept=KEEP_TAG in job.tags,
     )

@@ -27,6 +27,8 @@
 | HERO_CODESCALERS_SHUTDOWN_GRACE     | 30 (seconds to finish work on SIGTERM)      |
 | HERO_CODESCALERS_STATE_DIR          | ~/hero/var/hero_codescalers (state.db there)|
 | HERO_CODESCALERS_HISTORY_DAYS       | 90 (days a finished run stays in history)   |
+| HERO_CODESCALERS_POLICIES           | (none: no scheduler) retention policies file|
+| HERO_CODESCALERS_POLICIES_DRY_RUN   | false (true: every policy run is a dry run) |
 | HERO_CODESCALERS_LOG_LEVEL          | info                                        |
 | HERO_CODESCALERS_LOG_FORMAT         | auto (console on a tty, JSON otherwise)     |
 """
@@ -103,6 +105,12 @@ class Settings(BaseSettings):
     history_days: int = Field(
         default=90, ge=1, le=36_500, description="days a finished run stays in the history"
     )
+    policies: Path | None = Field(
+        default=None, description="Retention policies file (TOML); none: no scheduler"
+    )
+    policies_dry_run: bool = Field(
+        default=False, description="Make every retention policy's run a dry run"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
@@ -151,7 +159,7 @@ class Settings(BaseSettings):
             data.setdefault("hero_proc_socket", base / HERO_PROC_SOCKET)
         return data
 
-    @field_validator("socket_dir", "socket", "hero_proc_socket", "state_dir")
+    @field_validator("socket_dir", "socket", "hero_proc_socket", "state_dir", "policies")
     @classmethod
-    def _expand(cls, value: Path) -> Path:
-        return value.expanduser()
+    def _expand(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser()

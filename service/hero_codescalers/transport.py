@@ -55,6 +55,8 @@ from .methods import Services, registry
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .openrpc import build_document
+from .retention import Policy, PolicyFileError, load
+from .retention.scheduler import Clock, Scheduler, WallClock
 from .rpc import Dispatcher
 from .settings import Settings
 from .state import State
@@ -74,15 +76,25 @@ DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 BUDGET = web.AppKey("budget", Budget)
 POLICY = web.AppKey("policy", AdminPolicy)
 METRICS = web.AppKey("metrics", Metrics)
+SCHEDULER = web.AppKey("scheduler", Scheduler)
 REQUEST_ID = web.RequestKey("request_id", str)
 
 
 def create_app(
-    settings: Settings, *, clock: Callable[[], int] | None = None, state: State | None = None
+    settings: Settings,
+    *,
+    clock: Callable[[], int] | None = None,
+    state: State | None = None,
+    policies: dict[str, Policy] | None = None,
+    schedule_clock: Clock | None = None,
 ) -> web.Application:
-    """The service's aiohttp application; its hero_proc client and its state database live
-    with it (`state`, when given, is the database already opened; it is closed with the
-    app). `clock` (wall time in ms) is the engine's and the state's, for tests."""
+    """The service's aiohttp application; its hero_proc client, its state database and
+    its retention scheduler live with it (`state`, when given, is the database already
+    opened; it is closed with the app; `policies`, when given, those already read, else
+    the file of the settings is read now: PolicyFileError). `clock` (wall time in ms) is
+    the engine's and the state's, `schedule_clock` the scheduler's, for tests."""
+    if policies is None:
+        policies = read_policies(settings)
     app = web.Application(client_max_size=MAX_BODY, middlewares=[_request_ids])
     app[SETTINGS] = settings
     app[BUDGET] = Budget(settings.max_inflight, settings.admin_reserve)
@@ -90,7 +102,9 @@ def create_app(
         uids=settings.admin_uids, gids=settings.admin_gids, token=settings.bearer_token()
     )
     app[METRICS] = Metrics()
-    app.cleanup_ctx.append(lambda app: _services(app, clock or now_ms, state))
+    app.cleanup_ctx.append(
+        lambda app: _services(app, clock or now_ms, state, policies, schedule_clock or WallClock())
+    )
     app.router.add_post("/rpc", _rpc, expect_handler=_expect)
     app.router.add_route("*", "/rpc", _not_post)
     app.router.add_get("/health", _health)
@@ -117,8 +131,17 @@ async def open_state(settings: Settings, clock: Callable[[], int] = now_ms) -> S
     return await State.open(settings.state_dir, clock=clock, lease_ttl_ms=LEASE_TTL_S * 1000)
 
 
+def read_policies(settings: Settings) -> dict[str, Policy]:
+    """The policies of the settings' file (none without one); PolicyFileError."""
+    return {} if settings.policies is None else load(settings.policies)
+
+
 async def _services(
-    app: web.Application, clock: Callable[[], int], state: State | None
+    app: web.Application,
+    clock: Callable[[], int],
+    state: State | None,
+    policies: dict[str, Policy],
+    schedule_clock: Clock,
 ) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     problem = token_file_problem(settings.token_file)
@@ -146,12 +169,27 @@ async def _services(
                 metrics.last_run(
                     run["policy"], run["outcome"], run["finished_at_ms"], run["duration_ms"]
                 )
+            scheduler = Scheduler(
+                policies,
+                engine=engine,
+                clock=schedule_clock,
+                force_dry_run=settings.policies_dry_run,
+                on_event=metrics.policy_fired,
+            )
             document = build_document(registry)
             app[ENGINE] = engine
+            app[SCHEDULER] = scheduler
             app[DISPATCHER] = Dispatcher(
                 document,
                 registry,
-                Services(engine, document, metrics, stats_reuse_s=settings.stats_reuse),
+                Services(
+                    engine,
+                    document,
+                    metrics,
+                    scheduler,
+                    policies_file=None if settings.policies is None else str(settings.policies),
+                    stats_reuse_s=settings.stats_reuse,
+                ),
                 app[POLICY],
                 max_batch=settings.max_batch,
                 metrics=metrics,
@@ -159,9 +197,12 @@ async def _services(
                 lane_width=settings.peer_concurrency,
             )
             housekeeping = asyncio.create_task(_housekeeping(engine))
+            if policies:
+                scheduler.start()
             try:
                 yield
             finally:
+                await scheduler.stop()  # first: no run starts while the service stops
                 housekeeping.cancel()
                 # A cleanup cancelled by the end of the grace records itself first.
                 with contextlib.suppress(TimeoutError):
@@ -383,8 +424,10 @@ async def start_site(runner: web.AppRunner, sock: socket.socket) -> Listener:
 
 
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
-    """Serve until SIGINT or SIGTERM; the socket file is removed on the way out."""
-    sock, inode = listen(settings)  # a mistake here is told in one line, nothing before it
+    """Serve until SIGINT or SIGTERM, reloading on SIGHUP; the socket file is removed on
+    the way out."""
+    policies = read_policies(settings)  # a mistake here is told in one line (PolicyFileError)
+    sock, inode = listen(settings)  # as is one here, nothing before it
     try:
         state = await open_state(settings)  # as is one here (StateUnusable)
     except BaseException:
@@ -392,12 +435,13 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         remove_socket(settings.socket, inode)
         raise
     fd_limit(raise_soft=True)
-    app = create_app(settings, state=state)
+    app = create_app(settings, state=state, policies=policies)
     runner = runner_for(app)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: reload(app))
     try:
         await runner.setup()
         await start_site(runner, sock)
@@ -418,13 +462,36 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         systemd.notify("READY=1")
         await stop.wait()
         systemd.notify("STOPPING=1")
+        await app[SCHEDULER].stop()  # first: no policy run starts while the service stops
         remove_socket(settings.socket, inode)  # no new callers while the last ones finish
         app[ENGINE].stop()
         log.info("service_stopping", grace_s=settings.shutdown_grace)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         remove_socket(settings.socket, inode)
         await runner.cleanup()  # a cleanup cancelled by the end of the grace records itself
         sock.close()
         log.info("service_stopped")
+
+
+def reload(app: web.Application) -> None:
+    """SIGHUP (`systemctl reload`): read the token file and the policies file again. A
+    file that cannot be used keeps what was loaded, and the log says why."""
+    settings = app[SETTINGS]
+    log.info("reload_requested")
+    try:
+        token = settings.bearer_token()
+    except (OSError, UnicodeDecodeError) as exc:
+        log.error("token_reload_failed", path=str(settings.token_file), error=type(exc).__name__)
+    else:
+        app[POLICY].token = token
+    if settings.policies is None:
+        return
+    scheduler = app[SCHEDULER]
+    try:
+        policies = load(settings.policies)
+    except PolicyFileError as exc:
+        log.error("policies_reload_failed", error=str(exc), kept=sorted(scheduler.policies))
+        return
+    scheduler.reload(policies)

@@ -1,6 +1,7 @@
 """Cleanup at scale: the specification's algorithm, the practical limit, and the service.
 
     python -m tests.bench.cleanup_bench [--jobs 100000] [--reps 3] [--modes cheap,slow,nobatch]
+    python -m tests.bench.cleanup_bench --keep-last 5 [--select '{"statuses": ["failed"]}']
 
 The simulator runs in its own process, the service in its own, this script is
 the caller. Before every measurement the simulator is reset and seeded
@@ -22,6 +23,16 @@ jobs/s (codescaler jobs deleted per second, their actions included in the time),
 wall time, the service's peak RSS growth and the service's CPU time (user +
 system, read from /proc) per job deleted; the last line is JSON with every
 figure (medians of `--reps`) and the ratios service/seed and service/limit.
+
+With `--select PARAMS` (a JSON object of `jobs.cleanup` params) or `--keep-last N`
+(the same as `--select '{"keep_last": N}'`, merged with it), each mode compares
+two service runs instead: `service`, the plain cleanup of every codescaler job
+(the page walk alone), and `select`, the cleanup with those params (with
+`keep_last`, its reading of the whole listing first). CPU per job is then per
+codescaler job seeded (every one is listed, deleted or not); each run has a
+service process of its own, whose peak RSS (VmHWM) is the run's. A `keep_last`
+run without other params is checked to leave exactly N jobs in each (kind,
+actor, target) group.
 """
 
 from __future__ import annotations
@@ -46,7 +57,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from .processes import cpu_seconds, hero, start
+from .processes import cpu_seconds, hero, start, stop_all
 
 MODES: dict[str, dict[str, Any]] = {
     "cheap": {},
@@ -164,9 +175,10 @@ async def limit_algorithm(hp: Rpc, batch: int, inflight: int) -> None:
     await hp.many([("action.delete", {"name": a}) for a in sorted(actions)], batch, inflight)
 
 
-def rss_kb(pid: int) -> int:
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    """A memory figure of process `pid` in kB: VmRSS (resident now), VmHWM (its peak)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
     return 0
 
@@ -177,7 +189,11 @@ async def peak_rss_while(pid: int, work: Awaitable[Any]) -> tuple[Any, int]:
     peak = base
     task = asyncio.ensure_future(work)
     while not task.done():
-        peak = max(peak, rss_kb(pid))
+        try:
+            peak = max(peak, rss_kb(pid))
+        except FileNotFoundError:
+            task.cancel()
+            raise RuntimeError(f"process {pid} ended during the run") from None
         await asyncio.wait({task}, timeout=0.01)
     return task.result(), peak - base
 
@@ -198,17 +214,26 @@ class Bench:
         self.sim = await start(hero("simulator"), env, b"simulator_started")
         self.procs.append(self.sim)
         env["HERO_CODESCALERS_HERO_PROC_TIMEOUT"] = "120"
+        self.env = env
         self.service = await start(hero("serve"), env, b"service_started")
         self.procs.append(self.service)
         self.hp = Rpc(self.scratch / "hero_proc" / "rpc.sock")
         self.svc = Rpc(self.scratch / "hero_codescalers" / "rpc.sock")
 
+    async def restart_service(self) -> None:
+        """A fresh service process: its peak RSS (VmHWM) is then the next run's."""
+        await self.svc.close()
+        self.service.send_signal(signal.SIGTERM)
+        await self.service.wait()
+        self.procs.remove(self.service)
+        self.service = await start(hero("serve"), self.env, b"service_started")
+        self.procs.append(self.service)
+        self.svc = Rpc(self.scratch / "hero_codescalers" / "rpc.sock")
+
     async def stop(self) -> None:
         await self.hp.close()
         await self.svc.close()
-        for proc in reversed(self.procs):
-            proc.send_signal(signal.SIGTERM)
-            await proc.wait()
+        await stop_all(self.procs)  # those still running: one may have ended on its own
 
     async def reseed(self, jobs: int, faults: dict[str, Any]) -> int:
         await self.hp.call("sim.faults", {})
@@ -225,27 +250,66 @@ class Bench:
     async def measure(
         self, jobs: int, faults: dict[str, Any], run: Callable[[], Awaitable[Any]]
     ) -> dict[str, float]:
+        """Reseed, time `run` (which may return how many codescaler jobs it leaves), check
+        that hero_proc holds what it should after it."""
         others = await self.reseed(jobs, faults)
         t0 = time.perf_counter()
         cpu0 = cpu_seconds(self.service.pid)
-        _, growth_kb = await peak_rss_while(self.service.pid, run())
+        kept, growth_kb = await peak_rss_while(self.service.pid, run())
         wall = time.perf_counter() - t0
         cpu = cpu_seconds(self.service.pid) - cpu0
         await self.hp.call("sim.faults", {})
         left = await self.hp.call("stats")
-        if left["job_count"] != others:
-            raise RuntimeError(f"{left['job_count']} jobs left, expected the {others} others")
+        want = others + (kept or 0)
+        if left["job_count"] != want:
+            raise RuntimeError(f"{left['job_count']} jobs left, expected {want}")
         return {
             "seconds": wall,
             "jobs_per_s": jobs / wall,
             "rss_growth_mb": growth_kb / 1024,
+            "peak_rss_mb": rss_kb(self.service.pid, "VmHWM") / 1024,
             "svc_cpu_us_per_job": cpu / jobs * 1e6,
         }
 
-    async def service_cleanup(self) -> None:
+    async def service_cleanup(self) -> int:
         summary = await self.svc.call("jobs.cleanup", {})
         if summary["jobs_deleted"] + summary["jobs_already_gone"] != self.jobs or summary["errors"]:
             raise RuntimeError(f"service cleanup incomplete: {summary['jobs_deleted']} deleted")
+        return 0
+
+    async def selected_cleanup(self, params: dict[str, Any]) -> int:
+        """A cleanup with `params`: how many codescaler jobs it must leave."""
+        summary = await self.svc.call("jobs.cleanup", params)
+        done: int = summary["jobs_deleted"] + summary["jobs_already_gone"]
+        # Errors may name the actions the kept jobs still use: only jobs are checked.
+        if done != summary["jobs_matched"] or summary["jobs_failed"] or not summary["complete"]:
+            raise RuntimeError(f"selected cleanup incomplete: {summary['jobs_deleted']} deleted")
+        if set(params) == {"keep_last"}:
+            await self.check_kept(params["keep_last"])
+        return self.jobs - done
+
+    async def check_kept(self, keep: int) -> None:
+        """Every (kind, actor, target) group of the seeded population keeps exactly `keep`."""
+        groups: dict[tuple[str | None, ...], int] = {}
+        offset = 0
+        while page := await self.hp.call(
+            "job.list", {"filter": {"tag": "codescaler", "limit": 10_000, "offset": offset}}
+        ):
+            offset += len(page)
+            for job in page:
+                tags = job["tags"]
+                if "codescaler" not in tags:
+                    continue
+                kind = next((t[16:] for t in tags if t.startswith("codescaler_kind_")), None)
+                target = next((t[18:] for t in tags if t.startswith("codescaler_target_")), None)
+                actor = next(
+                    (t[11:] for t in tags if t.startswith("codescaler_") and t.count("_") == 1),
+                    None,
+                )
+                key = (kind, actor, target)
+                groups[key] = groups.get(key, 0) + 1
+        if set(groups.values()) != {keep}:
+            raise RuntimeError(f"keep_last {keep} left groups of {sorted(set(groups.values()))}")
 
     async def calibrate(self, mode: str) -> tuple[int, int]:
         faults = MODES[mode]
@@ -262,13 +326,57 @@ def median(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
-async def run(jobs: int, reps: int, seed_reps: int, modes: list[str]) -> dict[str, Any]:
+def summarise(runs: list[dict[str, float]]) -> dict[str, Any]:
+    return {
+        "jobs_per_s": round(median(runs, "jobs_per_s")),
+        "seconds": round(median(runs, "seconds"), 3),
+        "rss_growth_mb": round(max(r["rss_growth_mb"] for r in runs), 1),
+        "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1),
+        "svc_cpu_us_per_job": round(median(runs, "svc_cpu_us_per_job"), 2),
+        "runs_jobs_per_s": [round(r["jobs_per_s"]) for r in runs],
+    }
+
+
+async def run_selected(
+    bench: Bench, reps: int, modes: list[str], params: dict[str, Any], results: dict[str, Any]
+) -> None:
+    """Each mode: the plain cleanup against the one with `params`, runs alternated, each in
+    a fresh service process (so that its peak RSS is its own)."""
+    for mode in modes:
+        faults = MODES[mode]
+        plans: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+            ("service", bench.service_cleanup),
+            ("select", functools.partial(bench.selected_cleanup, params)),
+        ]
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name, _ in plans}
+        for _ in range(reps):
+            for name, work in plans:
+                await bench.restart_service()
+                runs[name].append(await bench.measure(bench.jobs, faults, work))
+        rows = {name: summarise(done) for name, done in runs.items()}
+        for name, row in rows.items():
+            print(f"  {mode:8} {name:8} {row['seconds']:>9} s", file=sys.stderr)
+        results["modes"][mode] = rows
+
+
+async def run(
+    jobs: int,
+    reps: int,
+    seed_reps: int,
+    modes: list[str],
+    select: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="hc-bench-", dir="/tmp"))
     bench = Bench(scratch, jobs)
     results: dict[str, Any] = {"jobs": jobs, "reps": reps, "modes": {}}
+    if select is not None:
+        results["select"] = select
     try:
         await bench.start()
         gc.freeze()  # the raw client too gets the service's treatment of long-lived objects
+        if select is not None:
+            await run_selected(bench, reps, modes, select, results)
+            return results
         for mode in modes:
             faults = MODES[mode]
             batch, inflight = await bench.calibrate(mode)
@@ -282,13 +390,7 @@ async def run(jobs: int, reps: int, seed_reps: int, modes: list[str]) -> dict[st
                 if count == 0:
                     continue  # --seed-reps 0: the (slow) seed algorithm is left out
                 runs = [await bench.measure(jobs, faults, work) for _ in range(count)]
-                rows[name] = {
-                    "jobs_per_s": round(median(runs, "jobs_per_s")),
-                    "seconds": round(median(runs, "seconds"), 3),
-                    "rss_growth_mb": round(max(r["rss_growth_mb"] for r in runs), 1),
-                    "svc_cpu_us_per_job": round(median(runs, "svc_cpu_us_per_job"), 2),
-                    "runs_jobs_per_s": [round(r["jobs_per_s"]) for r in runs],
-                }
+                rows[name] = summarise(runs)
                 print(f"  {mode:8} {name:8} {rows[name]['jobs_per_s']:>9} jobs/s", file=sys.stderr)
             seed_rate = rows.get("seed", {}).get("jobs_per_s")
             rows["service_over_seed"] = (
@@ -305,6 +407,8 @@ async def run(jobs: int, reps: int, seed_reps: int, modes: list[str]) -> dict[st
 
 
 def table(results: dict[str, Any]) -> str:
+    if "select" in results:
+        return select_table(results)
     lines = [
         f"N = {results['jobs']} codescaler jobs, medians of {results['reps']} runs",
         f"{'mode':<9}{'approach':<10}{'jobs/s':>10}{'wall s':>10}{'svc RSS +MB':>13}"
@@ -330,6 +434,22 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def select_table(results: dict[str, Any]) -> str:
+    lines = [
+        f"N = {results['jobs']} codescaler jobs, medians of {results['reps']} runs; "
+        f"select = {json.dumps(results['select'])}",
+        f"{'mode':<9}{'cleanup':<10}{'wall s':>10}{'svc RSS +MB':>13}{'peak RSS MB':>13}"
+        f"{'svc CPU µs/job':>16}",
+    ]
+    for mode, rows in results["modes"].items():
+        for name, row in rows.items():
+            lines.append(
+                f"{mode:<9}{name:<10}{row['seconds']:>10.3f}{row['rss_growth_mb']:>13.1f}"
+                f"{row['peak_rss_mb']:>13.1f}{row['svc_cpu_us_per_job']:>16.2f}"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=100_000)
@@ -338,8 +458,22 @@ def main(argv: list[str] | None = None) -> int:
         "--seed-reps", type=int, default=1, help="runs of the (slow) seed algorithm"
     )
     parser.add_argument("--modes", default="cheap,slow,nobatch")
+    parser.add_argument(
+        "--select",
+        type=json.loads,
+        help="jobs.cleanup params (JSON object): compare that cleanup with the plain one",
+    )
+    parser.add_argument(
+        "--keep-last", type=int, metavar="N", help="the same as --select '{\"keep_last\": N}'"
+    )
     args = parser.parse_args(argv)
-    results = asyncio.run(run(args.jobs, args.reps, args.seed_reps, args.modes.split(",")))
+    select = args.select
+    if args.keep_last is not None:
+        select = {**(select or {}), "keep_last": args.keep_last}
+    if select is not None and not isinstance(select, dict):
+        parser.error("--select: a JSON object of jobs.cleanup params")
+    modes = args.modes.split(",")
+    results = asyncio.run(run(args.jobs, args.reps, args.seed_reps, modes, select))
     print(table(results))
     print(json.dumps(results))
     return 0

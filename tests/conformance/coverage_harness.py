@@ -34,7 +34,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from hero_codescalers.examples import steps
+from hero_codescalers.examples import POLICIES, steps
 from hero_codescalers.methods import registry
 from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator
@@ -53,8 +53,10 @@ async def live_service() -> AsyncIterator[Path]:
     """A fresh simulator and the service in front of it (a fresh state database too); the
     service's socket."""
     scratch = Path(tempfile.mkdtemp(prefix="hc-cov-", dir="/tmp"))
+    policies = scratch / "policies.toml"
+    policies.write_text(POLICIES)  # the policies the examples declare
     settings = Settings(
-        socket_dir=scratch, state_dir=scratch / "state", admin_uids={os.getuid()}
+        socket_dir=scratch, state_dir=scratch / "state", admin_uids={os.getuid()}, policies=policies
     )  # any user runs it
     try:
         async with Simulator().serve(settings.hero_proc_socket):

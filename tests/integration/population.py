@@ -1,5 +1,7 @@
 """Helpers that put jobs straight into a simulator's store, and read it back; the
-multi-page walk that the cleanup tests pin."""
+multi-page walk that the cleanup tests pin; `selected`, the tests' own reading of
+which jobs a selection means, written from the specification, not from the
+service's `Selector`."""
 
 from __future__ import annotations
 
@@ -30,24 +32,109 @@ def add_job(
     action_tags_: list[str] | None = None,
     extra_tags: list[str] | None = None,
     context: str | None = None,
+    finished_at_ms: int | str | None = "default",
+    kept: bool = False,
 ) -> int:
-    """A job as jobs.submit makes it (or with the given action, context and tags); its id."""
+    """A job as jobs.submit makes it (or with the given action, context and tags; `kept`:
+    tagged `codescaler_keep`); its id."""
     name = action or action_name(kind, f"{kind}0")
     if (name, context) not in store.actions:
         tags = action_tags(kind) if action_tags_ is None else action_tags_
         store.action_set({"name": name, "context": context, "spec": {"script": "x", "tags": tags}})
     tags = job_tags(actor, target) if extra_tags is None else extra_tags
-    made = store.job_create(
-        {
-            "action": name,
-            "context": context,
-            "tags": tags,
-            "status": status,
-            "created_at_ms": created_at_ms,
-        }
-    )
+    if kept:
+        tags = [*tags, "codescaler_keep"]
+    params: dict[str, Any] = {
+        "action": name,
+        "context": context,
+        "tags": tags,
+        "status": status,
+        "created_at_ms": created_at_ms,
+    }
+    if finished_at_ms != "default":  # else the simulator's: the creation time, when terminal
+        params["finished_at_ms"] = finished_at_ms
+    made = store.job_create(params)
     job_id: int = made["id"]
     return job_id
+
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def _names(tags: list[str]) -> tuple[str | None, str | None, str | None]:
+    """(kind, actor, target) as the README's tag scheme writes them: `codescaler_kind_K`,
+    `codescaler_A` (A without `_`, and not the `codescaler_keep` exemption),
+    `codescaler_target_T`."""
+    kind = actor = target = None
+    for tag in tags:
+        rest = tag.partition("codescaler_")[2] if tag.startswith("codescaler_") else None
+        if rest is None:
+            continue
+        if rest.startswith("kind_"):
+            kind = rest[5:]
+        elif rest.startswith("target_"):
+            target = rest[7:]
+        elif "_" not in rest and rest != "keep":
+            actor = rest
+    return kind, actor, target
+
+
+def selected(
+    jobs: dict[int, dict[str, Any]],
+    *,
+    now: int = NOW,
+    kind: str | None = None,
+    target: str | None = None,
+    actor: str | None = None,
+    older_than_ms: int | None = None,
+    statuses: list[str] | None = None,
+    status: str | None = None,
+    finished_older_than_ms: int | None = None,
+    keep_last: int | None = None,
+    include_kept: bool = False,
+    **_: Any,
+) -> set[int]:
+    """The ids of the jobs (as the store holds them) that a `jobs.cleanup` or `jobs.list`
+    with these params selects at time `now`. Other params (dry_run, reason, limit...)
+    select nothing and are ignored."""
+    chosen = []
+    for job_id, job in jobs.items():
+        tags = job["tags"] or []
+        created, finished = job["created_at_ms"], job["finished_at_ms"]
+        wanted = [
+            "codescaler" in tags,
+            kind is None or f"codescaler_kind_{kind}" in tags,
+            target is None or f"codescaler_target_{target}" in tags,
+            actor is None or f"codescaler_{actor}" in tags,
+            older_than_ms is None or (created is not None and created <= now - older_than_ms),
+            statuses is None or job["status"] in statuses,
+            status is None or job["status"] == status,
+            finished_older_than_ms is None
+            or (
+                job["status"] in TERMINAL
+                and finished is not None
+                and finished <= now - finished_older_than_ms
+            ),
+            include_kept or "codescaler_keep" not in tags,
+        ]
+        if all(wanted):
+            chosen.append(job_id)
+    if keep_last is None:
+        return set(chosen)
+    groups: dict[tuple[str | None, str | None, str | None], list[int]] = {}
+    for job_id in chosen:
+        groups.setdefault(_names(jobs[job_id]["tags"]), []).append(job_id)
+
+    def newest_first(job_id: int) -> tuple[bool, int, int]:
+        """The later creation time first, then the larger id; no creation time is oldest."""
+        created = jobs[job_id]["created_at_ms"]
+        return (created is not None, created or 0, job_id)
+
+    out = set()
+    for members in groups.values():
+        members.sort(key=newest_first, reverse=True)
+        out.update(members[keep_last:])
+    return out
 
 
 def codescaler_ids(store: Store) -> set[int]:

@@ -13,7 +13,6 @@ from structlog.testing import capture_logs
 from hero_codescalers.logs import merge_call
 from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Faults, Simulator, seed_population
-from hero_codescalers.tags import Selector
 
 from ..conftest import Caller, Service, start_service
 from .population import (
@@ -25,13 +24,14 @@ from .population import (
     deleted_before_list,
     interleaved,
     outside,
+    selected,
     walk,
 )
 
 
-def expected(sim: Simulator, selector: Selector) -> set[int]:
-    """What a cleanup with `selector` must delete: computed from the store, not by the engine."""
-    return {i for i, j in sim.store.jobs.items() if selector.matches(j["tags"], j["created_at_ms"])}
+def expected(sim: Simulator, **params: Any) -> set[int]:
+    """What a cleanup with `params` must delete: computed from the store, not by the engine."""
+    return selected(sim.store.jobs, **params)
 
 
 async def test_cleanup_removes_every_codescaler_job_and_action_and_nothing_else(
@@ -79,11 +79,7 @@ async def test_each_filter_deletes_exactly_what_it_selects(
     """Every filter narrows exactly: the deleted set equals the store's exact selection."""
     service.engine.clock = lambda: NOW
     seed_population(simulator.store, 1_500, 100, 200, rng_seed=11, now=NOW)
-    age = params.get("older_than_ms")
-    names = {k: v for k, v in params.items() if k != "older_than_ms"}
-    want = expected(
-        simulator, Selector.build(**names, created_before_ms=None if age is None else NOW - age)
-    )
+    want = expected(simulator, **params)
     others = outside(simulator.store, want)
     summary = await caller.call("jobs.cleanup", params)
     assert set(summary["job_ids"]) == want
@@ -127,7 +123,7 @@ async def test_dry_run_enumerates_and_changes_nothing(simulator: Simulator, call
     """A dry run lists the matches with zero deletions; hero_proc's state is identical after."""
     seed_population(simulator.store, 600, 50, 50)
     before = simulator.store.state()
-    want = expected(simulator, Selector.build(kind="user"))
+    want = expected(simulator, kind="user")
     summary = await caller.call("jobs.cleanup", {"kind": "user", "dry_run": True})
     assert simulator.store.state() == before
     assert summary["dry_run"] is True

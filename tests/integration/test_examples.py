@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from hero_codescalers.examples import Example, steps
+from hero_codescalers.examples import POLICIES, Example, steps
 from hero_codescalers.methods import registry
 from hero_codescalers.models import NoParams
 from hero_codescalers.registry import CallContext, MethodDef, Registry
+from hero_codescalers.settings import Settings
 
 from ..conftest import Caller
 from ..example_results import same
@@ -21,6 +22,14 @@ DOCUMENT = json.loads((Path(__file__).parents[2] / "openrpc" / "openrpc.json").r
 DOCUMENTED = {
     f"{m['name']}/{ex['name']}": ex for m in DOCUMENT["methods"] for ex in m.get("examples", [])
 }
+
+
+@pytest.fixture
+def settings(settings: Settings, tmp_path: Path) -> Settings:
+    """The test's settings, serving the policies file the examples declare."""
+    path = tmp_path / "policies.toml"
+    path.write_text(POLICIES)
+    return settings.model_copy(update={"policies": path})
 
 
 def test_every_method_has_an_example() -> None:

@@ -20,7 +20,8 @@ from structlog.testing import capture_logs
 from hero_codescalers.heroproc import MAX_ID
 from hero_codescalers.logs import merge_call
 from hero_codescalers.settings import Settings
-from hero_codescalers.tags import Selector
+from hero_codescalers.simulator.store import Faults
+from hero_codescalers.tags import Selector, action_name
 
 from ..conftest import Caller, Service, ServiceFactory
 from .fake_hero_proc import FakeHeroProc
@@ -623,6 +624,35 @@ async def test_a_shutdown_stops_a_page_of_hung_deletions(
     assert_accounted(summary)
 
 
+async def test_a_stop_among_the_action_deletions_counts_those_never_sent(
+    fake: FakeHeroProc, make_service: ServiceFactory
+) -> None:
+    """The service stops while the first action deletions are on their way. hero_proc
+    takes no batches, so the 100 actions go one by one, a few at a time: those never sent
+    are counted as not attempted, under one line saying how many and why, and the run is
+    not complete although every job went."""
+    for i in range(100):
+        add_job(fake.store, action=action_name("user", f"u{i}"))
+    fake.store.faults = Faults(batch=False)
+    svc = await make_service()
+
+    def stop_at_the_first_action_delete(method: str, params: dict[str, Any]) -> None:
+        if method == "action.delete":
+            svc.engine.stop()
+
+    fake.hooks.append(stop_at_the_first_action_delete)
+    summary = await Caller(svc.socket).call("jobs.cleanup", {})
+    assert summary["jobs_deleted"] == 100
+    not_attempted = summary["actions_not_attempted"]
+    assert 1 < not_attempted < 100
+    assert summary["actions_deleted"] == 100 - not_attempted
+    assert len(fake.store.actions) == not_attempted
+    assert summary["complete"] is False
+    line = f"{not_attempted} actions not attempted: the service is shutting down"
+    assert line in summary["errors"]
+    assert_accounted(summary)
+
+
 async def test_health_answers_within_its_bound_when_hero_proc_hangs(
     fake: FakeHeroProc, caller: Caller
 ) -> None:
@@ -765,9 +795,7 @@ async def test_listings_stop_when_their_caller_goes_away(
     if method == "stats":
         task = asyncio.create_task(engine.stats())
     else:
-        task = asyncio.create_task(
-            engine.list_jobs(Selector.build(), status=None, limit=100, cursor=None)
-        )
+        task = asyncio.create_task(engine.list_jobs(Selector.build(), limit=100, cursor=None))
     await entered.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -144,8 +144,13 @@ async def test_positional_params_follow_the_documented_order(caller: Caller) -> 
     result = await caller.call("jobs.cleanup", [None, None, None, None, True, "because"])
     [run] = (await caller.call("jobs.cleanup_history", {"limit": 1}))["runs"]
     assert run["reason"] == "because"
-    err = await caller.error("jobs.cleanup", [None, None, None, None, True, "why", "extra"])
-    assert err["data"] == "params: at most 6 positional params"
+    result = await caller.call("jobs.cleanup", [None, None, None, None, True, None, ["failed"]])
+    assert result["dry_run"] is True
+    [run] = (await caller.call("jobs.cleanup_history", {"limit": 1}))["runs"]
+    assert run["params"] == {"statuses": ["failed"]}
+    ten = [None, None, None, None, True, "why", None, None, None, False, "extra"]
+    err = await caller.error("jobs.cleanup", ten)
+    assert err["data"] == "params: at most 10 positional params"
 
 
 async def test_positional_params_put_required_ones_first(caller: Caller) -> None:

@@ -53,8 +53,14 @@ async def test_every_admin_method_refuses_a_non_admin(
 
 
 def test_admin_methods_are_the_destructive_ones() -> None:
-    """jobs.cleanup and its history are admin-only; reads and submissions are open."""
-    assert ADMIN_METHODS == ["jobs.cleanup", "jobs.cleanup_history"]
+    """The cleanup, its history and the retention policies are admin-only; reads and
+    submissions are open."""
+    assert ADMIN_METHODS == [
+        "jobs.cleanup",
+        "jobs.cleanup_history",
+        "retention.list",
+        "retention.run",
+    ]
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from hero_codescalers.simulator import Simulator, seed_population
+from hero_codescalers.simulator.store import now_ms
 
 from ..conftest import Caller
 
@@ -91,6 +92,43 @@ async def test_job_create_extensions_seed_status_and_age(hero_proc: Caller) -> N
     assert (await hero_proc.error("job.create", {"action": "missing"}))["code"] == -32001
 
 
+async def test_job_create_extension_finished_at_ms(hero_proc: Caller) -> None:
+    """`finished_at_ms` is kept as given (null too); without it a terminal job finished
+    when it was created, and an active one has not finished."""
+    await make_action(hero_proc, "a", [])
+    given = {"action": "a", "status": "succeeded", "created_at_ms": 5, "finished_at_ms": 9}
+    explicit = await hero_proc.call("job.create", given)
+    missing = await hero_proc.call(
+        "job.create",
+        {"action": "a", "status": "failed", "created_at_ms": 5, "finished_at_ms": None},
+    )
+    implied = await hero_proc.call(
+        "job.create", {"action": "a", "status": "cancelled", "created_at_ms": 7}
+    )
+    running = await hero_proc.call("job.create", {"action": "a", "status": "running"})
+    assert (await hero_proc.call("job.get", explicit))["finished_at_ms"] == 9
+    assert (await hero_proc.call("job.get", missing))["finished_at_ms"] is None
+    assert (await hero_proc.call("job.get", implied))["finished_at_ms"] == 7
+    assert (await hero_proc.call("job.get", running))["finished_at_ms"] is None
+    bad = await hero_proc.error("job.create", {"action": "a", "finished_at_ms": "soon"})
+    assert bad["code"] == -32602
+
+
+async def test_job_list_by_tag_and_status(hero_proc: Caller) -> None:
+    """A tag and a status filter together: both apply, in id order, paged by offset."""
+    await make_action(hero_proc, "a", ["codescaler"])
+    await make_action(hero_proc, "b", ["other"])
+    made = []
+    for i in range(6):
+        status = "failed" if i % 2 else "succeeded"
+        made.append((await hero_proc.call("job.create", {"action": "a", "status": status}))["id"])
+        await hero_proc.call("job.create", {"action": "b", "status": status})
+    flt = {"tag": "codescaler", "status": "failed", "limit": 2}
+    first = await hero_proc.call("job.list", {"filter": flt})
+    rest = await hero_proc.call("job.list", {"filter": {**flt, "offset": 2}})
+    assert [j["id"] for j in first + rest] == made[1::2]
+
+
 async def test_ids_are_never_reused(hero_proc: Caller) -> None:
     """A deleted job's id is not given again."""
     await make_action(hero_proc, "a", [])
@@ -165,6 +203,11 @@ async def test_seeded_population_mixes_what_cleanup_must_tell_apart(simulator: S
     }
     assert any("codescalerfoo" in j["tags"] for j in jobs)
     assert any("codescaler_x" in j["tags"] and "codescaler" not in j["tags"] for j in jobs)
+    done = [j for j in scoped if j["status"] in ("succeeded", "failed", "cancelled")]
+    timed = [j for j in done if j["created_at_ms"] is not None]
+    assert all(j["created_at_ms"] < j["finished_at_ms"] <= now_ms() for j in timed)
+    assert all(j["finished_at_ms"] is None for j in done if j["created_at_ms"] is None)
+    assert all(j["finished_at_ms"] is None for j in scoped if j["status"] in ("pending", "running"))
 
 
 def test_seeding_is_deterministic() -> None:

@@ -23,7 +23,7 @@ from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator, seed_population
 from hero_codescalers.state import FILE_NAME, RunStart, State
 from hero_codescalers.state.runs import INTERRUPTED_ERROR
-from hero_codescalers.state.schema import LATEST
+from hero_codescalers.state.schema import LATEST, MIGRATIONS
 from hero_codescalers.tags import Selector
 from hero_codescalers.transport import create_app, runner_for, start_site
 from hero_codescalers.unixsock import remove_socket
@@ -607,3 +607,32 @@ async def test_processes_starting_together_on_a_new_file_migrate_it_once(tmp_pat
             await state.close()
     with sqlite3.connect(tmp_path / FILE_NAME) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (LATEST,)
+
+
+async def test_a_database_of_the_first_schema_is_migrated_keeping_its_runs(
+    tmp_path: Path,
+) -> None:
+    """A file written by the first schema (runs and leases, no policy fires) opens at the
+    latest version with its runs intact, and the policy fires can then be kept."""
+    with sqlite3.connect(tmp_path / FILE_NAME) as db:
+        for statement in MIGRATIONS[0]:
+            db.execute(statement)
+        db.execute("PRAGMA user_version = 1")
+        db.execute(
+            "INSERT INTO runs (run_id, holder, params, dry_run, started_at_ms, updated_at_ms, "
+            "finished_at_ms, outcome) VALUES ('old', 'h', '{}', 0, 1, 2, 3, 'ok')"
+        )
+    db.close()
+    state = await State.open(tmp_path, lease_ttl_ms=60_000)
+    try:
+        found, _ = await state.history(limit=5)
+        assert [run["run_id"] for run in found] == ["old"]
+        assert await state.fires() == {}
+        await state.fired("users", 1_000)
+        await state.fired("users", 2_000)
+        assert await state.fires() == {"users": 2_000}
+    finally:
+        await state.close()
+    with sqlite3.connect(tmp_path / FILE_NAME) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (LATEST,) == (2,)
+    db.close()

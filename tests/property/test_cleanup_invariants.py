@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from hero_codescalers.simulator import Faults, Store
 from hero_codescalers.tags import (
-    Selector,
     action_name,
     action_tags,
     check_actor,
@@ -23,6 +22,7 @@ from hero_codescalers.tags import (
     job_tags,
 )
 
+from ..integration.population import selected
 from ..names import ACTOR_ONLY, HOSTILE_NAMES
 from .conftest import Stack
 
@@ -44,6 +44,9 @@ job_strategy = st.fixed_dictionaries(
         "target": st.sampled_from(TARGETS),
         "status": st.sampled_from(STATUSES),
         "age": st.one_of(st.none(), st.integers(0, 10 * DAY)),
+        # Finished this long ago (null: no finish time; given whatever the status).
+        "finished": st.one_of(st.none(), st.integers(0, 10 * DAY)),
+        "kept": st.booleans(),
         "style": st.sampled_from(STYLES),
         "action": st.integers(0, 3),
     }
@@ -55,6 +58,12 @@ predicate_strategy = st.fixed_dictionaries(
         "target": name_of(["web", "db"]),
         "actor": name_of(ACTORS),
         "older_than_ms": st.one_of(st.none(), st.integers(0, 10 * DAY)),
+        "statuses": st.one_of(
+            st.none(), st.lists(st.sampled_from(STATUSES), min_size=1, max_size=3)
+        ),
+        "finished_older_than_ms": st.one_of(st.none(), st.integers(0, 10 * DAY)),
+        "keep_last": st.one_of(st.none(), st.integers(1, 3)),
+        "include_kept": st.one_of(st.none(), st.booleans()),
     }
 )
 FAULTS = {
@@ -100,8 +109,15 @@ def populate(store: Store, jobs: list[dict[str, Any]]) -> None:
         elif store.actions[key]["spec"]["tags"] != spec_tags:
             continue  # an action name is one thing; skip the clash rather than retag it
         created = None if job["age"] is None else NOW - job["age"]
+        finished = None if job["finished"] is None else NOW - job["finished"]
         store.job_create(
-            {"action": name, "tags": extra, "status": job["status"], "created_at_ms": created}
+            {
+                "action": name,
+                "tags": [*extra, "codescaler_keep"] if job["kept"] else extra,
+                "status": job["status"],
+                "created_at_ms": created,
+                "finished_at_ms": finished,
+            }
         )
 
 
@@ -149,7 +165,8 @@ def test_cleanup_invariants(
     seed: int,
 ) -> None:
     """Deletes exactly the selection (never outside), accounts for every match, changes nothing
-    when dry, deletes nothing the second time, and only the matched jobs' codescaler actions."""
+    when dry, deletes nothing the second time, and only the matched jobs' codescaler actions.
+    With keep_last, the run after a complete one finds nothing more to select."""
     store = stack.sim.store
     store.reset()
     stack.sim.rng = random.Random(seed)
@@ -165,14 +182,7 @@ def test_cleanup_invariants(
         assert store.state() == before
         return
 
-    age = predicate["older_than_ms"]
-    selector = Selector.build(
-        kind=predicate["kind"],
-        target=predicate["target"],
-        actor=predicate["actor"],
-        created_before_ms=None if age is None else NOW - age,
-    )
-    expected = {i for i, j in store.jobs.items() if selector.matches(j["tags"], j["created_at_ms"])}
+    expected = selected(store.jobs, now=NOW, **params)
     own_actions = {
         j["action_id"]
         for i, j in store.jobs.items()

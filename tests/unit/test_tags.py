@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from hero_codescalers.heroproc import JobSummary, parse_job
 from hero_codescalers.tags import (
+    TERMINAL_STATUSES,
     Selector,
     action_name,
     action_tags,
@@ -15,9 +18,34 @@ from hero_codescalers.tags import (
     is_codescaler_action,
     job_tags,
     labels,
+    recency,
 )
 
 from ..names import ACTOR_ONLY, HOSTILE_NAMES
+
+
+def job(
+    tags: list[str] | None,
+    created: int | None = 0,
+    *,
+    status: str = "succeeded",
+    finished: int | None = None,
+    job_id: int = 1,
+) -> JobSummary:
+    """A listed job read as the service reads it (`parse_job`)."""
+    parsed = parse_job(
+        {
+            "id": job_id,
+            "action_id": "codescaler_user_0",
+            "tags": tags,
+            "status": status,
+            "created_at_ms": created,
+            "finished_at_ms": finished,
+        }
+    )
+    assert parsed is not None
+    return parsed
+
 
 HOSTILE = [pytest.param(name, id=key) for key, name in HOSTILE_NAMES.items()]
 ACTOR_HOSTILE = [*HOSTILE, *(pytest.param(name, id=key) for key, name in ACTOR_ONLY.items())]
@@ -77,16 +105,16 @@ def test_pushdown_prefers_actor_then_kind_then_target() -> None:
 )
 def test_jobs_without_the_literal_scope_tag_never_match(tags: list[str] | None) -> None:
     """Only the literal `codescaler` tag puts a job in scope, whatever else it carries."""
-    assert not Selector.build().matches(tags, 0)
-    assert not Selector.build(actor="alice").matches(tags, 0)
+    assert not Selector.build().matches(job(tags, 0))
+    assert not Selector.build(actor="alice").matches(job(tags, 0))
 
 
 def test_matching_is_exact_not_prefix() -> None:
     """`codescaler_alice2` is not actor `alice`; `codescaler_kind_users` is not kind `user`."""
     tags = ["codescaler", "codescaler_alice2", "codescaler_kind_users"]
-    assert not Selector.build(actor="alice").matches(tags, 0)
-    assert not Selector.build(kind="user").matches(tags, 0)
-    assert Selector.build(actor="alice2", kind="users").matches(tags, 0)
+    assert not Selector.build(actor="alice").matches(job(tags, 0))
+    assert not Selector.build(kind="user").matches(job(tags, 0))
+    assert Selector.build(actor="alice2", kind="users").matches(job(tags, 0))
 
 
 def test_an_actor_cannot_select_a_kind() -> None:
@@ -94,20 +122,126 @@ def test_an_actor_cannot_select_a_kind() -> None:
     with pytest.raises(ValueError, match="no '_'"):
         Selector.build(actor="kind_user")
     user_job = ["codescaler", "codescaler_kind_user", "codescaler_bob"]
-    assert Selector.build(actor="bob").matches(user_job, 0)
-    assert not Selector.build(actor="user").matches(user_job, 0)
-    assert not Selector.build(actor="kind-user").matches(user_job, 0)
+    assert Selector.build(actor="bob").matches(job(user_job, 0))
+    assert not Selector.build(actor="user").matches(job(user_job, 0))
+    assert not Selector.build(actor="kind-user").matches(job(user_job, 0))
 
 
 def test_age_cutoff_is_inclusive_and_skips_unknown_ages() -> None:
     """Created at or before the cutoff matches; no `created_at_ms` never matches an age filter."""
     sel = Selector.build(created_before_ms=1_000)
     tags = ["codescaler"]
-    assert sel.matches(tags, 1_000)
-    assert sel.matches(tags, 0)
-    assert not sel.matches(tags, 1_001)
-    assert not sel.matches(tags, None)
-    assert Selector.build().matches(tags, None)
+    assert sel.matches(job(tags, 1_000))
+    assert sel.matches(job(tags, 0))
+    assert not sel.matches(job(tags, 1_001))
+    assert not sel.matches(job(tags, None))
+    assert Selector.build().matches(job(tags, None))
+
+
+SCOPED = ["codescaler", "codescaler_kind_user", "codescaler_alice"]
+
+
+def test_statuses_select_only_the_statuses_named() -> None:
+    """`statuses` is exact; without it any status matches, a missing one included."""
+    sel = Selector.build(statuses=["failed", "cancelled"])
+    assert sel.matches(job(SCOPED, status="failed"))
+    assert sel.matches(job(SCOPED, status="cancelled"))
+    assert not sel.matches(job(SCOPED, status="succeeded"))
+    assert not sel.matches(job(SCOPED, status="running"))
+    assert Selector.build().matches(job(SCOPED, status="running"))
+    with pytest.raises(ValueError) as refused:  # noqa: PT011 -- the message is compared whole
+        Selector.build(statuses=["done"])
+    assert str(refused.value) == (
+        "statuses must be some of pending, running, succeeded, failed, cancelled"
+    )
+    with pytest.raises(ValueError, match="statuses must be some of"):
+        Selector.build(statuses=[])
+
+
+def test_the_status_pushed_down_is_the_only_one_asked() -> None:
+    """hero_proc's listing filters by status only when exactly one is asked."""
+    assert Selector.build(statuses=["failed"]).pushdown_status == "failed"
+    assert Selector.build(statuses=["failed", "failed"]).pushdown_status == "failed"
+    assert Selector.build(statuses=["failed", "succeeded"]).pushdown_status is None
+    assert Selector.build().pushdown_status is None
+
+
+@pytest.mark.parametrize(
+    ("status", "finished", "matches"),
+    [
+        pytest.param("succeeded", 1_000, True, id="at-the-cutoff"),
+        pytest.param("failed", 0, True, id="before"),
+        pytest.param("cancelled", 1_001, False, id="after"),
+        pytest.param("succeeded", None, False, id="no-finish-time"),
+        pytest.param("running", 0, False, id="running-with-a-finish-time"),
+        pytest.param("pending", 0, False, id="pending-with-a-finish-time"),
+    ],
+)
+def test_finished_cutoff_needs_a_finished_job_and_its_time(
+    status: str, finished: int | None, matches: bool
+) -> None:
+    """Finished at or before the cutoff, in a terminal status; no time or not finished: never."""
+    sel = Selector.build(finished_before_ms=1_000)
+    assert sel.matches(job(SCOPED, status=status, finished=finished)) is matches
+
+
+def test_kept_jobs_are_selected_only_when_asked() -> None:
+    """`codescaler_keep` leaves a job out unless `include_kept`; a policy never selects it."""
+    kept = job([*SCOPED, "codescaler_keep"])
+    assert not Selector.build().matches(kept)
+    assert not Selector.build(actor="alice").matches(kept)
+    assert Selector.build(include_kept=True).matches(kept)
+    assert not Selector.for_policy(statuses=["succeeded"]).matches(kept)
+    assert Selector.build().matches(job([*SCOPED, "codescaler_keeper"]))
+
+
+def test_a_policy_selects_terminal_jobs_unless_it_names_statuses() -> None:
+    """`for_policy` defaults to succeeded, failed and cancelled; named statuses replace them."""
+    policy = Selector.for_policy(kind="user")
+    assert policy.statuses == TERMINAL_STATUSES == {"succeeded", "failed", "cancelled"}
+    assert not policy.include_kept
+    for status in ("pending", "running"):
+        assert not policy.matches(job(SCOPED, status=status))
+    assert Selector.for_policy(statuses=["running"]).matches(job(SCOPED, status="running"))
+    given: dict[str, Any] = {
+        "kind": "user",
+        "target": "web",
+        "actor": "alice",
+        "created_before_ms": 5,
+        "finished_before_ms": 7,
+        "keep_last": 3,
+    }
+    assert Selector.for_policy(**given) == Selector.build(**given, statuses=TERMINAL_STATUSES)
+
+
+def test_keep_last_selects_only_what_is_older_than_the_oldest_kept() -> None:
+    """Unresolved, keep_last refuses to answer; resolved, a job is selected only if older
+    than the oldest kept one of its group (the later time, then the larger id, is newer)."""
+    sel = Selector.build(keep_last=1)
+    with pytest.raises(RuntimeError) as refused:
+        sel.matches(job(SCOPED))
+    assert str(refused.value) == "keep_last is resolved from the whole listing first"
+    alice = ("user", "alice", None)
+    resolved = sel.keeping({alice: (True, 500, 7)})
+    assert resolved.matches(job(SCOPED, 499, job_id=9))
+    assert resolved.matches(job(SCOPED, 500, job_id=6))
+    assert resolved.matches(job(SCOPED, None, job_id=8))
+    assert not resolved.matches(job(SCOPED, 500, job_id=7))
+    assert not resolved.matches(job(SCOPED, 500, job_id=8))
+    assert not resolved.matches(job(SCOPED, 501, job_id=1))
+    bob = ["codescaler", "codescaler_kind_user", "codescaler_bob"]
+    assert not resolved.matches(job(bob, 0))  # a group without a floor: every job kept
+    assert resolved.candidates.matches(job(SCOPED, 501))
+    with pytest.raises(ValueError, match=r"^keep_last must be at least 1$"):
+        Selector.build(keep_last=0)
+
+
+@pytest.mark.parametrize("created", [0, -5, 1])
+def test_a_job_without_a_creation_time_is_older_than_any_with_one(created: int) -> None:
+    """Whatever the other's time (0 or below included), no time ranks older; then ids."""
+    assert recency(job(SCOPED, None, job_id=9)) < recency(job(SCOPED, created, job_id=1))
+    assert recency(job(SCOPED, None, job_id=1)) < recency(job(SCOPED, None, job_id=2))
+    assert recency(job(SCOPED, created, job_id=1)) < recency(job(SCOPED, created, job_id=2))
 
 
 def test_labels_read_back_what_the_tags_say() -> None:
@@ -117,6 +251,8 @@ def test_labels_read_back_what_the_tags_say() -> None:
     assert labels(tags).actor == "alice"
     assert labels(tags).target == "web"
     assert labels(action_tags("user")).actor is None
+    assert labels([*tags, "codescaler_keep"]).actor == "alice"
+    assert labels(["codescaler", "codescaler_keep"]).actor is None
 
 
 ACTOR_RULE = (
@@ -142,6 +278,7 @@ KIND_TARGET_RULE = (
         pytest.param(check_kind_or_target, "-a", KIND_TARGET_RULE, id="kind-leading-hyphen"),
         pytest.param(check_actor, "kind", "'kind' is reserved by the tag scheme", id="kind"),
         pytest.param(check_actor, "target", "'target' is reserved by the tag scheme", id="target"),
+        pytest.param(check_actor, "keep", "'keep' is reserved by the tag scheme", id="keep"),
     ],
 )
 def test_a_refused_name_says_which_rule_it_breaks(

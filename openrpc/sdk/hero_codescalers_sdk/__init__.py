@@ -30,6 +30,8 @@ from .models import (
     JobView,
     ListResult,
     PingResult,
+    PolicyView,
+    RetentionListResult,
     StatsResult,
     SubmitResult,
 )
@@ -60,6 +62,8 @@ __all__ = [
     "MethodNotFound",
     "ParseError",
     "PingResult",
+    "PolicyView",
+    "RetentionListResult",
     "RpcError",
     "ServerBusy",
     "StateUnavailable",

@@ -20,6 +20,7 @@ from .models import (
     HistoryResult,
     ListResult,
     PingResult,
+    RetentionListResult,
     StatsResult,
     SubmitResult,
 )
@@ -206,7 +207,8 @@ class AsyncClient:
 
         Params:
             kind: The feature: letters, digits, '.', '-', '_'
-            actor: Who asked: letters, digits, '.' and '-' (no '_'); not 'kind' or 'target'
+            actor: Who asked: letters, digits, '.' and '-' (no '_'); not 'kind', 'target' or
+                'keep'
             script: What the job runs
             target: What the job acts on: letters, digits, '.', '-', '_'
             input: The feature's input; with `script` it names the action
@@ -232,24 +234,39 @@ class AsyncClient:
         status: Literal["pending", "running", "succeeded", "failed", "cancelled"] | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        statuses: list[Literal["pending", "running", "succeeded", "failed", "cancelled"]]
+        | None = None,
+        finished_older_than_ms: int | None = None,
+        include_kept: bool = False,
         timeout: float | None = 60.0,
     ) -> ListResult:
         """Codescaler jobs, filtered like a cleanup, a page at a time
 
-        Codescaler jobs only (the literal `codescaler` tag, every filter matched exactly),
-        oldest first. Pass `next_cursor` back as `cursor` for the next page.
+        Codescaler jobs only (the literal `codescaler` tag, every filter matched exactly, as
+        a cleanup would select them: jobs tagged `codescaler_keep` only with `include_kept`),
+        oldest first. `status` (one) and `statuses` (a list) are two ways of one filter: give
+        one of them. Pass `next_cursor` back as `cursor` for the next page.
 
         Params:
             kind: The feature: letters, digits, '.', '-', '_'
             target: What the job acts on: letters, digits, '.', '-', '_'
-            actor: Who asked: letters, digits, '.' and '-' (no '_'); not 'kind' or 'target'
+            actor: Who asked: letters, digits, '.' and '-' (no '_'); not 'kind', 'target' or
+                'keep'
             older_than_ms: Only jobs created at least this many milliseconds ago; jobs without
                 a creation time are then left alone
-            status
+            status: Only jobs in this status (or give `statuses`, not both)
             limit
             cursor: `next_cursor` of the previous page (opaque: it names the last job
                 returned, so that no job is skipped or repeated when others are deleted or
                 created)
+            statuses: Only jobs in one of these statuses (default: any status); the terminal
+                ones are succeeded, failed and cancelled
+            finished_older_than_ms: Only jobs that finished at least this many milliseconds
+                ago: a terminal status (succeeded, failed, cancelled) and a `finished_at_ms`
+                that old. A job that has not finished (pending, running), or whose
+                `finished_at_ms` is missing, is never matched by it
+            include_kept: Also select jobs tagged `codescaler_keep` (kept by an operator);
+                they are left out by default, and a retention policy never selects them
             timeout: seconds to wait for the answer (60 by default; None: no limit)
         """
         result = await self.call(
@@ -263,6 +280,9 @@ class AsyncClient:
                     "status": status,
                     "limit": limit,
                     "cursor": cursor,
+                    "statuses": statuses,
+                    "finished_older_than_ms": finished_older_than_ms,
+                    "include_kept": include_kept,
                 },
                 {
                     "kind": None,
@@ -272,6 +292,9 @@ class AsyncClient:
                     "status": None,
                     "limit": 100,
                     "cursor": None,
+                    "statuses": None,
+                    "finished_older_than_ms": None,
+                    "include_kept": False,
                 },
             ),
             timeout=timeout,
@@ -301,30 +324,55 @@ class AsyncClient:
         older_than_ms: int | None = None,
         dry_run: bool = False,
         reason: str | None = None,
+        statuses: list[Literal["pending", "running", "succeeded", "failed", "cancelled"]]
+        | None = None,
+        finished_older_than_ms: int | None = None,
+        keep_last: int | None = None,
+        include_kept: bool = False,
         timeout: float | None = None,
     ) -> CleanupSummary:
         """Delete codescaler jobs and their actions (admin)
 
         Deletes every job carrying the literal `codescaler` tag and every given filter
-        (kind, target, actor exactly; created at least `older_than_ms` ago), with `force`,
-        then each codescaler action of those jobs, best effort: an action still used by
-        another job stays and is reported in `errors`. Already gone counts as done.
-        One cleanup runs at a time, also across the service processes of one state
-        directory. With `dry_run` nothing changes. The run is recorded in the state
-        database before it deletes anything (with `reason`, the caller's uid and pid); a
-        real run is refused (-32013) when that record cannot be written.
+        (kind, target, actor exactly; created at least `older_than_ms` ago; in one of
+        `statuses`, by default any, pending and running jobs included; finished at least
+        `finished_older_than_ms` ago), except jobs tagged `codescaler_keep` unless
+        `include_kept`, and, with `keep_last`, the newest N of each (kind, actor, target)
+        group among those. It deletes them with `force`, then each codescaler action of
+        those jobs, best effort: an action still used by another job stays and is reported
+        in `errors`. Already gone counts as done. One cleanup runs at a time, also across
+        the service processes of one state directory. With `dry_run` nothing changes. The
+        run is recorded in the state database before it deletes anything (with `reason`,
+        the caller's uid and pid); a real run is refused (-32013) when that record cannot
+        be written. A real run without any filter (`include_kept` aside) ends with the
+        orphan-action sweep: codescaler actions that no job references any more (left by
+        a run cut short) are deleted too (`orphan_actions_deleted`).
 
         Admin only: uid 0, or an allowed uid or gid.
 
         Params:
             kind: The feature: letters, digits, '.', '-', '_'
             target: What the job acts on: letters, digits, '.', '-', '_'
-            actor: Who asked: letters, digits, '.' and '-' (no '_'); not 'kind' or 'target'
+            actor: Who asked: letters, digits, '.' and '-' (no '_'); not 'kind', 'target' or
+                'keep'
             older_than_ms: Only jobs created at least this many milliseconds ago; jobs without
                 a creation time are then left alone
             dry_run: List what would be deleted; change nothing
             reason: Why the run is made, free text in one line (no control characters), logged
                 and kept in the history
+            statuses: Only jobs in one of these statuses (default: any status); the terminal
+                ones are succeeded, failed and cancelled
+            finished_older_than_ms: Only jobs that finished at least this many milliseconds
+                ago: a terminal status (succeeded, failed, cancelled) and a `finished_at_ms`
+                that old. A job that has not finished (pending, running), or whose
+                `finished_at_ms` is missing, is never matched by it
+            keep_last: Applied after every other filter: of the jobs they select, keep the
+                newest N of each (kind, actor, target) group and select the rest. Newest: the
+                later `created_at_ms`, between equal times the larger id; a job without
+                `created_at_ms` is older than any with one. The run reads the whole listing
+                once before it deletes anything; jobs created meanwhile are kept if newer
+            include_kept: Also select jobs tagged `codescaler_keep` (kept by an operator);
+                they are left out by default, and a retention policy never selects them
             timeout: seconds to wait for the answer (no limit by default)
         """
         result = await self.call(
@@ -337,6 +385,10 @@ class AsyncClient:
                     "older_than_ms": older_than_ms,
                     "dry_run": dry_run,
                     "reason": reason,
+                    "statuses": statuses,
+                    "finished_older_than_ms": finished_older_than_ms,
+                    "keep_last": keep_last,
+                    "include_kept": include_kept,
                 },
                 {
                     "kind": None,
@@ -345,6 +397,10 @@ class AsyncClient:
                     "older_than_ms": None,
                     "dry_run": False,
                     "reason": None,
+                    "statuses": None,
+                    "finished_older_than_ms": None,
+                    "keep_last": None,
+                    "include_kept": False,
                 },
             ),
             timeout=timeout,
@@ -398,6 +454,59 @@ class AsyncClient:
             timeout=timeout,
         )
         return HistoryResult.model_validate(result)
+
+    async def retention_list(self, *, timeout: float | None = 60.0) -> RetentionListResult:
+        """The retention policies, their schedule and last run (admin)
+
+        The retention policies of the policies file (HERO_CODESCALERS_POLICIES, read again
+        on SIGHUP), by name: what each selects, its period, when it fires next (null when
+        disabled), when it last fired, whether a run of it goes on, and its last recorded run
+        (a `skipped` one included).
+
+        Admin only: uid 0, or an allowed uid or gid.
+
+        Params:
+            timeout: seconds to wait for the answer (60 by default; None: no limit)
+        """
+        result = await self.call("retention.list", timeout=timeout)
+        return RetentionListResult.model_validate(result)
+
+    async def retention_run(
+        self,
+        *,
+        name: str,
+        dry_run: bool = False,
+        reason: str | None = None,
+        timeout: float | None = None,
+    ) -> CleanupSummary:
+        """Run one retention policy now (admin)
+
+        Runs the retention policy `name` now, as its schedule would (its filters, terminal
+        statuses unless it names others, never a job tagged `codescaler_keep`), enabled or
+        not, and answers the run's summary; its schedule does not change. The run is
+        recorded with the policy and the caller's uid and pid. A policy set to dry run (or
+        HERO_CODESCALERS_POLICIES_DRY_RUN) runs dry whatever `dry_run` says. An unknown
+        name is -32602 naming it.
+
+        Admin only: uid 0, or an allowed uid or gid.
+
+        Params:
+            name: A retention policy's name
+            dry_run: List what it would delete; change nothing (a policy set to dry run, or
+                HERO_CODESCALERS_POLICIES_DRY_RUN, is always one)
+            reason: Why the run is made, free text in one line (no control characters), logged
+                and kept in the history
+            timeout: seconds to wait for the answer (no limit by default)
+        """
+        result = await self.call(
+            "retention.run",
+            _given(
+                {"name": name, "dry_run": dry_run, "reason": reason},
+                {"dry_run": False, "reason": None},
+            ),
+            timeout=timeout,
+        )
+        return CleanupSummary.model_validate(result)
 
 
 class Client:
@@ -490,6 +599,10 @@ class Client:
         status: Literal["pending", "running", "succeeded", "failed", "cancelled"] | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        statuses: list[Literal["pending", "running", "succeeded", "failed", "cancelled"]]
+        | None = None,
+        finished_older_than_ms: int | None = None,
+        include_kept: bool = False,
         timeout: float | None = 60.0,
     ) -> ListResult:
         """Codescaler jobs, filtered like a cleanup, a page at a time"""
@@ -502,6 +615,9 @@ class Client:
                 status=status,
                 limit=limit,
                 cursor=cursor,
+                statuses=statuses,
+                finished_older_than_ms=finished_older_than_ms,
+                include_kept=include_kept,
                 timeout=timeout,
             )
         )
@@ -519,6 +635,11 @@ class Client:
         older_than_ms: int | None = None,
         dry_run: bool = False,
         reason: str | None = None,
+        statuses: list[Literal["pending", "running", "succeeded", "failed", "cancelled"]]
+        | None = None,
+        finished_older_than_ms: int | None = None,
+        keep_last: int | None = None,
+        include_kept: bool = False,
         timeout: float | None = None,
     ) -> CleanupSummary:
         """Delete codescaler jobs and their actions (admin)"""
@@ -530,6 +651,10 @@ class Client:
                 older_than_ms=older_than_ms,
                 dry_run=dry_run,
                 reason=reason,
+                statuses=statuses,
+                finished_older_than_ms=finished_older_than_ms,
+                keep_last=keep_last,
+                include_kept=include_kept,
                 timeout=timeout,
             )
         )
@@ -555,4 +680,21 @@ class Client:
                 dry_run=dry_run,
                 timeout=timeout,
             )
+        )
+
+    def retention_list(self, *, timeout: float | None = 60.0) -> RetentionListResult:
+        """The retention policies, their schedule and last run (admin)"""
+        return self._run(self._client.retention_list(timeout=timeout))
+
+    def retention_run(
+        self,
+        *,
+        name: str,
+        dry_run: bool = False,
+        reason: str | None = None,
+        timeout: float | None = None,
+    ) -> CleanupSummary:
+        """Run one retention policy now (admin)"""
+        return self._run(
+            self._client.retention_run(name=name, dry_run=dry_run, reason=reason, timeout=timeout)
         )

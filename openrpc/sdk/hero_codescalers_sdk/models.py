@@ -19,6 +19,8 @@ __all__ = [
     "JobView",
     "ListResult",
     "PingResult",
+    "PolicyView",
+    "RetentionListResult",
     "StatsResult",
     "SubmitResult",
 ]
@@ -98,6 +100,14 @@ class CleanupSummary(BaseModel):
     foreign_action_ids: list[str] = Field(
         description="Actions of matched jobs that this service did not create: left in place"
     )
+    orphan_actions_deleted: int | None = Field(
+        default=0,
+        description=(
+            "Codescaler actions no job referenced any more, deleted by the orphan "
+            "sweep (a real cleanup without any filter, or a policy with "
+            "orphan_actions)"
+        ),
+    )
     complete: bool = Field(
         description=(
             "False when the run did not see or settle everything: hero_proc failed or"
@@ -167,7 +177,11 @@ class HistoryEntry(BaseModel):
 
     started_at_ms: int
     finished_at_ms: int | None = Field(description="null while the run goes on")
-    peer_uid: int | None = Field(description="Who asked (null for a policy's run)")
+    peer_uid: int | None = Field(
+        description=(
+            "Who asked (null for a scheduled run; a policy run by `retention.run` has both)"
+        )
+    )
     peer_pid: int | None
     params: dict[str, Any] = Field(description="The selection it was given")
     outcome: Literal["ok", "partial", "cancelled", "error", "interrupted", "skipped"] | None = (
@@ -214,6 +228,9 @@ class JobView(BaseModel):
     kind: str | None
     actor: str | None
     target: str | None
+    kept: bool | None = Field(
+        default=False, description="Tagged `codescaler_keep`: no retention policy selects it"
+    )
 
 
 class ListResult(BaseModel):
@@ -240,6 +257,33 @@ class PingResult(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     pong: Literal[True] | None = Field(default=True)
+
+
+class PolicyView(BaseModel):
+    """A retention policy as configured, and where its schedule stands."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str
+    enabled: bool = Field(description="Whether the scheduler fires it")
+    dry_run: bool = Field(description="Whether its runs are dry runs (its own or the switch)")
+    every_ms: int = Field(description="Its period, in milliseconds")
+    orphan_actions: bool = Field(description="Whether its runs also sweep orphan actions")
+    params: dict[str, Any] = Field(description="What it selects, as jobs.cleanup's params")
+    next_due_ms: int | None = Field(description="When it fires next; null when disabled")
+    last_fired_ms: int | None = Field(description="When it last fired; null: never")
+    running: bool = Field(description="Whether a run of it goes on now")
+    last_run: HistoryEntry | None = Field(description="Its last recorded run (any outcome)")
+
+
+class RetentionListResult(BaseModel):
+    """The RetentionListResult object."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    policies: list[PolicyView] = Field(description="By name")
+    file: str | None = Field(description="The policies file; null when none is configured")
+    dry_run_switch: bool = Field(description="HERO_CODESCALERS_POLICIES_DRY_RUN")
 
 
 class StatsResult(BaseModel):

@@ -1,13 +1,15 @@
 """One cleanup run: passes through the listing, the deletions, then the actions.
 
 A run pages through hero_proc with the most specific tag as the server-side
-filter (`Selector.pushdown`), re-checks every job exactly (`Walk.select`:
-the selector's required tags and cutoff), deletes each page's matches with
+filter (`Selector.pushdown`, and the status when one is asked), re-checks every
+job exactly (`Walk.select`: `Selector.matches`), deletes each page's matches with
 `force: true` before listing the next page, then deletes the codescaler actions
 of the matches, best effort (an action another job still uses stays). A pass
 that may have skipped jobs (the listing moved) is followed by another, up to
 `MAX_PASSES`. Before the run ends, every deletion whose outcome is unknown is
-checked with `job.get` / `action.get`.
+checked with `job.get` / `action.get`. A run with `keep_last` first reads the
+whole listing once (`keep.py`), deleting nothing, to know which jobs are the
+newest of their groups; without it, the page walk is the whole run.
 
 `halt` is asked between steps and before each call is sent: once it gives a
 reason (the deadline passed, the service is shutting down), nothing more is
@@ -29,18 +31,11 @@ from ..errors import HeroProcError, HeroProcProtocolError, HeroProcUnavailable
 from ..heroproc import HeroProcClient, StopCheck, action_params
 from ..tags import Selector
 from ..tuning import MAX_PASSES
-from .tally import CUT, Tally, describe
+from . import keep, orphans
+from .tally import CUT, Stopped, Tally, describe
 from .walk import Walk
 
 log = structlog.get_logger(__name__)
-
-
-class Stopped(Exception):
-    """The run must send nothing more: `reason` says why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class CleanupRun:
@@ -55,21 +50,32 @@ class CleanupRun:
         page_size: int,
         halt: StopCheck,
         progress: Callable[[Tally], Awaitable[None]] | None = None,
+        sweep_orphans: bool = False,
     ) -> None:
         self.client = client
         self.selector = selector
+        self.sweep_orphans = sweep_orphans
         self.page_size = page_size
         self.halt = halt
         self.progress = progress
         self.tally = Tally(dry_run)
 
     async def run(self) -> None:
+        try:
+            self.selector = await keep.resolve(
+                self.client, self.selector, page_size=self.page_size, halt=self.halt
+            )
+        except Stopped as stop:
+            self.tally.stop(f"stopped: {stop.reason}", stop.reason)
+            return
         await self._passes()
         if not self.tally.dry_run:
             if self.tally.stopped is None and (reason := self.halt()) is not None:
                 self.tally.stop(f"stopped: {reason}", reason)
             await self._delete_actions()
             await self._settle()
+            if self.sweep_orphans:
+                await self._sweep()
 
     async def _passes(self) -> None:
         """Walk the listing until a pass did not move (one pass for a dry run)."""
@@ -107,8 +113,12 @@ class CleanupRun:
             while True:
                 if (reason := self.halt()) is not None:
                     raise Stopped(reason)
+                selector = self.selector
                 page = await self.client.job_page(
-                    self.selector.pushdown, limit=self.page_size, offset=walk.offset
+                    selector.pushdown,
+                    limit=self.page_size,
+                    offset=walk.offset,
+                    status=selector.pushdown_status,
                 )
                 walk.check_start(page)
                 await self._page(walk, page)
@@ -159,6 +169,24 @@ class CleanupRun:
         keys = list(tally.actions)
         calls = [("action.delete", action_params(name, context)) for name, context in keys]
         tally.action_outcomes(keys, await self.client.call_many(calls, stop=self.halt))
+
+    async def _sweep(self) -> None:
+        """The orphan-action sweep, unless the run stopped; hero_proc failing during it
+        makes the run partial, no more (its jobs and actions are done)."""
+        tally = self.tally
+        if tally.stopped is not None or self.halt() is not None:
+            return
+        try:
+            swept = await orphans.sweep(self.client, tried=tally.actions, stop=self.halt)
+        except HeroProcError as exc:
+            tally.complete = False
+            tally.errors.append(f"orphan action sweep stopped: {describe(exc)}")
+            log.warning("orphan_sweep_failed", error=describe(exc))
+            return
+        tally.orphans_deleted = swept.deleted
+        if swept.errors:
+            tally.complete = False
+            tally.errors.extend(swept.errors)
 
     async def _settle(self) -> None:
         """Ask hero_proc about every deletion whose outcome is unknown (batched, within one

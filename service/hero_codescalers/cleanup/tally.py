@@ -33,6 +33,14 @@ log = structlog.get_logger(__name__)
 CUT = object()  # the outcome of a deletion cut short (cancelled, or a fault of this code)
 
 
+class Stopped(Exception):
+    """The run must send nothing more: `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def describe(outcome: Any) -> str:
     """A short public reason for a deletion that did not succeed."""
     if isinstance(outcome, InUse):
@@ -92,6 +100,7 @@ class Tally:
     actions_not_attempted: int = 0
     actions_settled: int = 0
     actions_unknown: dict[ActionKey, str] = field(default_factory=dict)
+    orphans_deleted: int = 0  # by the orphan sweep (see orphans.py)
     not_attempted: str | None = None  # why calls were not sent, when some were not
     passes: int = 0  # walks through the listing started
     malformed_noted: bool = False  # the errors line on malformed jobs is written
@@ -246,6 +255,7 @@ class Tally:
             actions_not_attempted=self.actions_not_attempted,
             actions_settled_gone=self.actions_settled,
             foreign_action_ids=list(self.foreign_actions),
+            orphan_actions_deleted=self.orphans_deleted,
             complete=self.complete,
             duration_ms=duration_ms,
             run_id=run_id,
@@ -261,4 +271,5 @@ class Tally:
             "jobs_not_attempted": self.jobs_not_attempted,
             "jobs_skipped_malformed": self.jobs_malformed,
             "actions_deleted": self.actions_deleted,
+            "orphan_actions_deleted": self.orphans_deleted,
         }

@@ -61,7 +61,7 @@ class Walk:
         A job listed before in this pass, or whose deletion failed in an earlier
         pass, is not matched again. A malformed entry (see `heroproc.parse_job`) is
         skipped: counted in `tally` when it has a valid id, else as an entry without
-        one. A job without an integer `created_at_ms` fails an age filter.
+        one. The rest is `Selector.matches`.
         """
         matches: list[int] = []
         for item in page:
@@ -82,7 +82,7 @@ class Walk:
                 tally.malformed_ids.add(job_id)
                 self.page_sample = sample(item)
                 self.page_present = job_id
-            elif job_id in tally.failed_jobs or not selector.matches(job.tags, job.created_at_ms):
+            elif job_id in tally.failed_jobs or not selector.matches(job):
                 self.page_present = job_id
             else:
                 matches.append(job_id)

@@ -12,13 +12,20 @@ from pathlib import Path
 
 import click
 
-from ..models import REASON_MAX_LENGTH, JobStatus, Outcome
+from ..models import KEEP_LAST_MAX, REASON_MAX_LENGTH, Outcome
 from .options import filter_options, socket_option
 from .output import EXIT_DEGRADED, call_and_print
 
 
 @click.command("jobs-cleanup")
 @filter_options
+@click.option(
+    "--keep-last",
+    type=click.IntRange(1, KEEP_LAST_MAX),
+    metavar="N",
+    help="Of the jobs the other filters select, keep the newest N of each (kind, actor, "
+    "target) and delete the rest.",
+)
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted; change nothing.")
 @click.option(
     "--reason",
@@ -30,6 +37,10 @@ def jobs_cleanup(
     target: str | None,
     actor: str | None,
     older_than: int | None,
+    statuses: tuple[str, ...],
+    finished_older_than: int | None,
+    include_kept: bool,
+    keep_last: int | None,
     dry_run: bool,
     reason: str | None,
     socket: Path | None,
@@ -47,6 +58,10 @@ def jobs_cleanup(
             older_than_ms=older_than,
             dry_run=dry_run,
             reason=reason,
+            statuses=list(statuses) or None,  # type: ignore[arg-type] # click.Choice checked it
+            finished_older_than_ms=finished_older_than,
+            keep_last=keep_last,
+            include_kept=include_kept,
         ),
         lambda summary: 0 if summary.complete else EXIT_DEGRADED,
     )
@@ -54,7 +69,6 @@ def jobs_cleanup(
 
 @click.command("jobs-list")
 @filter_options
-@click.option("--status", type=click.Choice(typing.get_args(JobStatus)))
 @click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
 @click.option("--cursor", help="next_cursor from the previous page.")
 @socket_option
@@ -63,7 +77,9 @@ def jobs_list(
     target: str | None,
     actor: str | None,
     older_than: int | None,
-    status: str | None,
+    statuses: tuple[str, ...],
+    finished_older_than: int | None,
+    include_kept: bool,
     limit: int,
     cursor: str | None,
     socket: Path | None,
@@ -76,9 +92,11 @@ def jobs_list(
             target=target,
             actor=actor,
             older_than_ms=older_than,
-            status=status,  # type: ignore[arg-type] # click.Choice checked it
             limit=limit,
             cursor=cursor,
+            statuses=list(statuses) or None,  # type: ignore[arg-type] # click.Choice checked it
+            finished_older_than_ms=finished_older_than,
+            include_kept=include_kept,
         ),
     )
 
@@ -160,4 +178,36 @@ def cleanup_history(
     )
 
 
-COMMANDS = (jobs_cleanup, jobs_list, jobs_submit, stats, health, cleanup_history)
+@click.group("policies", invoke_without_command=True)
+@socket_option
+@click.pass_context
+def policies(ctx: click.Context, socket: Path | None) -> None:
+    """The retention policies: what each selects, when it fires next, its last run (admin).
+
+    The policies come from the service's policies file (HERO_CODESCALERS_POLICIES).
+    """
+    if ctx.invoked_subcommand is None:
+        call_and_print(socket, lambda c: c.retention_list())
+
+
+@policies.command("run")
+@click.argument("name")
+@click.option("--dry-run", is_flag=True, help="Show what it would delete; change nothing.")
+@click.option(
+    "--reason",
+    help=f"Why (one line, at most {REASON_MAX_LENGTH} characters): logged and kept in the history.",
+)
+@socket_option
+def policies_run(name: str, dry_run: bool, reason: str | None, socket: Path | None) -> None:
+    """Run the policy NAME now, enabled or not; its schedule does not change (admin).
+
+    Exits 4 when the run stopped short (`complete: false`).
+    """
+    call_and_print(
+        socket,
+        lambda c: c.retention_run(name=name, dry_run=dry_run, reason=reason),
+        lambda summary: 0 if summary.complete else EXIT_DEGRADED,
+    )
+
+
+COMMANDS = (jobs_cleanup, jobs_list, jobs_submit, stats, health, cleanup_history, policies)

@@ -1,18 +1,22 @@
 """The options several commands share, and the duration they parse.
 
 `--socket` of the client commands, their job filters (`--kind`, `--target`,
-`--actor`, `--older-than`), the simulators' `--seed`, and the DURATION type
-(`90s`, `15m`, `12h`, `7d`) that `--older-than` takes.
+`--actor`, `--older-than`, `--status`, `--finished-older-than`, `--include-kept`),
+the simulators' `--seed`, and the DURATION type (`90s`, `15m`, `12h`, `7d`) that
+`--older-than` and `--finished-older-than` take.
 """
 
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
+
+from ..tags import JobStatus
 
 _DURATION = re.compile(r"^(\d{1,15})(ms|s|m|h|d)?$")
 _UNIT_MS = {None: 1, "ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -57,6 +61,24 @@ def filter_options(fn: Any) -> Any:
                 "--older-than",
                 type=Duration(),
                 help="Only jobs created at least this long ago: N or Nms, Ns, Nm, Nh, Nd.",
+            ),
+            click.option(
+                "--status",
+                "statuses",
+                multiple=True,
+                type=click.Choice(typing.get_args(JobStatus)),
+                help="Only jobs in this status; repeat for several [default: any status].",
+            ),
+            click.option(
+                "--finished-older-than",
+                type=Duration(),
+                help="Only jobs that finished (succeeded, failed, cancelled) at least this "
+                "long ago; a job without a finish time never matches.",
+            ),
+            click.option(
+                "--include-kept",
+                is_flag=True,
+                help="Also select jobs tagged codescaler_keep (left out by default).",
             ),
         )
     ):

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
@@ -84,15 +86,23 @@ def _settings(**overrides: Any) -> tuple[Settings, set[str]]:
     help="Directory of the state database [env HERO_CODESCALERS_STATE_DIR; "
     "default ~/hero/var/hero_codescalers].",
 )
+@click.option(
+    "--policies",
+    type=click.Path(path_type=Path),
+    help="Retention policies file (TOML) [env HERO_CODESCALERS_POLICIES; default none: "
+    "no policy runs]. SIGHUP reads it again.",
+)
 def serve(**options: Any) -> None:
     """Run the service on its Unix socket until SIGINT or SIGTERM.
 
     Under systemd it takes the socket of its .socket unit (socket activation)
     and reports READY=1 and STOPPING=1 (Type=notify). A state database that
     cannot be opened, is damaged or has a newer schema stops the start with
-    one line (exit 2).
+    one line (exit 2); so does a policies file with a mistake. SIGHUP
+    (`systemctl reload`) reads the policies file and the token file again.
     """
-    from ..state import StateUnusable  # noqa: PLC0415 -- keeps client commands light
+    from ..retention import PolicyFileError  # noqa: PLC0415 -- keeps client commands light
+    from ..state import StateUnusable  # noqa: PLC0415
     from ..unixsock import SocketInUse  # noqa: PLC0415
 
     settings, from_flags = _settings(**options)
@@ -112,7 +122,7 @@ def serve(**options: Any) -> None:
         asyncio.run(_serve(settings, from_flags))
     except ConfigError as exc:
         config_exit([exc])
-    except StateUnusable as exc:
+    except (StateUnusable, PolicyFileError) as exc:
         click.echo(f"hero_codescalers: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     except SocketInUse as exc:
@@ -209,17 +219,27 @@ def dev(seed_jobs: int) -> None:
 
     Both use the sockets under $HERO_SOCKET_DIR (default ~/hero/var/sockets), so
     the CLI, curl and the SDK find them with the same variable. You (this uid)
-    are an admin of this service. The two logs go to this terminal.
+    are an admin of this service. The two logs go to this terminal. Unless
+    HERO_CODESCALERS_POLICIES names a file, the service has one retention policy,
+    `user-week`, disabled: `policies run user-week --dry-run` tries it.
     """
+    from ..examples import POLICIES  # noqa: PLC0415 -- keeps other commands light
+
     settings, _ = _settings()
     me = [sys.executable, "-m", "hero_codescalers"]
+    scratch = Path(tempfile.mkdtemp(prefix="hero_codescalers-dev-"))
+    if settings.policies is None:
+        (scratch / "policies.toml").write_text(POLICIES)
+        policies_flag = ["--policies", os.fspath(scratch / "policies.toml")]
+    else:
+        policies_flag = []
     env = {**os.environ, "HERO_SOCKET_DIR": os.fspath(settings.socket_dir)}
     click.echo(f"export HERO_SOCKET_DIR={settings.socket_dir}", err=True)
     simulator_cmd = [*me, "simulator", "--seed", str(seed_jobs)]
     children = [subprocess.Popen(simulator_cmd, env=env)]  # noqa: S603 -- this program itself
     try:
         if _wait_until_live(settings.hero_proc_socket, children[0]):
-            serve_cmd = [*me, "serve", "--admin-uid", str(os.getuid())]
+            serve_cmd = [*me, "serve", "--admin-uid", str(os.getuid()), *policies_flag]
             children.append(subprocess.Popen(serve_cmd, env=env))  # noqa: S603 -- as above
         code = _run_until_stopped(children)
     finally:
@@ -227,6 +247,7 @@ def dev(seed_jobs: int) -> None:
             if child.poll() is None:
                 child.kill()
                 child.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
     sys.exit(code)
 
 

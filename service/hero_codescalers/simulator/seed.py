@@ -1,7 +1,9 @@
 """Deterministic populations for tests, the demo and benchmarks.
 
 A population mixes codescaler jobs (several kinds, actors, targets, statuses and
-ages, some without `created_at_ms`, sharing actions the way repeated inputs do)
+ages, some without `created_at_ms`, sharing actions the way repeated inputs do;
+a job in a terminal status finished some minutes to hours after it was created,
+one without a creation time has no `finished_at_ms` either)
 with jobs a cleanup must never touch: other services' jobs and jobs whose tags
 only look like codescaler tags.
 """
@@ -21,6 +23,8 @@ TARGETS = ("web", "db", "router", None)
 STATUS_WEIGHTS = {"succeeded": 50, "failed": 15, "cancelled": 10, "running": 15, "pending": 10}
 DAY_MS = 86_400_000
 MAX_AGE_MS = 30 * DAY_MS
+MAX_RUN_MS = 6 * 3_600_000  # how long a finished job ran, at most
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 # Tags of jobs that are not codescaler jobs but that a prefix match on
 # "codescaler" (or on a kind tag) would return.
 LOOKALIKE_TAGS = (
@@ -67,6 +71,9 @@ def seed_population(
 ) -> Population:
     """Add jobs to `store`; the same arguments always make the same population."""
     rng = random.Random(rng_seed)
+    # Run times come from a generator of their own, so that adding them changed no
+    # other draw: the same seed still gives the same jobs, statuses and ages.
+    runs = random.Random(rng_seed + 1)
     now = now_ms() if now is None else now
     inputs = max(1, codescaler // JOBS_PER_ACTION)
     for _ in range(codescaler):
@@ -79,20 +86,21 @@ def seed_population(
         _job(
             store,
             rng,
+            runs,
             name,
             job_tags(rng.choice(ACTORS), rng.choice(TARGETS)),
-            now,
+            now=now,
         )
     for i in range(unrelated):
         name = f"other_service_{i % 7}"
         tags = UNRELATED_TAGS[i % len(UNRELATED_TAGS)]
         _action(store, name, "other", tags, now)
-        _job(store, rng, name, [], now)
+        _job(store, rng, runs, name, [], now=now)
     for i in range(lookalike):
         tags = LOOKALIKE_TAGS[i % len(LOOKALIKE_TAGS)]
         name = f"lookalike_{i % len(LOOKALIKE_TAGS)}"
         _action(store, name, "lookalike", tags, now)
-        _job(store, rng, name, [], now)
+        _job(store, rng, runs, name, [], now=now)
     return Population(codescaler, unrelated, lookalike)
 
 
@@ -102,7 +110,26 @@ def _action(store: Store, name: str, script: str, tags: list[str], now: int) -> 
         store.actions[(name, None)]["created_at_ms"] = now
 
 
-def _job(store: Store, rng: random.Random, action: str, tags: list[str], now: int) -> None:
+def _job(
+    store: Store,
+    rng: random.Random,
+    runs: random.Random,
+    action: str,
+    tags: list[str],
+    *,
+    now: int,
+) -> None:
     created = None if rng.random() < 0.05 else now - rng.randrange(MAX_AGE_MS)
     status = rng.choices(_STATUSES, _WEIGHTS)[0]
-    store.job_create({"action": action, "tags": tags, "status": status, "created_at_ms": created})
+    finished = None
+    if status in TERMINAL and created is not None:
+        finished = min(now, created + runs.randrange(60_000, MAX_RUN_MS))
+    store.job_create(
+        {
+            "action": action,
+            "tags": tags,
+            "status": status,
+            "created_at_ms": created,
+            "finished_at_ms": finished,
+        }
+    )

@@ -157,7 +157,9 @@ class Store:
     # jobs ------------------------------------------------------------------
 
     def job_create(self, params: dict[str, Any]) -> dict[str, Any]:
-        """`job.create`, with the simulator's `status` and `created_at_ms` extensions."""
+        """`job.create`, with the simulator's `status`, `created_at_ms` and `finished_at_ms`
+        extensions (a terminal status without `finished_at_ms` gets the creation time; an
+        explicit null, or any value, is kept as given: tests seed odd jobs with it)."""
         key = (_req_str(params, "action"), _opt_str(params, "context"))
         action = self.actions.get(key)
         if action is None:
@@ -166,6 +168,10 @@ class Store:
         if status not in STATUSES:
             raise _invalid(f"status must be one of {', '.join(STATUSES)}")
         created = _opt_int(params, "created_at_ms") if "created_at_ms" in params else now_ms()
+        if "finished_at_ms" in params:
+            finished = _opt_int(params, "finished_at_ms")
+        else:
+            finished = None if status in ACTIVE_STATUSES else created
         extra = _str_list(params.get("tags"), "tags")
         job_id = self.next_id
         self.next_id += 1
@@ -176,7 +182,7 @@ class Store:
             "tags": [*action["spec"]["tags"], *extra],
             "status": status,
             "created_at_ms": created,
-            "finished_at_ms": None if status in ACTIVE_STATUSES else created,
+            "finished_at_ms": finished,
         }
         self.refs[_ref(*key)] += 1
         for prefix, members in self.by_prefix.items():
@@ -199,11 +205,13 @@ class Store:
             members = self._tagged(tag)
             page = itertools.islice(members, offset, offset + limit)
             return [self.jobs[job_id] for job_id in page]
+        # By tag, the index gives the candidates (in id order); the rest are checked.
+        jobs = self.jobs
+        candidates = (jobs[i] for i in self._tagged(tag)) if tag is not None else jobs.values()
         found = (
             j
-            for j in self.jobs.values()
-            if (tag is None or _has_prefix(j["tags"], tag))
-            and (status is None or j["status"] == status)
+            for j in candidates
+            if (status is None or j["status"] == status)
             and (action is None or j["action_id"] == action)
         )
         return _slice(found, offset, limit)

@@ -200,3 +200,16 @@ def last_finished(connection: sqlite3.Connection) -> list[dict[str, Any]]:
             "AND outcome != 'skipped' GROUP BY policy)"
         )
     )
+
+
+def fires(connection: sqlite3.Connection) -> dict[str, int]:
+    """When each retention policy last fired (milliseconds)."""
+    return dict(connection.execute("SELECT policy, fired_at_ms FROM fires").fetchall())
+
+
+def fired(connection: sqlite3.Connection, policy: str, at_ms: int) -> None:
+    connection.execute(
+        "INSERT INTO fires (policy, fired_at_ms) VALUES (?, ?) "
+        "ON CONFLICT (policy) DO UPDATE SET fired_at_ms = excluded.fired_at_ms",
+        (policy, at_ms),
+    )

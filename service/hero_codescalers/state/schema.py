@@ -9,6 +9,7 @@ transaction as the version bump: a crash leaves the old version or the new one.
 Migration 1 (on an empty file) sets `auto_vacuum = INCREMENTAL` first, which
 SQLite honours only before the first table exists: the pages that history
 retention frees are then given back with `PRAGMA incremental_vacuum`.
+Migration 2 adds `fires`, when each retention policy last fired.
 """
 
 from __future__ import annotations
@@ -48,6 +49,15 @@ CREATE TABLE leases (
 )
 """
 
+# When each retention policy last fired (a run started, or was found to be due while
+# another run held the lock, see retention/scheduler.py): a restart derives "due" from it.
+_FIRES = """
+CREATE TABLE fires (
+    policy TEXT PRIMARY KEY,
+    fired_at_ms INTEGER NOT NULL
+)
+"""
+
 # The statements of each migration, one statement a string (a transaction cannot run
 # a script); MIGRATIONS[0] makes version 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -57,5 +67,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX runs_open ON runs (holder) WHERE outcome IS NULL",
         _LEASES,
     ),
+    (_FIRES,),
 )
 LATEST = len(MIGRATIONS)

@@ -162,3 +162,11 @@ class State:
 
     async def last_finished(self) -> list[dict[str, Any]]:
         return await self.database.read(runs.last_finished)
+
+    async def fires(self) -> dict[str, int]:
+        """When each retention policy last fired."""
+        return await self.database.read(runs.fires)
+
+    async def fired(self, policy: str, at_ms: int) -> None:
+        """Persist that `policy` fired at `at_ms` (before its run starts)."""
+        await self.database.write(lambda c: runs.fired(c, policy, at_ms))
