@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -86,3 +89,35 @@ def test_output_is_json_with_id_lists_on_one_line() -> None:
     text = render_json(value)
     assert json.loads(text) == value
     assert '  "job_ids": [1, 2],' in text.splitlines()
+
+
+def test_help_documents_the_exit_statuses_and_output() -> None:
+    """`hero_codescalers --help` lists every exit status, and the commands that print
+    results take --output table|json."""
+    result = CliRunner().invoke(main, ["--help"])
+    statuses = re.findall(r"^\s+(\d+)\s{2,}", result.output, re.MULTILINE)
+    assert statuses == ["0", "1", "2", "3", "4", "130"]
+    for command in (
+        ["jobs-list"],
+        ["stats"],
+        ["cleanup-history"],
+        ["policies"],
+        ["jobs-cleanup"],
+        ["policies", "run"],
+    ):
+        text = CliRunner().invoke(main, [*command, "--help"]).output
+        assert "--output [table|json]" in text, command
+
+
+def test_help_does_not_load_the_tables() -> None:
+    """--help never imports the tables (nor rich's progress): they load only to print for
+    people. (structlog itself loads rich's console when rich is installed.)"""
+    code = (
+        "import sys; from click.testing import CliRunner; from hero_codescalers.cli import main; "
+        "CliRunner().invoke(main, ['jobs-cleanup', '--help']); "
+        "print(sorted({'hero_codescalers.cli.tables', 'rich.progress'} & set(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
