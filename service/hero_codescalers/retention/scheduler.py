@@ -272,7 +272,7 @@ class Scheduler:
         peer_pid: int | None = None,
     ) -> CleanupSummary:
         return await self.engine.cleanup(
-            policy.selector(self.clock.now_ms()),
+            policy.selector(self.engine.clock()),  # the age cutoffs as a caller's run has them
             dry_run=dry_run,
             params=policy.params(),
             policy=policy.name,
