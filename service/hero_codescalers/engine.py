@@ -357,7 +357,9 @@ class Engine:
         summary = tally.summary(duration, run_id=run.start.run_id)
         if outcome is None:
             outcome = "ok" if summary.complete and not summary.errors else "partial"
-        counts = summary.model_dump(exclude=_LISTS | {"run_id", "dry_run"} | set(fields))
+        counts = summary.model_dump(
+            exclude=_LISTS | {"run_id", "dry_run", "ids_omitted"} | set(fields)
+        )
         logger = log.info if outcome in ("ok", "partial") else log.warning
         event = "cleanup_cancelled" if outcome == "cancelled" else "cleanup_finished"
         logger(
