@@ -177,12 +177,17 @@ def _group(tags: tuple[str, ...]) -> Group:
     return lab.kind, lab.actor, lab.target
 
 
-def recency(job: Job) -> tuple[int, int]:
+Recency = tuple[bool, int, int]
+
+
+def recency(job: Job) -> Recency:
     """How new a job is, for `keep_last`: a later `created_at_ms` is newer, and between equal
     times the larger id (ids only grow); a job without `created_at_ms` is older than any job
-    with one."""
+    with one (whatever that time, 0 or below included)."""
     created = job.created_at_ms
-    return (-1 if created is None else created), job.id
+    if created is None:
+        return False, 0, job.id
+    return True, created, job.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +216,7 @@ class Selector:
     finished_before_ms: int | None = None
     include_kept: bool = False
     keep_last: int | None = None
-    kept_from: Mapping[Group, tuple[int, int]] | None = None
+    kept_from: Mapping[Group, Recency] | None = None
     job_ids: frozenset[int] | None = None
 
     @classmethod
@@ -292,7 +297,7 @@ class Selector:
         """The selection before `keep_last`: what its groups are ranked among."""
         return replace(self, keep_last=None, kept_from=None, job_ids=None)
 
-    def keeping(self, kept_from: Mapping[Group, tuple[int, int]]) -> Selector:
+    def keeping(self, kept_from: Mapping[Group, Recency]) -> Selector:
         """This selector once `keep_last` is resolved (see the class docstring)."""
         return replace(self, kept_from=kept_from)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from hero_codescalers.transport import reload
 from ..conftest import Caller, ServiceFactory
 from .population import DAY, NOW, add_job
 from .test_processes import command, service_env
-from .test_state import HoldListing
+from .test_state import HoldListing, metrics_text
 
 POLICY = """\
 [policies.finished]
@@ -235,6 +236,14 @@ async def test_a_policy_every_two_seconds_fires_again_and_again(
         second = await proc.wait_for("cleanup_finished")
         assert first["policy"] == second["policy"] == "often"
         assert first["run_id"] != second["run_id"]
+        metrics = await metrics_text(sock_dir / "hero_codescalers" / "rpc.sock")
+        fired = re.search(
+            r'^hero_codescalers_policy_fires_total\{event="scheduled",policy="often"\} (\S+)$',
+            metrics,
+            re.MULTILINE,
+        )
+        assert fired is not None
+        assert float(fired.group(1)) >= 2
         assert await proc.stop() == 0
 
 
