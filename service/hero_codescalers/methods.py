@@ -5,6 +5,10 @@ read. Calls of it share one walk while it runs (single flight), and its result
 is reused for `stats_reuse_s` seconds (2 by default, 0 for never); a cleanup or
 a submission through this service discards it, so that a caller never sees
 counts older than its own change.
+
+Above 350 lines because each method's docstring is its description in the
+OpenRPC document (and the SDK's): the handlers are a few lines each, their
+documentation is most of the file.
 """
 
 from __future__ import annotations
