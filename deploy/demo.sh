@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole job, end to end: a seeded hero_proc simulator, the service in front
-# of it, a dry run and a real cleanup through the CLI, a retention policy firing
-# every two seconds, a full cleanup through curl, the history read back after a
-# restart, then both shut down with nothing left behind. Run by `make demo`, as root or any other user:
-# the service makes the demo's own uid an admin (--admin-uid).
+# of it, a dry run, a preview applied exactly and a real cleanup through the CLI,
+# a retention policy firing every two seconds, a full cleanup through curl, the
+# history read back after a restart, then both shut down with nothing left
+# behind. Run by `make demo`, as root or any other user: the service makes the
+# demo's own uid an admin (--admin-uid).
 set -euo pipefail
 
 BIN=${BIN:-.venv/bin}
@@ -96,6 +97,17 @@ show "$HC" stats
 
 step "Dry run: alice's jobs older than a week (nothing changes)"
 show "$HC" jobs-cleanup --actor alice --older-than 7d --dry-run
+
+step "Preview, then apply exactly that: bob's template jobs (the preview answers a plan_id)"
+printf '$ %q jobs-cleanup --actor bob --kind template --dry-run\n' "$HC"
+preview=$("$HC" jobs-cleanup --actor bob --kind template --dry-run)
+echo "$preview"
+plan=$(printf '%s' "$preview" | "$BIN/python" -c 'import json, sys; print(json.load(sys.stdin)["plan_id"])')
+echo "# meanwhile bob submits another template job: it matches the filters, not the plan"
+show "$HC" jobs-submit --kind template --actor bob --script "render --template invoice"
+show "$HC" jobs-cleanup --plan "$plan" --reason "demo: bob's preview, approved"
+echo "# left of bob's template jobs: only the one submitted after the preview"
+show "$HC" jobs-list --actor bob --kind template
 
 step "Real cleanup through the CLI: every job of kind 'user', with the reason the history keeps"
 show "$HC" jobs-cleanup --kind user --reason "demo: retire the user jobs"

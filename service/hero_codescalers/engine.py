@@ -29,7 +29,14 @@ import structlog
 from . import __version__, reads
 from .cleanup import CleanupRun
 from .cleanup.tally import Tally
-from .errors import CleanupRunning, HeroProcError, NotFound, RunFailed, StateUnavailable
+from .errors import (
+    CleanupRunning,
+    HeroProcError,
+    NotFound,
+    PlanUnusable,
+    RunFailed,
+    StateUnavailable,
+)
 from .heroproc import MAX_LIMIT, HeroProcClient
 from .models import (
     CleanupSummary,
@@ -41,14 +48,15 @@ from .models import (
     StatsResult,
     SubmitResult,
 )
-from .state import RunStart, State
+from .state import Plan, RunStart, State
 from .tags import Selector, action_name, action_tags, job_tags
+from .tuning import PLAN_LIFETIME_S
 
 log = structlog.get_logger(__name__)
 
 HEALTH_TIMEOUT = 1.0  # system.health answers within this, whatever hero_proc does (README)
 # Summary fields that hold one entry per job or action: counted, not logged.
-_LISTS = {"job_ids", "action_ids", "errors", "foreign_action_ids"}
+_LISTS = {"job_ids", "action_ids", "errors", "foreign_action_ids", "actions_in_use_ids"}
 
 
 def now_ms() -> int:
@@ -92,6 +100,8 @@ class _Run:
     start: RunStart
     recorded: bool = False
     problem: str | None = None  # set when its record or lease cannot be kept up
+    plan_at_ms: int | None = None  # a dry run that writes its plan: its cutoffs' time
+    applying: str | None = None  # the plan the run applies
 
 
 class Engine:
@@ -120,6 +130,7 @@ class Engine:
         self._cleanup_lock = asyncio.Lock()
         self._current: str | None = None  # the id of the run holding the lock
         self._detached: set[asyncio.Task[CleanupSummary]] = set()
+        self.plan_lifetime_ms = PLAN_LIFETIME_S * 1000
 
     @property
     def cleanup_running(self) -> bool:
@@ -141,10 +152,18 @@ class Engine:
         peer_pid: int | None = None,
         policy: str | None = None,
         sweep_orphans: bool = False,
+        max_jobs: int | None = None,
+        plan_at_ms: int | None = None,
+        applying: str | None = None,
     ) -> CleanupSummary:
         """Run one cleanup; CleanupRunning at once if another one holds the lock (in this
         process, or the lease in another), StateUnavailable for a real run when the state
         database cannot be written (nothing is deleted without a record).
+
+        `max_jobs` bounds the jobs it matches. A dry run given `plan_at_ms` (the time its
+        selector's cutoffs were taken) writes its plan: `params` and the jobs it matched.
+        `applying` is the plan a real run applies (its selector `within` the plan's jobs):
+        marked applied as the run is recorded, PlanUnusable when it cannot be.
 
         The run is its own task: if the caller goes away (its call is cancelled), the
         run goes on to its end or its deadline and is recorded. Only the service's
@@ -163,10 +182,12 @@ class Engine:
                 policy=policy,
                 peer_uid=peer_uid,
                 peer_pid=peer_pid,
-            )
+            ),
+            plan_at_ms=plan_at_ms if dry_run else None,
+            applying=applying,
         )
         self._current = run.start.run_id
-        task = asyncio.create_task(self._cleanup(run, selector, sweep_orphans))
+        task = asyncio.create_task(self._cleanup(run, selector, sweep_orphans, max_jobs))
         # Released when the run's task ends, however it ends (even cancelled unstarted).
         task.add_done_callback(lambda _: self._release())
         try:
@@ -183,7 +204,9 @@ class Engine:
         self._current = None
         self._cleanup_lock.release()
 
-    async def _cleanup(self, run: _Run, selector: Selector, sweep_orphans: bool) -> CleanupSummary:
+    async def _cleanup(
+        self, run: _Run, selector: Selector, sweep_orphans: bool, max_jobs: int | None
+    ) -> CleanupSummary:
         start = run.start
         fields = {"run_id": start.run_id, **start.params, "dry_run": start.dry_run}
         if start.reason is not None:
@@ -202,8 +225,10 @@ class Engine:
             halt=lambda: self._halt(deadline, run),
             progress=(lambda tally: self._checkpoint(run, tally, fields)) if run.recorded else None,
             sweep_orphans=sweep_orphans and not start.dry_run,
+            max_jobs=max_jobs,
         )
         tally = work.tally
+        tally.plan_id = run.applying
         renewal = asyncio.create_task(self._renew(run)) if run.recorded else None
         try:
             await work.run()
@@ -223,13 +248,38 @@ class Engine:
         finally:
             if renewal is not None:
                 renewal.cancel()
+        if run.plan_at_ms is not None and run.recorded:
+            await self._save_plan(run, tally, run.plan_at_ms)
         return await self._finish(run, tally, t0, fields)
+
+    async def _save_plan(self, run: _Run, tally: Tally, at_ms: int) -> None:
+        """Keep a dry run's plan: its selection (cutoffs taken at `at_ms`) and the jobs it
+        matched. A database that cannot be written leaves the dry run without a plan
+        (`plan_id` null), logged."""
+        plan_id = secrets.token_hex(8)
+        expires = at_ms + self.plan_lifetime_ms
+        try:
+            await self.state.save_plan(
+                plan_id,
+                run_id=run.start.run_id,
+                params=run.start.params,
+                created_at_ms=at_ms,
+                expires_at_ms=expires,
+                job_ids=tally.job_ids,
+            )
+        except StateUnavailable as exc:
+            log.warning("cleanup_plan_not_kept", run_id=run.start.run_id, error=exc.reason)
+            return
+        tally.plan_id, tally.plan_expires_at_ms = plan_id, expires
 
     async def _record_start(self, run: _Run, fields: dict[str, Any]) -> None:
         """Take the lease and write the run's record before it does anything. A real run
         that cannot be recorded is refused (StateUnavailable); a dry run goes on unrecorded."""
         try:
-            cut = await self.state.begin(run.start)
+            cut = await self.state.begin(run.start, applying=run.applying)
+        except PlanUnusable as exc:
+            log.warning("cleanup_refused", **fields, error=exc.detail)
+            raise
         except StateUnavailable as exc:
             if not run.start.dry_run:
                 log.warning("cleanup_refused", **fields, path=exc.path, error=exc.reason)
@@ -278,6 +328,12 @@ class Engine:
         duration = int((time.monotonic() - t0) * 1000)
         counts = tally.counts()
         logger("cleanup_failed", **fields, error=error, duration_ms=duration, **counts)
+        if run.applying is not None and run.recorded and not tally.job_ids:
+            # Failed before it matched any job: nothing of the plan was done, give it back.
+            try:
+                await self.state.unapply(run.applying, run.start.run_id)
+            except StateUnavailable as exc:
+                log.error("cleanup_plan_not_given_back", plan_id=run.applying, error=exc.reason)
         await self._record_end(
             run,
             "error",
@@ -301,7 +357,9 @@ class Engine:
         summary = tally.summary(duration, run_id=run.start.run_id)
         if outcome is None:
             outcome = "ok" if summary.complete and not summary.errors else "partial"
-        counts = summary.model_dump(exclude=_LISTS | {"run_id", "dry_run"})
+        counts = summary.model_dump(
+            exclude=_LISTS | {"run_id", "dry_run", "ids_omitted"} | set(fields)
+        )
         logger = log.info if outcome in ("ok", "partial") else log.warning
         event = "cleanup_cancelled" if outcome == "cancelled" else "cleanup_finished"
         logger(
@@ -380,6 +438,7 @@ class Engine:
             for old in await self.state.sweep():
                 log.warning("cleanup_interrupted", run_id=old["run_id"], **old["counts"])
             pruned = await self.state.prune(self.history_days * 86_400_000)
+            plan_jobs, plans = await self.state.prune_plans(self.history_days * 86_400_000)
         except StateUnavailable as exc:
             log.warning(
                 "state_read_only",
@@ -390,6 +449,12 @@ class Engine:
             return
         if pruned:
             log.info("history_pruned", runs=pruned, older_than_days=self.history_days)
+        if plan_jobs or plans:
+            log.info("plans_pruned", plan_jobs=plan_jobs, plans=plans)
+
+    async def plan(self, plan_id: str) -> Plan:
+        """The plan of a dry run, with its jobs; PlanUnusable when it cannot be applied."""
+        return await self.state.plan(plan_id)
 
     async def history(
         self,

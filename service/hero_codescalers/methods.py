@@ -145,9 +145,13 @@ def _services(ctx: CallContext) -> Services:
     return services
 
 
-def selector(ctx: CallContext, params: CleanupParams | ListParams) -> Selector:
-    """The exact selection params mean, the age cutoffs taken from the engine's clock."""
-    now = _services(ctx).engine.clock()
+def selector(
+    ctx: CallContext, params: CleanupParams | ListParams, *, now: int | None = None
+) -> Selector:
+    """The exact selection params mean, the age cutoffs taken at `now` (by default the
+    engine's clock)."""
+    if now is None:
+        now = _services(ctx).engine.clock()
 
     def cutoff(age_ms: int | None) -> int | None:
         return None if age_ms is None else now - age_ms
@@ -264,7 +268,14 @@ async def stats(ctx: CallContext, params: NoParams) -> StatsResult:
     summary="Delete codescaler jobs and their actions (admin)",
     admin=True,
     mutates=True,
-    errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED, e.CLEANUP_RUNNING, e.STATE_UNAVAILABLE, *UPSTREAM),
+    errors=(
+        e.INVALID_PARAMS,
+        e.ADMIN_REQUIRED,
+        e.CLEANUP_RUNNING,
+        e.STATE_UNAVAILABLE,
+        e.PLAN_UNUSABLE,
+        *UPSTREAM,
+    ),
     examples=ex.CLEANUP,
 )
 async def jobs_cleanup(ctx: CallContext, params: CleanupParams) -> CleanupSummary:
@@ -274,29 +285,58 @@ async def jobs_cleanup(ctx: CallContext, params: CleanupParams) -> CleanupSummar
     `finished_older_than_ms` ago), except jobs tagged `codescaler_keep` unless
     `include_kept`, and, with `keep_last`, the newest N of each (kind, actor, target)
     group among those. It deletes them with `force`, then each codescaler action of
-    those jobs, best effort: an action still used by another job stays and is reported
-    in `errors`. Already gone counts as done. One cleanup runs at a time, also across
-    the service processes of one state directory. With `dry_run` nothing changes. The
-    run is recorded in the state database before it deletes anything (with `reason`,
-    the caller's uid and pid); a real run is refused (-32013) when that record cannot
-    be written. A real run without any filter (`include_kept` aside) ends with the
-    orphan-action sweep: codescaler actions that no job references any more (left by
-    a run cut short) are deleted too (`orphan_actions_deleted`)."""
-    given = params.model_dump(exclude_defaults=True, exclude={"dry_run", "reason"})
+    those jobs, best effort: an action still used by another job stays (counted in
+    `actions_in_use`, listed in `actions_in_use_ids`: not an error). Already gone
+    counts as done. One cleanup runs at a time, also across the service processes of
+    one state directory. With `dry_run` nothing changes, and the answer's `plan_id`
+    names the plan of what it found: `jobs.cleanup {plan_id}` (alone, or with `reason`
+    and `ids`) then deletes only the jobs of that plan that still exist and still
+    match its filters, never one created since; a plan is applied once, within an
+    hour (-32014 with `data.reason` unknown, expired or applied otherwise).
+    `max_jobs` stops the run after that many matched jobs (`has_more` says whether
+    more remain). `ids: false` leaves the summary's id lists empty. The run is
+    recorded in the state database before it deletes anything (with `reason`, the
+    caller's uid and pid); a real run is refused (-32013) when that record cannot be
+    written. A real run without any selection (`include_kept` aside: no filter, no
+    `max_jobs`, no plan) ends with the orphan-action sweep: codescaler actions that
+    no job references any more (left by a run cut short) are deleted too
+    (`orphan_actions_deleted`)."""
+    given = params.model_dump(exclude_defaults=True, exclude={"dry_run", "reason", "ids"})
     services = _services(ctx)
+    engine = services.engine
+    now = engine.clock()
+    applying = None
+    if params.plan_id is not None:
+        others = sorted(set(given) - {"plan_id"} | ({"dry_run"} if params.dry_run else set()))
+        if others:
+            raise e.InvalidParams(
+                f"plan_id: give it alone (with reason or ids), the plan holds its selection; "
+                f"not with {', '.join(others)}"
+            )
+        plan = await engine.plan(params.plan_id)
+        # The plan's own filters, their cutoffs as the dry run took them, on its jobs only.
+        chosen = selector(ctx, CleanupParams.model_validate(plan.params), now=plan.created_at_ms)
+        chosen = chosen.within(plan.job_ids)
+        applying = plan.plan_id
+    else:
+        chosen = selector(ctx, params, now=now)
     try:
-        return await services.engine.cleanup(
-            selector(ctx, params),
+        summary = await engine.cleanup(
+            chosen,
             dry_run=params.dry_run,
             params=given,
             reason=params.reason,
             peer_uid=ctx.peer.uid,
             peer_pid=ctx.peer.pid,
             sweep_orphans=not set(given) - {"include_kept"},
+            max_jobs=params.max_jobs,
+            plan_at_ms=now,
+            applying=applying,
         )
     finally:
         if not params.dry_run:
             services.changed()
+    return summary if params.ids else without_ids(summary)
 
 
 @registry.method(
@@ -391,3 +431,16 @@ async def retention_run(ctx: CallContext, params: RetentionRunParams) -> Cleanup
     finally:
         if not dry_run:
             services.changed()
+
+
+def without_ids(summary: CleanupSummary) -> CleanupSummary:
+    """`summary` with its id lists empty, saying so (`ids: false`)."""
+    return summary.model_copy(
+        update={
+            "job_ids": [],
+            "action_ids": [],
+            "foreign_action_ids": [],
+            "actions_in_use_ids": [],
+            "ids_omitted": True,
+        }
+    )

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from hero_codescalers.examples import POLICIES, Example, steps
+from hero_codescalers.examples import POLICIES, Example, steps, taken
 from hero_codescalers.methods import registry
 from hero_codescalers.models import NoParams
 from hero_codescalers.registry import CallContext, MethodDef, Registry
@@ -41,11 +41,14 @@ def test_every_method_has_an_example() -> None:
 @pytest.mark.parametrize("ref", sorted(DOCUMENTED))
 async def test_each_example_is_true_in_the_state_it_declares(caller: Caller, ref: str) -> None:
     """Replayed from an empty hero_proc (what it follows first), each call sends the params
-    the document lists, by name, and gets the result the document shows."""
+    the document lists, by name (those it takes from an earlier answer as answered), and
+    gets the result the document shows."""
+    results: dict[str, Any] = {}
     for method, example in steps(registry, ref):
         documented = DOCUMENTED[f"{method}/{example.name}"]
         params = {p["name"]: p["value"] for p in documented["params"]}
-        result = await caller.call(method, params)
+        result = await caller.call(method, {**params, **taken(example, results)})
+        results[f"{method}/{example.name}"] = result
         same(
             documented["result"]["value"],
             result,
@@ -110,6 +113,11 @@ def test_steps_do_not_depend_on_the_order_of_methods() -> None:
             },
             "cycle: a/one -> a/two -> a/one",
             id="cycle",
+        ),
+        pytest.param(
+            {"a": (Example("zero", {}, None), Example("one", {}, None, takes=(("p", "a/zero"),)))},
+            "a/one takes p from a/zero, which it does not follow",
+            id="takes-from-an-example-not-followed",
         ),
     ],
 )

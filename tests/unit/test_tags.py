@@ -244,6 +244,21 @@ def test_a_job_without_a_creation_time_is_older_than_any_with_one(created: int) 
     assert recency(job(SCOPED, created, job_id=1)) < recency(job(SCOPED, created, job_id=2))
 
 
+def test_a_selection_within_a_plan_needs_both_the_plan_and_every_filter() -> None:
+    """`within` narrows to the plan's jobs, each still held to every filter; the plan's
+    candidates for keep_last are all the jobs the filters select, not only its own."""
+    plan = Selector.build(actor="alice").within([1, 3])
+    assert plan.job_ids == frozenset({1, 3})
+    assert plan.matches(job(SCOPED, job_id=1))
+    assert not plan.matches(job(SCOPED, job_id=2))  # not in the plan
+    assert not plan.matches(job(["codescaler", "codescaler_bob"], job_id=3))  # out of scope
+    assert not Selector.build().within([]).matches(job(SCOPED, job_id=1))
+    assert Selector.build().matches(job(SCOPED, job_id=2))  # no plan: any id
+    keeping = Selector.build(keep_last=1).within([1])
+    assert keeping.candidates.job_ids is None
+    assert keeping.candidates.matches(job(SCOPED, job_id=2))
+
+
 def test_labels_read_back_what_the_tags_say() -> None:
     """A submitted job's tags give back its kind, actor and target."""
     tags = [*action_tags("user"), *job_tags("alice", "web")]

@@ -329,6 +329,9 @@ class AsyncClient:
         finished_older_than_ms: int | None = None,
         keep_last: int | None = None,
         include_kept: bool = False,
+        plan_id: str | None = None,
+        max_jobs: int | None = None,
+        ids: bool = True,
         timeout: float | None = None,
     ) -> CleanupSummary:
         """Delete codescaler jobs and their actions (admin)
@@ -339,14 +342,22 @@ class AsyncClient:
         `finished_older_than_ms` ago), except jobs tagged `codescaler_keep` unless
         `include_kept`, and, with `keep_last`, the newest N of each (kind, actor, target)
         group among those. It deletes them with `force`, then each codescaler action of
-        those jobs, best effort: an action still used by another job stays and is reported
-        in `errors`. Already gone counts as done. One cleanup runs at a time, also across
-        the service processes of one state directory. With `dry_run` nothing changes. The
-        run is recorded in the state database before it deletes anything (with `reason`,
-        the caller's uid and pid); a real run is refused (-32013) when that record cannot
-        be written. A real run without any filter (`include_kept` aside) ends with the
-        orphan-action sweep: codescaler actions that no job references any more (left by
-        a run cut short) are deleted too (`orphan_actions_deleted`).
+        those jobs, best effort: an action still used by another job stays (counted in
+        `actions_in_use`, listed in `actions_in_use_ids`: not an error). Already gone
+        counts as done. One cleanup runs at a time, also across the service processes of
+        one state directory. With `dry_run` nothing changes, and the answer's `plan_id`
+        names the plan of what it found: `jobs.cleanup {plan_id}` (alone, or with `reason`
+        and `ids`) then deletes only the jobs of that plan that still exist and still
+        match its filters, never one created since; a plan is applied once, within an
+        hour (-32014 with `data.reason` unknown, expired or applied otherwise).
+        `max_jobs` stops the run after that many matched jobs (`has_more` says whether
+        more remain). `ids: false` leaves the summary's id lists empty. The run is
+        recorded in the state database before it deletes anything (with `reason`, the
+        caller's uid and pid); a real run is refused (-32013) when that record cannot be
+        written. A real run without any selection (`include_kept` aside: no filter, no
+        `max_jobs`, no plan) ends with the orphan-action sweep: codescaler actions that
+        no job references any more (left by a run cut short) are deleted too
+        (`orphan_actions_deleted`).
 
         Admin only: uid 0, or an allowed uid or gid.
 
@@ -373,6 +384,15 @@ class AsyncClient:
                 once before it deletes anything; jobs created meanwhile are kept if newer
             include_kept: Also select jobs tagged `codescaler_keep` (kept by an operator);
                 they are left out by default, and a retention policy never selects them
+            plan_id: Apply the plan of a dry run (its `plan_id`): delete only the jobs it
+                listed that still exist and still match its filters, then their actions. Give
+                it alone (with `reason`, `ids`); a plan is applied once, before
+                `plan_expires_at_ms`
+            max_jobs: Stop after this many matched jobs (and their actions); `has_more` says
+                whether more remain. Not an error: the run is complete when all it did
+                succeeded
+            ids: false: leave the id lists of the summary empty (`ids_omitted` true); the
+                counts are the same
             timeout: seconds to wait for the answer (no limit by default)
         """
         result = await self.call(
@@ -389,6 +409,9 @@ class AsyncClient:
                     "finished_older_than_ms": finished_older_than_ms,
                     "keep_last": keep_last,
                     "include_kept": include_kept,
+                    "plan_id": plan_id,
+                    "max_jobs": max_jobs,
+                    "ids": ids,
                 },
                 {
                     "kind": None,
@@ -401,6 +424,9 @@ class AsyncClient:
                     "finished_older_than_ms": None,
                     "keep_last": None,
                     "include_kept": False,
+                    "plan_id": None,
+                    "max_jobs": None,
+                    "ids": True,
                 },
             ),
             timeout=timeout,
@@ -640,6 +666,9 @@ class Client:
         finished_older_than_ms: int | None = None,
         keep_last: int | None = None,
         include_kept: bool = False,
+        plan_id: str | None = None,
+        max_jobs: int | None = None,
+        ids: bool = True,
         timeout: float | None = None,
     ) -> CleanupSummary:
         """Delete codescaler jobs and their actions (admin)"""
@@ -655,6 +684,9 @@ class Client:
                 finished_older_than_ms=finished_older_than_ms,
                 keep_last=keep_last,
                 include_kept=include_kept,
+                plan_id=plan_id,
+                max_jobs=max_jobs,
+                ids=ids,
                 timeout=timeout,
             )
         )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from ..models import KEEP_LAST_MAX, REASON_MAX_LENGTH, Outcome
+from ..models import KEEP_LAST_MAX, MAX_JOBS_MAX, REASON_MAX_LENGTH, Outcome
 from .options import filter_options, socket_option
 from .output import (
     EXIT_ANSWERED_ERROR,
@@ -36,10 +36,28 @@ from .output import (
     help="Of the jobs the other filters select, keep the newest N of each (kind, actor, "
     "target) and delete the rest.",
 )
-@click.option("--dry-run", is_flag=True, help="Show what would be deleted; change nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Show what would be deleted, change nothing; the answer's plan_id applies exactly "
+    "that (--plan).",
+)
 @click.option(
     "--reason",
     help=f"Why (one line, at most {REASON_MAX_LENGTH} characters): logged and kept in the history.",
+)
+@click.option(
+    "--plan",
+    "plan_id",
+    metavar="ID",
+    help="Apply the plan of a dry run (its plan_id): delete only the jobs it listed that "
+    "still exist and still match its filters. Give no filter with it.",
+)
+@click.option(
+    "--max-jobs",
+    type=click.IntRange(1, MAX_JOBS_MAX),
+    metavar="N",
+    help="Stop after N matched jobs; has_more says whether more remain.",
 )
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before a cleanup without any filter.")
 @output_option
@@ -55,26 +73,33 @@ def jobs_cleanup(
     keep_last: int | None,
     dry_run: bool,
     reason: str | None,
+    plan_id: str | None,
+    max_jobs: int | None,
     yes: bool,
     output: str | None,
     socket: Path | None,
 ) -> None:
     """Delete codescaler jobs (and their actions) matching every filter given (admin).
 
+    Preview, then apply exactly that: `--dry-run` answers a plan_id, `--plan ID` deletes
+    the jobs of that plan that still match (within the hour).
+
     On a terminal it prints a compact summary (counts, the first few ids, the run's
     id); otherwise, or with --output json, the whole summary as JSON. A real cleanup
-    without any filter asks first when someone can answer (stdin and stderr on a
-    terminal; --yes does not ask).
+    without any filter (nor plan) asks first when someone can answer (stdin and stderr
+    on a terminal; --yes does not ask).
 
-    Exits 0 when everything selected was deleted or already gone, 4 when the run was
-    partial (stopped short, malformed jobs skipped, a job or action failed for another
-    reason than being in use; `errors` says which), 130 on Ctrl-C.
+    Exits 0 when everything selected was deleted or already gone (also when --max-jobs
+    left more: has_more), 4 when the run was partial (stopped short, malformed jobs
+    skipped, a job or action failed for another reason than being in use; `errors`
+    says which), 130 on Ctrl-C.
     """
     unfiltered = (
         not any(
             (kind, target, actor, older_than is not None, statuses, finished_older_than is not None)
         )
         and keep_last is None
+        and plan_id is None
     )
     if unfiltered and not dry_run and not yes:
         confirm_everything(include_kept)
@@ -92,6 +117,8 @@ def jobs_cleanup(
                 finished_older_than_ms=finished_older_than,
                 keep_last=keep_last,
                 include_kept=include_kept,
+                plan_id=plan_id,
+                max_jobs=max_jobs,
             ),
         )
     except KeyboardInterrupt:

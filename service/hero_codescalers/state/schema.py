@@ -10,6 +10,7 @@ Migration 1 (on an empty file) sets `auto_vacuum = INCREMENTAL` first, which
 SQLite honours only before the first table exists: the pages that history
 retention frees are then given back with `PRAGMA incremental_vacuum`.
 Migration 2 adds `fires`, when each retention policy last fired.
+Migration 3 adds `plans` and `plan_jobs`: the dry runs' plans and the jobs of each.
 """
 
 from __future__ import annotations
@@ -58,6 +59,32 @@ CREATE TABLE fires (
 )
 """
 
+# The plans of dry runs (see plans.py): what each selected (`params`, as jobs.cleanup's,
+# its age cutoffs taken at `created_at_ms`), until when it may be applied, and the run
+# that applied it. Kept as long as the history; the jobs of a plan that expired or was
+# applied are dropped by the housekeeping.
+_PLANS = """
+CREATE TABLE plans (
+    plan_id TEXT PRIMARY KEY,
+    run_id TEXT,
+    params TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    jobs INTEGER NOT NULL,
+    applied_run_id TEXT,
+    applied_at_ms INTEGER
+)
+"""
+
+# The jobs of each plan, by id.
+_PLAN_JOBS = """
+CREATE TABLE plan_jobs (
+    plan_id TEXT NOT NULL,
+    job_id INTEGER NOT NULL,
+    PRIMARY KEY (plan_id, job_id)
+) WITHOUT ROWID
+"""
+
 # The statements of each migration, one statement a string (a transaction cannot run
 # a script); MIGRATIONS[0] makes version 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -68,5 +95,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         _LEASES,
     ),
     (_FIRES,),
+    (_PLANS, "CREATE INDEX plans_created ON plans (created_at_ms)", _PLAN_JOBS),
 )
 LATEST = len(MIGRATIONS)
