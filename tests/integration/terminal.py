@@ -87,7 +87,10 @@ def _take_terminal() -> None:
 
 @asynccontextmanager
 async def terminal(*args: str, env: dict[str, str] | None = None) -> AsyncIterator[Terminal]:
-    """`hero_codescalers *args` on a pty COLUMNS wide."""
+    """`hero_codescalers *args` on a pty COLUMNS wide (the width the kernel tells, not
+    a COLUMNS variable of the test's own environment)."""
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if k not in {"COLUMNS", "LINES"}}
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, COLUMNS, 0, 0))
     try:

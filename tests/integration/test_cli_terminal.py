@@ -303,3 +303,52 @@ async def test_ctrl_c_during_a_foreground_cleanup_exits_130_and_the_run_goes_on(
     assert codescaler_jobs(simulator) == 0
     _, out, _ = await cli("cleanup-history", "--socket", sock)
     assert json.loads(out)["runs"][0]["outcome"] == "ok"
+
+
+# Plans and bounded runs -------------------------------------------------------------------
+
+
+async def test_a_preview_on_a_terminal_names_its_plan_and_the_apply_does_not_ask(
+    simulator: Simulator, service: Service
+) -> None:
+    """The dry run's summary says how to apply its plan; `--plan ID`, without filters,
+    deletes that plan's jobs without a question (the plan was the preview)."""
+    planned = [add_job(simulator.store, actor="alice") for _ in range(3)]
+    sock = str(service.socket)
+    code, screen = await on_terminal("jobs-cleanup", "--dry-run", "--socket", sock)
+    assert code == 0
+    found = re.search(
+        r"^Plan (\S+), until [-0-9: ]+: delete exactly these with --plan \1$",
+        screen,
+        re.MULTILINE,
+    )
+    assert found, screen
+    later = add_job(simulator.store, actor="alice")
+    code, screen = await on_terminal("jobs-cleanup", "--plan", found.group(1), "--socket", sock)
+    assert code == 0, screen
+    assert "[y/N]" not in screen
+    assert "Deleted 3 of 3 matched jobs" in screen
+    assert list(simulator.store.jobs) == [later]
+    assert planned
+
+
+async def test_a_bounded_run_that_leaves_more_says_so_and_exits_0(
+    simulator: Simulator, service: Service
+) -> None:
+    """--max-jobs 2 of 5: two deleted, 'more jobs match' said, exit 0 (the bound was
+    asked for)."""
+    for _ in range(5):
+        add_job(simulator.store, actor="alice")
+    sock = str(service.socket)
+    code, screen = await on_terminal(
+        "jobs-cleanup", "--actor", "alice", "--max-jobs", "2", "--socket", sock
+    )
+    assert code == 0, screen
+    assert "Deleted 2 of 2 matched jobs" in screen
+    assert "More jobs match: the run stopped at its --max-jobs bound; run it again" in screen
+    assert "Partial" not in screen
+    code, out, _ = await cli(
+        "jobs-cleanup", "--actor", "alice", "--max-jobs", "2", "--socket", sock
+    )
+    assert (code, json.loads(out)["has_more"]) == (0, True)
+    assert codescaler_jobs(simulator) == 1

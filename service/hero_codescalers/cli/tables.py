@@ -333,7 +333,7 @@ def _status_line(out: Console, s: Any) -> None:
     plan = getattr(s, "plan_id", None)
     if plan:
         expires = getattr(s, "plan_expires_at_ms", None)
-        until = f" (until {when(expires)})" if expires else ""
+        until = f", until {short(expires)}" if expires else ""
         out.print(f"Plan {plan}{until}: delete exactly these with --plan {plan}")
 
 
