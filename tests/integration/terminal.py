@@ -86,13 +86,15 @@ def _take_terminal() -> None:
 
 
 @asynccontextmanager
-async def terminal(*args: str, env: dict[str, str] | None = None) -> AsyncIterator[Terminal]:
-    """`hero_codescalers *args` on a pty COLUMNS wide (the width the kernel tells, not
+async def terminal(
+    *args: str, env: dict[str, str] | None = None, columns: int = COLUMNS
+) -> AsyncIterator[Terminal]:
+    """`hero_codescalers *args` on a pty `columns` wide (the width the kernel tells, not
     a COLUMNS variable of the test's own environment)."""
     if env is None:
         env = {k: v for k, v in os.environ.items() if k not in {"COLUMNS", "LINES"}}
     master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, COLUMNS, 0, 0))
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
     try:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -120,9 +122,9 @@ async def terminal(*args: str, env: dict[str, str] | None = None) -> AsyncIterat
             os.close(master)
 
 
-async def on_terminal(*args: str, keys: str = "") -> tuple[int, str]:
+async def on_terminal(*args: str, keys: str = "", columns: int = COLUMNS) -> tuple[int, str]:
     """Run the command on a terminal, typing `keys` first; its status and screen."""
-    async with terminal(*args) as term:
+    async with terminal(*args, columns=columns) as term:
         if keys:
             term.type(keys)
         return await term.finish()

@@ -352,3 +352,24 @@ async def test_a_bounded_run_that_leaves_more_says_so_and_exits_0(
     )
     assert (code, json.loads(out)["has_more"]) == (0, True)
     assert codescaler_jobs(simulator) == 1
+
+
+async def test_a_narrow_terminal_wraps_text_and_keeps_ids_whole(
+    simulator: Simulator, service: Service
+) -> None:
+    """On 80 columns the run ids, outcomes and counts of cleanup-history stay whole
+    (the reason wraps), as do the ids and statuses of jobs-list."""
+    sock = str(service.socket)
+    job = add_job(simulator.store, actor="alice", target="t" * 60)
+    await cli("jobs-cleanup", "--dry-run", "--reason", "why " * 30, "--socket", sock)
+    _, out, _ = await cli("cleanup-history", "--socket", sock)
+    [run] = json.loads(out)["runs"]
+    code, screen = await on_terminal("cleanup-history", "--socket", sock, columns=80)
+    assert code == 0
+    assert max(len(line) for line in screen.splitlines()) <= 80
+    row = screen.splitlines()[1].split()
+    assert row[0] == run["run_id"]
+    assert "ok" in row
+    assert "0/1" in row
+    code, screen = await on_terminal("jobs-list", "--socket", sock, columns=80)
+    assert screen.splitlines()[1].split()[:2] == [str(job), "succeeded"]

@@ -121,3 +121,26 @@ def test_help_does_not_load_the_tables() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_table_times_and_durations_read_short() -> None:
+    """Today's times to the second, this year's to the minute, older ones by day; '-' for
+    none. Durations from milliseconds to days."""
+    from datetime import datetime  # noqa: PLC0415
+
+    from hero_codescalers.cli.tables import duration, short  # noqa: PLC0415
+
+    now = datetime(2026, 6, 15, 12, 0, 0).astimezone()
+    ms = int(now.timestamp() * 1000)
+    assert short(ms - 3_600_000, now) == "11:00:00"
+    assert short(ms - 30 * 86_400_000, now) == "05-16 12:00"
+    assert short(ms - 400 * 86_400_000, now) == "2025-05-11"
+    assert short(None, now) == "-"
+    assert [duration(v) for v in (850, 1_200, 184_000, 7_500_000, 277_200_000, None)] == [
+        "850ms",
+        "1.2s",
+        "3m04s",
+        "2h05m",
+        "3d05h",
+        "-",
+    ]

@@ -42,16 +42,6 @@ def table(*columns: str, numbers: tuple[str, ...] = (), keys: tuple[str, ...] = 
     return grid
 
 
-def fit(grid: Table) -> Table:
-    """`grid` with its whole columns (ids, states, numbers) at least as wide as their
-    widest cell, so that a narrow terminal shrinks the others first."""
-    for column in grid.columns:
-        if column.no_wrap:
-            cells = [str(cell) for cell in column.cells]
-            column.min_width = max([len(str(column.header)), *(len(c) for c in cells)])
-    return grid
-
-
 def when(ms: int | None) -> str:
     """A time in milliseconds since the epoch, local, to the second; '-' for none."""
     if ms is None:
@@ -147,7 +137,7 @@ def jobs_table(result: Any) -> None:
             short(job.finished_at_ms),
             job.action_id + (" (kept)" if job.kept else ""),
         )
-    console().print(fit(grid))
+    console().print(grid)
     if result.jobs_skipped_malformed:
         console().print(f"{result.jobs_skipped_malformed:,} malformed jobs skipped", style="yellow")
     _next_page(result, "jobs", "jobs-list")
@@ -167,7 +157,7 @@ def stats_table(result: Any) -> None:
             grid.add_row(
                 kind, count(ours.jobs_by_kind.get(kind)), count(ours.actions_by_kind.get(kind))
             )
-        out.print(fit(grid))
+        out.print(grid)
     if ours.jobs_by_status:
         statuses = ", ".join(f"{s} {count(n)}" for s, n in sorted(ours.jobs_by_status.items()))
         out.print(f"by status: {statuses}")
@@ -225,7 +215,7 @@ def history_table(result: Any) -> None:
             duration(run.duration_ms),
             run.reason or "",
         )
-    console().print(fit(grid))
+    console().print(grid)
     _next_page(result, "runs", "cleanup-history")
 
 
@@ -252,7 +242,7 @@ def policies_table(result: Any) -> None:
             last_text,
         )
     out = console()
-    out.print(fit(grid))
+    out.print(grid)
     switch = "; every run is a dry run (HERO_CODESCALERS_POLICIES_DRY_RUN)"
     out.print(
         f"policies file: {result.file or 'none'}" + (switch if result.dry_run_switch else ""),
