@@ -41,7 +41,7 @@ async def test_jobs_list_prints_a_table_on_a_terminal(
         "ID", "STATUS", "KIND", "ACTOR", "TARGET", "CREATED", "FINISHED", "ACTION"
     ]  # fmt: skip
     assert lines[1].split()[:5] == [str(first), "succeeded", "user", "alice", "web"]
-    assert re.search(r"1 jobs; next page: hero_codescalers jobs-list --cursor \S+", screen)
+    assert re.search(r"1 job; next page: hero_codescalers jobs-list --cursor \S+", screen)
     assert "{" not in screen
     code, screen = await on_terminal(
         "jobs-list", "--actor", "alice", "--status", "failed", "--socket", str(service.socket)
@@ -328,6 +328,8 @@ async def test_a_preview_on_a_terminal_names_its_plan_and_the_apply_does_not_ask
     assert code == 0, screen
     assert "[y/N]" not in screen
     assert "Deleted 3 of 3 matched jobs" in screen
+    assert f"Applied plan {found.group(1)}" in screen
+    assert "--plan" not in screen
     assert list(simulator.store.jobs) == [later]
     assert planned
 

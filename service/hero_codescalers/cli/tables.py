@@ -101,15 +101,14 @@ def first_few(ids: list[Any], total: int | None = None) -> str:
 
 def _next_page(result: Any, noun: str, command: str) -> None:
     out = console()
-    shown = len(getattr(result, noun))
+    shown = plural(len(getattr(result, noun)), noun[:-1])
     if result.next_cursor:
         out.print(
-            f"{shown:,} {noun}; next page: hero_codescalers {command} "
-            f"--cursor {result.next_cursor}",
+            f"{shown}; next page: hero_codescalers {command} --cursor {result.next_cursor}",
             style="dim",
         )
     else:
-        out.print(f"{shown:,} {noun}", style="dim")
+        out.print(shown, style="dim")
 
 
 def jobs_table(result: Any) -> None:
@@ -230,7 +229,7 @@ def policies_table(result: Any) -> None:
         last = policy.last_run
         last_text = Text("never", style="dim")
         if last is not None:
-            last_text = Text(f"{when(last.started_at_ms)} ")
+            last_text = Text(f"{short(last.started_at_ms)} ")
             last_text.append_text(outcome_text(last.outcome))
             last_text.append(f" {count(last.jobs_deleted)} deleted")
         grid.add_row(
@@ -321,10 +320,12 @@ def _status_line(out: Console, s: Any) -> None:
     if getattr(s, "has_more", False):
         out.print("More jobs match: the run stopped at its --max-jobs bound; run it again")
     plan = getattr(s, "plan_id", None)
-    if plan:
+    if plan and s.dry_run:
         expires = getattr(s, "plan_expires_at_ms", None)
         until = f", until {short(expires)}" if expires else ""
         out.print(f"Plan {plan}{until}: delete exactly these with --plan {plan}")
+    elif plan:
+        out.print(f"Applied plan {plan}")
 
 
 def _record_line(out: Console, s: Any) -> None:
