@@ -21,6 +21,8 @@ from .engine import Engine
 from .metrics import Metrics
 from .models import (
     CleanupParams,
+    CleanupStarted,
+    CleanupStatus,
     CleanupSummary,
     HealthResult,
     HistoryParams,
@@ -32,6 +34,7 @@ from .models import (
     PolicyView,
     RetentionListResult,
     RetentionRunParams,
+    RunParams,
     StatsResult,
     SubmitParams,
     SubmitResult,
@@ -277,19 +280,11 @@ async def jobs_cleanup(ctx: CallContext, params: CleanupParams) -> CleanupSummar
     the caller's uid and pid); a real run is refused (-32013) when that record cannot
     be written. A real run without any filter (`include_kept` aside) ends with the
     orphan-action sweep: codescaler actions that no job references any more (left by
-    a run cut short) are deleted too (`orphan_actions_deleted`)."""
-    given = params.model_dump(exclude_defaults=True, exclude={"dry_run", "reason"})
+    a run cut short) are deleted too (`orphan_actions_deleted`). To run it in the
+    background and follow it, call `jobs.cleanup_start` with the same params."""
     services = _services(ctx)
     try:
-        return await services.engine.cleanup(
-            selector(ctx, params),
-            dry_run=params.dry_run,
-            params=given,
-            reason=params.reason,
-            peer_uid=ctx.peer.uid,
-            peer_pid=ctx.peer.pid,
-            sweep_orphans=not set(given) - {"include_kept"},
-        )
+        return await services.engine.cleanup(**cleanup_request(ctx, params))
     finally:
         if not params.dry_run:
             services.changed()
@@ -387,3 +382,85 @@ async def retention_run(ctx: CallContext, params: RetentionRunParams) -> Cleanup
     finally:
         if not dry_run:
             services.changed()
+
+
+def cleanup_request(ctx: CallContext, params: CleanupParams) -> dict[str, Any]:
+    """What `jobs.cleanup` and `jobs.cleanup_start` ask of the engine, alike: the
+    selection, the params as recorded, who asks, and whether the run ends with the
+    orphan-action sweep (a real run without any filter, `include_kept` aside)."""
+    given = params.model_dump(exclude_defaults=True, exclude={"dry_run", "reason"})
+    return {
+        "selector": selector(ctx, params),
+        "dry_run": params.dry_run,
+        "params": given,
+        "reason": params.reason,
+        "peer_uid": ctx.peer.uid,
+        "peer_pid": ctx.peer.pid,
+        "sweep_orphans": not set(given) - {"include_kept"},
+    }
+
+
+@registry.method(
+    "jobs.cleanup_start",
+    summary="Start a cleanup in the background; its run id at once (admin)",
+    admin=True,
+    mutates=True,
+    errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED, e.CLEANUP_RUNNING, e.STATE_UNAVAILABLE),
+    examples=ex.CLEANUP_START,
+)
+async def jobs_cleanup_start(ctx: CallContext, params: CleanupParams) -> CleanupStarted:
+    """Starts the cleanup that `jobs.cleanup` makes with the same params, and answers as
+    soon as the run is recorded, with its `run_id`: the run goes on in the background,
+    to its end or the service's deadline for a cleanup. Follow it with
+    `jobs.cleanup_status` (its summary once done), stop it with `jobs.cleanup_cancel`.
+    It is refused as `jobs.cleanup` is before anything is deleted (-32011 while another
+    run holds the lock, -32013 when the record cannot be written); hero_proc failing
+    later is in its status (outcome `error`, or `partial`). It is a method of its own,
+    not a flag of `jobs.cleanup`, so that each method answers one shape."""
+    services = _services(ctx)
+    request = cleanup_request(ctx, params)
+    on_end = None if params.dry_run else services.changed
+    started = await services.engine.start(**request, on_end=on_end)
+    if on_end is not None:
+        on_end()
+    return started
+
+
+@registry.method(
+    "jobs.cleanup_status",
+    summary="Where a cleanup run stands: phase, counts, rate, time left, summary (admin)",
+    admin=True,
+    errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED),
+    examples=ex.CLEANUP_STATUS,
+)
+async def jobs_cleanup_status(ctx: CallContext, params: RunParams) -> CleanupStatus:
+    """Any cleanup run, background or not, by its `run_id`: its phase (`listing`,
+    `deleting_jobs`, `deleting_actions`, `settling`, `done`), its counts so far, its rate,
+    an estimate of the time left while it lists and deletes jobs, and once done its
+    outcome and, for the last background runs of this service process, its summary. A
+    run this process does not hold in memory (one that ended earlier, a foreground one,
+    one of another process sharing the state directory) is answered from its record
+    (`source: record`). An unknown `run_id` is -32602 naming it."""
+    return await _services(ctx).engine.status(params.run_id)
+
+
+@registry.method(
+    "jobs.cleanup_cancel",
+    summary="Stop a cleanup run at its next step; its partial summary (admin)",
+    admin=True,
+    mutates=True,
+    errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED),
+    examples=ex.CLEANUP_CANCEL,
+)
+async def jobs_cleanup_cancel(ctx: CallContext, params: RunParams) -> CleanupStatus:
+    """Asks the run `run_id` (background or not) to stop at its next step: nothing more
+    is sent to hero_proc, what is in flight is answered, its actions are not attempted,
+    and it ends `cancelled` with a partial summary (its foreground caller gets that
+    summary). Its record says who cancelled it (`cancelled_by`: the caller's uid and
+    pid). Answers its status once it has ended, with its summary, or after 5 seconds
+    with it still stopping (follow it with `jobs.cleanup_status`). A run of another
+    service process sharing the state directory stops at its next checkpoint; a run
+    that has ended is left as it was. An unknown `run_id` is -32602 naming it."""
+    return await _services(ctx).engine.cancel(
+        params.run_id, peer_uid=ctx.peer.uid, peer_pid=ctx.peer.pid
+    )

@@ -34,14 +34,15 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from hero_codescalers.examples import POLICIES, steps
+from hero_codescalers.engine import Engine
+from hero_codescalers.examples import POLICIES, RUN_IDS, steps
 from hero_codescalers.methods import registry
 from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator
-from hero_codescalers.transport import create_app, runner_for
+from hero_codescalers.transport import ENGINE, create_app, runner_for
 from hero_codescalers.unixsock import bind_unix, remove_socket
 
-from ..conftest import serve_tcp
+from ..conftest import run_ids, serve_tcp
 
 ROOT = Path(__file__).parents[2]
 TOOL = ROOT / "openrpc" / "node_modules" / ".bin" / "open-rpc-test-coverage"
@@ -49,9 +50,9 @@ DOCUMENT = ROOT / "openrpc" / "openrpc.json"
 
 
 @contextlib.asynccontextmanager
-async def live_service() -> AsyncIterator[Path]:
-    """A fresh simulator and the service in front of it (a fresh state database too); the
-    service's socket."""
+async def live_service() -> AsyncIterator[tuple[Path, Engine]]:
+    """A fresh simulator and the service in front of it (a fresh state database too, its
+    runs getting the examples' ids); the service's socket and engine."""
     scratch = Path(tempfile.mkdtemp(prefix="hc-cov-", dir="/tmp"))
     policies = scratch / "policies.toml"
     policies.write_text(POLICIES)  # the policies the examples declare
@@ -65,7 +66,9 @@ async def live_service() -> AsyncIterator[Path]:
             await runner.setup()
             try:
                 await web.SockSite(runner, sock).start()
-                yield settings.socket
+                engine = runner.app[ENGINE]
+                engine.run_ids = run_ids(*RUN_IDS)
+                yield settings.socket, engine
             finally:
                 await runner.cleanup()
                 sock.close()
@@ -128,10 +131,11 @@ class Relay:
     async def answer(self, body: bytes) -> web.Response:
         ref = self.example_of(json.loads(body))
         *before, _ = steps(registry, ref)
-        async with live_service() as socket, session_for(socket) as session:
+        async with live_service() as (socket, engine), session_for(socket) as session:
             for method, example in before:
                 answer = await post(session, json.dumps(self.request(method, example.name)))
                 assert "result" in answer, f"{ref}: {method} {example.name} answered {answer}"
+                await engine.idle()  # the run it started has ended
             async with session.post("http://localhost/rpc", data=body) as response:
                 return web.Response(
                     status=response.status,

@@ -613,7 +613,8 @@ async def test_a_database_of_the_first_schema_is_migrated_keeping_its_runs(
     tmp_path: Path,
 ) -> None:
     """A file written by the first schema (runs and leases, no policy fires) opens at the
-    latest version with its runs intact, and the policy fires can then be kept."""
+    latest version with its runs intact (not background, never cancelled), and the policy
+    fires can then be kept."""
     with sqlite3.connect(tmp_path / FILE_NAME) as db:
         for statement in MIGRATIONS[0]:
             db.execute(statement)
@@ -627,6 +628,7 @@ async def test_a_database_of_the_first_schema_is_migrated_keeping_its_runs(
     try:
         found, _ = await state.history(limit=5)
         assert [run["run_id"] for run in found] == ["old"]
+        assert (found[0]["background"], found[0]["cancelled_by"]) == (False, None)
         assert await state.fires() == {}
         await state.fired("users", 1_000)
         await state.fired("users", 2_000)
@@ -634,5 +636,5 @@ async def test_a_database_of_the_first_schema_is_migrated_keeping_its_runs(
     finally:
         await state.close()
     with sqlite3.connect(tmp_path / FILE_NAME) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (LATEST,) == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (LATEST,) == (3,)
     db.close()

@@ -20,6 +20,9 @@ from .errors import (
     TransportError,
 )
 from .models import (
+    CancelledBy,
+    CleanupStarted,
+    CleanupStatus,
     CleanupSummary,
     CodescalerCounts,
     HealthResult,
@@ -42,7 +45,10 @@ __all__ = [
     "API_VERSION",
     "AdminRequired",
     "AsyncClient",
+    "CancelledBy",
     "CleanupRunning",
+    "CleanupStarted",
+    "CleanupStatus",
     "CleanupSummary",
     "Client",
     "CodescalerCounts",

@@ -106,6 +106,11 @@ class Tally:
     malformed_noted: bool = False  # the errors line on malformed jobs is written
     complete: bool = True
     stopped: str | None = None  # why the run stopped early, when it did
+    # Where the run is, for `jobs.cleanup_status` (models.Phase; the engine sets `done`):
+    phase: str = "listing"
+    listed: int = 0  # jobs listed by the reading under way (a pass, or keep_last's reading)
+    present: int = 0  # of those, still in the listing (not deleted nor found gone)
+    pass_started: float = 0.0  # time.monotonic() when the pass under way started
 
     def match(self, job_id: int, action: str, context: str | None) -> None:
         """Record a matched job and the action it runs."""

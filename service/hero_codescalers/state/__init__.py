@@ -10,7 +10,7 @@ Nothing else in the tree writes SQL.
 """
 
 from .database import FILE_NAME, StateUnusable
-from .runs import MANUAL, RunStart
-from .store import State
+from .runs import MANUAL, Cancel, RunStart
+from .store import Kept, State
 
-__all__ = ["FILE_NAME", "MANUAL", "RunStart", "State", "StateUnusable"]
+__all__ = ["FILE_NAME", "MANUAL", "Cancel", "Kept", "RunStart", "State", "StateUnusable"]
