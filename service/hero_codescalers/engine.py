@@ -141,6 +141,7 @@ class Engine:
         self.on_run = on_run
         self.started_at = time.monotonic()
         self.run_ids = run_ids
+        self.cancel_wait = CANCEL_WAIT_S  # seconds `cancel` waits for the run's end
         self._cleanup_lock = asyncio.Lock()
         self._run: LiveRun | None = None  # the run holding the lock
         self._kept: dict[str, LiveRun] = {}  # ended background runs, oldest first
@@ -537,7 +538,7 @@ class Engine:
     ) -> CleanupStatus:
         """Ask the run `run_id` to stop at its next step, and record who asked: the run
         ends short with a partial summary (outcome `cancelled`). A run of this process is
-        waited for up to CANCEL_WAIT_S and its status answered (with its summary once it
+        waited for up to `cancel_wait` seconds and its status answered (with its summary once it
         has ended); a run of another process sharing the state directory reads the
         cancel from its record at its next checkpoint, and its record is answered. A run
         that has ended is left as it is. InvalidParams naming an unknown run."""
@@ -555,7 +556,7 @@ class Engine:
             if run.recorded:
                 await self._record_cancel(run, cancel)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CANCEL_WAIT_S):
+            async with asyncio.timeout(self.cancel_wait):
                 await run.ended.wait()
         return progress.of_run(run)
 

@@ -173,8 +173,8 @@ async def test_two_processes_on_one_state_directory_never_clean_at_once(
     sock_dir: Path, simulator: Simulator
 ) -> None:
     """While one service process cleans, another sharing its state directory answers
-    -32011 naming the process that holds the lease (dry runs too); once the run ends and
-    releases the lease, the other cleans."""
+    -32011 naming the process that holds the lease and the run it holds it for (dry runs
+    too); once the run ends and releases the lease, the other cleans."""
     seed_population(simulator.store, 40)
     hold = HoldDeletes()
     simulator.hooks.append(hold)
@@ -188,11 +188,15 @@ async def test_two_processes_on_one_state_directory_never_clean_at_once(
         await b.wait_for("service_started")
         call = asyncio.create_task(Caller(a_path).call("jobs.cleanup", {"kind": "user"}))
         await hold.entered.wait()
+        [run] = (await history(Caller(b_path)))["runs"]
         for params in ({}, {"dry_run": True}):
             err = await Caller(b_path).error("jobs.cleanup", params)
             assert err["code"] == -32011
             assert err["data"]["holder_pid"] == a.process.pid
             assert "another hero_codescalers process" in err["data"]["reason"]
+            held = {k: err["data"][k] for k in ("run_id", "started_at_ms", "peer_uid", "peer_pid")}
+            assert held == {k: run[k] for k in held}  # the run holding the lease
+            assert (err["data"]["policy"], err["data"]["background"]) == (None, False)
         hold.release.set()
         first = await call
         second = await Caller(b_path).call("jobs.cleanup", {})
