@@ -336,3 +336,50 @@ async def test_a_foreground_run_whose_caller_disconnects_runs_on_and_is_found_by
         assert (found["jobs_matched"], found["jobs_deleted"]) == (200, 200)
         assert (found["peer_uid"], found["peer_pid"]) == ME
         assert found["finished_at_ms"] >= found["started_at_ms"]
+
+
+class HoldFirst:
+    """A simulator hook that holds the first call of `method` until released."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, method: str, params: dict[str, Any]) -> None:
+        if method == self.method and not self.entered.is_set():
+            self.entered.set()
+            await self.release.wait()
+
+
+@pytest.mark.parametrize(
+    ("params", "method", "phase"),
+    [
+        pytest.param({"keep_last": 1}, "job.list", "listing", id="keep-last-reading"),
+        pytest.param({}, "job.delete", "deleting_jobs", id="jobs"),
+        pytest.param({}, "action.delete", "deleting_actions", id="actions"),
+        pytest.param({}, "action.list", "settling", id="orphan-sweep"),
+    ],
+)
+async def test_the_status_names_the_step_under_way(
+    simulator: Simulator,
+    service: Service,
+    caller: Caller,
+    params: dict[str, Any],
+    method: str,
+    phase: str,
+) -> None:
+    """Held in each step, a run's status names it; no time left is estimated while a
+    keep_last run first reads the listing, nor once the jobs are done."""
+    seed_population(simulator.store, 30)
+    hold = HoldFirst(method)
+    simulator.hooks.append(hold)
+    run_id = (await caller.call("jobs.cleanup_start", params))["run_id"]
+    await hold.entered.wait()
+    now = await status(caller, run_id)
+    hold.release.set()
+    await service.engine.idle()
+    assert now["phase"] == phase
+    if phase != "deleting_jobs":
+        assert (now["jobs_left_at_most"], now["eta_ms"]) == (None, None)
+    assert (await status(caller, run_id))["phase"] == "done"
