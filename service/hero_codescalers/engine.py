@@ -11,8 +11,9 @@ status says is in `progress.py`; the reads are in `reads.py`; submission and
 health are here.
 
 Above 350 lines because the lifecycle's steps (lock and lease, record, checkpoint,
-end, failure) read best beside each other: the retention scheduler will start runs
-through the same `cleanup`, so its one entry point stays here.
+end, failure; a background start, a status, a cancel) read best beside each other:
+the retention scheduler starts runs through the same `cleanup`, and a cancel acts
+on the same run the checkpoints and `_halt` read, so they stay here.
 """
 
 from __future__ import annotations

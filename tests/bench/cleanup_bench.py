@@ -15,7 +15,15 @@ many unrelated and look-alike jobs. Then, for each simulator mode:
            actions the fastest way the contract allows: JSON-RPC batches and
            concurrency (without batch support: concurrent single calls). Its
            batch size and concurrency are calibrated per mode on a smaller run;
-- service: `jobs.cleanup` through the service's socket, end to end.
+- service: `jobs.cleanup` through the service's socket, end to end;
+- background: the same run started with `jobs.cleanup_start` and watched as a
+           progress bar would watch it (`jobs.cleanup_status` every
+           `STATUS_EVERY_S`) until done; its summary read from the last status.
+           Its runs alternate with the service's, and a line gives the ratio of
+           their CPU time per job (background/service): the median of the ratios
+           of each pair of runs made one after the other (a shared machine's load
+           changes slowly, and weighs on both runs of a pair alike), then the
+           ratio of the medians and of the least of each.
 
 Modes: `cheap` (no faults), `slow` (`latency_ms: 1`: every call 1 ms, a
 batch's calls one after another), `nobatch` (`batch: false`). The table shows
@@ -71,6 +79,7 @@ LIMIT_CANDIDATES: dict[str, list[tuple[int, int]]] = {
     "nobatch": [(1, 16), (1, 64), (1, 128)],
 }
 URL = "http://localhost/rpc"
+STATUS_EVERY_S = 0.2  # how often the background run's status is asked (a progress bar's pace)
 JSON = {"Content-Type": "application/json"}
 
 
@@ -275,6 +284,19 @@ class Bench:
             raise RuntimeError(f"service cleanup incomplete: {summary['jobs_deleted']} deleted")
         return 0
 
+    async def background_cleanup(self) -> int:
+        """The cleanup in the background, its status asked every STATUS_EVERY_S until done."""
+        started = await self.svc.call("jobs.cleanup_start", {})
+        while True:
+            await asyncio.sleep(STATUS_EVERY_S)
+            status = await self.svc.call("jobs.cleanup_status", {"run_id": started["run_id"]})
+            if status["phase"] == "done":
+                break
+        summary = status["summary"]
+        if summary["jobs_deleted"] + summary["jobs_already_gone"] != self.jobs or summary["errors"]:
+            raise RuntimeError(f"background cleanup incomplete: {summary['jobs_deleted']} deleted")
+        return 0
+
     async def selected_cleanup(self, params: dict[str, Any]) -> int:
         """A cleanup with `params`: how many codescaler jobs it must leave."""
         summary = await self.svc.call("jobs.cleanup", params)
@@ -332,6 +354,7 @@ def summarise(runs: list[dict[str, float]]) -> dict[str, Any]:
         "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1),
         "svc_cpu_us_per_job": round(median(runs, "svc_cpu_us_per_job"), 2),
         "runs_jobs_per_s": [round(r["jobs_per_s"]) for r in runs],
+        "runs_svc_cpu_us_per_job": [round(r["svc_cpu_us_per_job"], 2) for r in runs],
     }
 
 
@@ -382,7 +405,6 @@ async def run(
             plans: list[tuple[str, int, Callable[[], Awaitable[Any]]]] = [
                 ("seed", seed_reps, lambda: seed_algorithm(bench.hp)),
                 ("limit", reps, functools.partial(limit_algorithm, bench.hp, batch, inflight)),
-                ("service", reps, bench.service_cleanup),
             ]
             for name, count, work in plans:
                 if count == 0:
@@ -390,6 +412,34 @@ async def run(
                 runs = [await bench.measure(jobs, faults, work) for _ in range(count)]
                 rows[name] = summarise(runs)
                 print(f"  {mode:8} {name:8} {rows[name]['jobs_per_s']:>9} jobs/s", file=sys.stderr)
+            # The foreground and the background runs alternate: drift hits both alike.
+            alternated: dict[str, list[dict[str, float]]] = {"service": [], "background": []}
+            for _ in range(reps):
+                alternated["service"].append(
+                    await bench.measure(jobs, faults, bench.service_cleanup)
+                )
+                alternated["background"].append(
+                    await bench.measure(jobs, faults, bench.background_cleanup)
+                )
+            for name, runs in alternated.items():
+                rows[name] = summarise(runs)
+                print(f"  {mode:8} {name:8} {rows[name]['jobs_per_s']:>9} jobs/s", file=sys.stderr)
+            pairs = zip(alternated["service"], alternated["background"], strict=True)
+            rows["background_over_service_cpu_pairs"] = round(
+                statistics.median(
+                    b["svc_cpu_us_per_job"] / f["svc_cpu_us_per_job"] for f, b in pairs
+                ),
+                3,
+            )
+            # Medians, and the least of each (other load on the machine only ever adds).
+            rows["background_over_service_cpu"] = round(
+                rows["background"]["svc_cpu_us_per_job"] / rows["service"]["svc_cpu_us_per_job"], 3
+            )
+            rows["background_over_service_cpu_least"] = round(
+                min(rows["background"]["runs_svc_cpu_us_per_job"])
+                / min(rows["service"]["runs_svc_cpu_us_per_job"]),
+                3,
+            )
             seed_rate = rows.get("seed", {}).get("jobs_per_s")
             rows["service_over_seed"] = (
                 round(rows["service"]["jobs_per_s"] / seed_rate, 2) if seed_rate else None
@@ -413,11 +463,11 @@ def table(results: dict[str, Any]) -> str:
         f"{'svc CPU µs/job':>16}",
     ]
     for mode, rows in results["modes"].items():
-        for name in ("seed", "limit", "service"):
+        for name in ("seed", "limit", "service", "background"):
             if name not in rows:
                 continue
             row = rows[name]
-            service = name == "service"
+            service = name in {"service", "background"}
             rss = f"{row['rss_growth_mb']:.1f}" if service else "-"
             cpu = f"{row['svc_cpu_us_per_job']:.2f}" if service else "-"
             lines.append(
@@ -428,6 +478,12 @@ def table(results: dict[str, Any]) -> str:
             f"{'':<9}service/seed {rows['service_over_seed']}x   "
             f"service/limit {rows['service_over_limit']}"
             f"   (limit: batch {rows['limit_batch']}, {rows['limit_inflight']} in flight)"
+        )
+        lines.append(
+            f"{'':<9}background/service CPU per job "
+            f"{rows['background_over_service_cpu_pairs']} (median of pairs), "
+            f"{rows['background_over_service_cpu']} (medians), "
+            f"{rows['background_over_service_cpu_least']} (least of each)"
         )
     return "\n".join(lines)
 
