@@ -38,6 +38,7 @@ from .errors import (
     HeroProcError,
     InvalidParams,
     NotFound,
+    PlanUnusable,
     RunFailed,
     StateUnavailable,
 )
@@ -53,16 +54,18 @@ from .models import (
     ListResult,
     StatsResult,
     SubmitResult,
+    without_ids,
 )
 from .progress import Ended, LiveRun
-from .state import Cancel, Kept, RunStart, State
+from .state import Cancel, Kept, Plan, RunStart, State
 from .tags import Selector, action_name, action_tags, job_tags
+from .tuning import PLAN_LIFETIME_S
 
 log = structlog.get_logger(__name__)
 
 HEALTH_TIMEOUT = 1.0  # system.health answers within this, whatever hero_proc does (README)
 # Summary fields that hold one entry per job or action: counted, not logged.
-_LISTS = {"job_ids", "action_ids", "errors", "foreign_action_ids"}
+_LISTS = {"job_ids", "action_ids", "errors", "foreign_action_ids", "actions_in_use_ids"}
 # Ended background runs whose summary this process keeps for `jobs.cleanup_status`: the
 # last few (a summary holds every matched job's id: a million jobs are tens of MB).
 KEPT_RUNS = 3
@@ -130,7 +133,6 @@ class Engine:
         history_days: int = 90,
         clock: Callable[[], int] = now_ms,
         on_run: Callable[[RunEnded], None] | None = None,
-        run_ids: Callable[[], str] = lambda: secrets.token_hex(8),
     ) -> None:
         self.client = client
         self.state = state
@@ -141,12 +143,13 @@ class Engine:
         self.clock = clock
         self.on_run = on_run
         self.started_at = time.monotonic()
-        self.run_ids = run_ids
+        self.run_ids: Callable[[], str] = lambda: secrets.token_hex(8)  # a run's id
         self.cancel_wait = CANCEL_WAIT_S  # seconds `cancel` waits for the run's end
         self._cleanup_lock = asyncio.Lock()
         self._run: LiveRun | None = None  # the run holding the lock
         self._kept: dict[str, LiveRun] = {}  # ended background runs, oldest first
         self._detached: set[asyncio.Task[CleanupSummary]] = set()
+        self.plan_lifetime_ms = PLAN_LIFETIME_S * 1000
 
     @property
     def cleanup_running(self) -> bool:
@@ -185,10 +188,18 @@ class Engine:
         peer_pid: int | None = None,
         policy: str | None = None,
         sweep_orphans: bool = False,
+        max_jobs: int | None = None,
+        plan_at_ms: int | None = None,
+        applying: str | None = None,
     ) -> CleanupSummary:
         """Run one cleanup; CleanupRunning at once if another one holds the lock (in this
         process, or the lease in another), StateUnavailable for a real run when the state
         database cannot be written (nothing is deleted without a record).
+
+        `max_jobs` bounds the jobs it matches. A dry run given `plan_at_ms` (the time its
+        selector's cutoffs were taken) writes its plan: `params` and the jobs it matched.
+        `applying` is the plan a real run applies (its selector `within` the plan's jobs):
+        marked applied as the run is recorded, PlanUnusable when it cannot be.
 
         The run is its own task: if the caller goes away (its call is cancelled), the
         run goes on to its end or its deadline and is recorded. Only the service's
@@ -196,17 +207,22 @@ class Engine:
         """
         _, task = await self._launch(
             selector,
-            RunStart(
-                run_id=self.run_ids(),
-                started_at_ms=self.clock(),
-                dry_run=dry_run,
-                params=params,
-                reason=reason,
-                policy=policy,
-                peer_uid=peer_uid,
-                peer_pid=peer_pid,
+            LiveRun(
+                RunStart(
+                    run_id=self.run_ids(),
+                    started_at_ms=self.clock(),
+                    dry_run=dry_run,
+                    params=params,
+                    reason=reason,
+                    policy=policy,
+                    peer_uid=peer_uid,
+                    peer_pid=peer_pid,
+                ),
+                sweep_orphans=sweep_orphans,
+                max_jobs=max_jobs,
+                plan_at_ms=plan_at_ms if dry_run else None,
+                applying=applying,
             ),
-            sweep_orphans,
         )
         try:
             return await asyncio.shield(task)
@@ -228,25 +244,36 @@ class Engine:
         peer_uid: int | None = None,
         peer_pid: int | None = None,
         sweep_orphans: bool = False,
+        max_jobs: int | None = None,
+        plan_at_ms: int | None = None,
+        applying: str | None = None,
+        ids: bool = True,
         on_end: Callable[[], None] | None = None,
     ) -> CleanupStarted:
-        """Start one cleanup in the background: answered once its record is written (the
-        errors of `cleanup` before it deletes anything are raised here), it goes on to its
-        end or its deadline, followed with `status` and stopped with `cancel`. `on_end`
-        is called when it has ended, however it ends."""
+        """Start one cleanup in the background (the params of `cleanup`): answered once its
+        record is written (the errors of `cleanup` before it deletes anything are raised
+        here), it goes on to its end or its deadline, followed with `status` and stopped
+        with `cancel`. Without `ids` its summary keeps no id lists. `on_end` is called
+        when it has ended, however it ends."""
         run, task = await self._launch(
             selector,
-            RunStart(
-                run_id=self.run_ids(),
-                started_at_ms=self.clock(),
-                dry_run=dry_run,
-                params=params,
-                reason=reason,
-                peer_uid=peer_uid,
-                peer_pid=peer_pid,
-                background=True,
+            LiveRun(
+                RunStart(
+                    run_id=self.run_ids(),
+                    started_at_ms=self.clock(),
+                    dry_run=dry_run,
+                    params=params,
+                    reason=reason,
+                    peer_uid=peer_uid,
+                    peer_pid=peer_pid,
+                    background=True,
+                ),
+                sweep_orphans=sweep_orphans,
+                max_jobs=max_jobs,
+                plan_at_ms=plan_at_ms if dry_run else None,
+                applying=applying,
+                ids=ids,
             ),
-            sweep_orphans,
         )
         task.add_done_callback(lambda done: _ended(done, on_end))
         if run.begun is not None:  # always, for a background run
@@ -254,18 +281,17 @@ class Engine:
         return CleanupStarted(run_id=run.start.run_id, started_at_ms=run.start.started_at_ms)
 
     async def _launch(
-        self, selector: Selector, start: RunStart, sweep_orphans: bool
+        self, selector: Selector, run: LiveRun
     ) -> tuple[LiveRun, asyncio.Task[CleanupSummary]]:
         """Take this process's lock (CleanupRunning at once if another run holds it) and
         start the run as a task of its own, which releases the lock when it ends."""
         if self._cleanup_lock.locked():
             raise self.running_error()
         await self._cleanup_lock.acquire()
-        run = LiveRun(start)
-        if start.background:
+        if run.start.background:
             run.begun = asyncio.get_running_loop().create_future()
         self._run = run
-        task = asyncio.create_task(self._cleanup(run, selector, sweep_orphans))
+        task = asyncio.create_task(self._cleanup(run, selector))
         # Released when the run's task ends, however it ends (even cancelled unstarted).
         task.add_done_callback(lambda _: self._release(run))
         return run, task
@@ -280,9 +306,7 @@ class Engine:
             while len(self._kept) > KEPT_RUNS:
                 del self._kept[next(iter(self._kept))]
 
-    async def _cleanup(
-        self, run: LiveRun, selector: Selector, sweep_orphans: bool
-    ) -> CleanupSummary:
+    async def _cleanup(self, run: LiveRun, selector: Selector) -> CleanupSummary:
         start = run.start
         fields = {"run_id": start.run_id, **start.params, "dry_run": start.dry_run}
         if start.reason is not None:
@@ -291,16 +315,7 @@ class Engine:
             fields["policy"] = start.policy
         if start.background:
             fields["background"] = True
-        try:
-            await self._record_start(run, fields)
-        except Exception as exc:
-            if run.begun is not None:
-                run.begun.set_exception(exc)
-            raise
-        if run.begun is not None:
-            run.begun.set_result(None)
-        if run.cancel is not None:  # asked while the record was being written
-            await self._record_cancel(run, run.cancel)
+        await self._begin(run, fields)
         t0 = run.t0 = time.monotonic()
         log.info("cleanup_started", **fields, pushdown_tag=selector.pushdown, recorded=run.recorded)
         deadline = t0 + self.deadline
@@ -311,9 +326,11 @@ class Engine:
             page_size=self.page_size,
             halt=lambda: self._halt(deadline, run),
             progress=(lambda tally: self._checkpoint(run, tally, fields)) if run.recorded else None,
-            sweep_orphans=sweep_orphans and not start.dry_run,
+            sweep_orphans=run.sweep_orphans and not start.dry_run,
+            max_jobs=run.max_jobs,
         )
         tally = work.tally
+        tally.plan_id = run.applying
         renewal = asyncio.create_task(self._renew(run)) if run.recorded else None
         try:
             await work.run()
@@ -333,13 +350,52 @@ class Engine:
         finally:
             if renewal is not None:
                 renewal.cancel()
+        if run.plan_at_ms is not None and run.recorded:
+            await self._save_plan(run, tally, run.plan_at_ms)
         return await self._finish(run, tally, t0, fields)
+
+    async def _save_plan(self, run: LiveRun, tally: Tally, at_ms: int) -> None:
+        """Keep a dry run's plan: its selection (cutoffs taken at `at_ms`) and the jobs it
+        matched. A database that cannot be written leaves the dry run without a plan
+        (`plan_id` null), logged."""
+        plan_id = secrets.token_hex(8)
+        expires = at_ms + self.plan_lifetime_ms
+        try:
+            await self.state.save_plan(
+                plan_id,
+                run_id=run.start.run_id,
+                params=run.start.params,
+                created_at_ms=at_ms,
+                expires_at_ms=expires,
+                job_ids=tally.job_ids,
+            )
+        except StateUnavailable as exc:
+            log.warning("cleanup_plan_not_kept", run_id=run.start.run_id, error=exc.reason)
+            return
+        tally.plan_id, tally.plan_expires_at_ms = plan_id, expires
+
+    async def _begin(self, run: LiveRun, fields: dict[str, Any]) -> None:
+        """Record the run before it does anything (`_record_start`), tell a background
+        run's starter how that went, and record a cancel asked meanwhile."""
+        try:
+            await self._record_start(run, fields)
+        except Exception as exc:
+            if run.begun is not None:
+                run.begun.set_exception(exc)
+            raise
+        if run.begun is not None:
+            run.begun.set_result(None)
+        if run.cancel is not None and run.recorded:
+            await self._record_cancel(run, run.cancel)
 
     async def _record_start(self, run: LiveRun, fields: dict[str, Any]) -> None:
         """Take the lease and write the run's record before it does anything. A real run
         that cannot be recorded is refused (StateUnavailable); a dry run goes on unrecorded."""
         try:
-            cut = await self.state.begin(run.start)
+            cut = await self.state.begin(run.start, applying=run.applying)
+        except PlanUnusable as exc:
+            log.warning("cleanup_refused", **fields, error=exc.detail)
+            raise
         except StateUnavailable as exc:
             if not run.start.dry_run:
                 log.warning("cleanup_refused", **fields, path=exc.path, error=exc.reason)
@@ -397,6 +453,12 @@ class Engine:
         duration = int((time.monotonic() - t0) * 1000)
         counts = tally.counts()
         logger("cleanup_failed", **fields, error=error, duration_ms=duration, **counts)
+        if run.applying is not None and run.recorded and not tally.job_ids:
+            # Failed before it matched any job: nothing of the plan was done, give it back.
+            try:
+                await self.state.unapply(run.applying, run.start.run_id)
+            except StateUnavailable as exc:
+                log.error("cleanup_plan_not_given_back", plan_id=run.applying, error=exc.reason)
         await self._record_end(
             run,
             "error",
@@ -423,7 +485,9 @@ class Engine:
             outcome = "cancelled"
         if outcome is None:
             outcome = "ok" if summary.complete and not summary.errors else "partial"
-        counts = summary.model_dump(exclude=_LISTS | {"run_id", "dry_run"})
+        counts = summary.model_dump(
+            exclude=_LISTS | {"run_id", "dry_run", "ids_omitted"} | set(fields)
+        )
         logger = log.info if outcome in ("ok", "partial") else log.warning
         event = "cleanup_cancelled" if outcome == "cancelled" else "cleanup_finished"
         logger(
@@ -468,7 +532,8 @@ class Engine:
                 )
             except StateUnavailable as exc:
                 log.error("cleanup_not_recorded", run_id=start.run_id, error=exc.reason)
-        run.end = Ended(outcome, error, counts, self.clock(), duration_ms, summary)
+        kept = summary if summary is None or run.ids else without_ids(summary)
+        run.end = Ended(outcome, error, counts, self.clock(), duration_ms, kept)
         run.work = None  # its tally's lists: the summary has them
         run.ended.set()
         if self.on_run is not None:
@@ -577,6 +642,7 @@ class Engine:
             for old in await self.state.sweep():
                 log.warning("cleanup_interrupted", run_id=old["run_id"], **old["counts"])
             pruned = await self.state.prune(self.history_days * 86_400_000)
+            plan_jobs, plans = await self.state.prune_plans(self.history_days * 86_400_000)
         except StateUnavailable as exc:
             log.warning(
                 "state_read_only",
@@ -587,6 +653,12 @@ class Engine:
             return
         if pruned:
             log.info("history_pruned", runs=pruned, older_than_days=self.history_days)
+        if plan_jobs or plans:
+            log.info("plans_pruned", plan_jobs=plan_jobs, plans=plans)
+
+    async def plan(self, plan_id: str) -> Plan:
+        """The plan of a dry run, with its jobs; PlanUnusable when it cannot be applied."""
+        return await self.state.plan(plan_id)
 
     async def history(
         self,

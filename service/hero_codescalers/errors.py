@@ -8,6 +8,8 @@
     │                              -32012  server busy (too many calls in flight)
     ├── StateUnavailable           -32013  the state database cannot be written: a real
     │                                      cleanup is refused rather than run without a record
+    ├── PlanUnusable               -32014  a dry run's plan that cannot be applied: unknown,
+    │                                      expired or applied already (`data.reason`)
     ├── RunFailed                  -32603  a cleanup ended by a fault of the service; its
     │                                      `data` carries the counts of what it did so far
     ├── NotAttempted               (never answered) a call not sent: the run was stopping
@@ -39,6 +41,7 @@ ADMIN_REQUIRED = -32010
 CLEANUP_RUNNING = -32011
 SERVER_BUSY = -32012
 STATE_UNAVAILABLE = -32013
+PLAN_UNUSABLE = -32014
 HERO_PROC_UNAVAILABLE = -32020
 HERO_PROC_ERROR = -32021
 
@@ -124,6 +127,20 @@ class StateUnavailable(Error):
 
     def public_data(self) -> Any:
         return {"path": self.path, "reason": self.reason}
+
+
+class PlanUnusable(Error):
+    """A plan (`plan_id`, from a dry run) that cannot be applied: `data.reason` is
+    `unknown` (no such plan, or dropped with the history), `expired` (past
+    `data.expired_at_ms`) or `applied` (by the run `data.run_id`)."""
+
+    code = PLAN_UNUSABLE
+    message = "Plan unusable"
+
+    def __init__(self, plan_id: str, reason: str, **data: Any) -> None:
+        super().__init__(
+            f"plan {plan_id}: {reason}", {"reason": reason, "plan_id": plan_id, **data}
+        )
 
 
 class RunFailed(Error):
@@ -258,6 +275,14 @@ DOCUMENTED: dict[int, tuple[str, str, str]] = {
         "The state database cannot be written (read-only, disk full): a real cleanup is "
         "refused rather than run without a record; dry runs and reads go on. `data.path` is "
         "the file, `data.reason` why.",
+    ),
+    PLAN_UNUSABLE: (
+        "PlanUnusable",
+        "Plan unusable",
+        "The plan of `plan_id` cannot be applied; `data.reason` says why: `unknown` (no such "
+        "plan, or dropped with the history), `expired` (a plan lasts an hour; "
+        "`data.expired_at_ms`) or `applied` (already, by the run `data.run_id`). Make a new "
+        "one with a dry run.",
     ),
     SERVER_BUSY: (
         "ServerBusy",

@@ -6,6 +6,9 @@ params and of the OpenRPC document: required params first, then optional ones;
 a param added later goes after every existing one, so that a positional call
 keeps its meaning. Results keep the names and types of the original
 specification and add fields after them.
+
+Above 350 lines because it is the RPC surface's schema, declarative and read by
+method: each params model beside its result, in the order of the document.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ MAX_AGE_MS = 100 * 365 * 86_400_000  # a century: beyond it "older than" means n
 SCRIPT_MAX_LENGTH = 65_536
 LIST_MAX_LIMIT = 1_000
 KEEP_LAST_MAX = 100_000
+MAX_JOBS_MAX = 1_000_000_000
+PLAN_ID_PATTERN = r"^[0-9a-f]{16}$"
 # How a cleanup run ended, one list for the history, the status and the CLI: `ok`
 # (complete, no errors), `partial` (stopped short or with errors), `cancelled` (cut
 # by the service's shutdown), `error` (failed as a whole), `interrupted` (the process
@@ -174,6 +179,27 @@ class CleanupParams(Filter):
         examples=[5],
     )
     include_kept: IncludeKept = False
+    plan_id: str | None = Field(
+        default=None,
+        pattern=PLAN_ID_PATTERN,
+        description="Apply the plan of a dry run (its `plan_id`): delete only the jobs it "
+        "listed that still exist and still match its filters, then their actions. Give it "
+        "alone (with `reason`, `ids`); a plan is applied once, before `plan_expires_at_ms`",
+        examples=["3e9f0a7c51b2d846"],
+    )
+    max_jobs: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_JOBS_MAX,
+        description="Stop after this many matched jobs (and their actions); `has_more` says "
+        "whether more remain. Not an error: the run is complete when all it did succeeded",
+        examples=[10_000],
+    )
+    ids: bool = Field(
+        default=True,
+        description="false: leave the id lists of the summary empty (`ids_omitted` true); "
+        "the counts are the same",
+    )
 
 
 class CleanupSummary(Result):
@@ -187,7 +213,8 @@ class CleanupSummary(Result):
     action_ids: list[str] = Field(description="Every codescaler action of the matched jobs")
     errors: list[str] = Field(
         description="One line per job or action that could not be deleted, and one per "
-        "reason the run stopped short (with the count of what was not attempted)"
+        "reason the run stopped short (with the count of what was not attempted); an "
+        "action kept because other jobs use it is not an error (`actions_in_use`)"
     )
     dry_run: bool
     jobs_matched: int = Field(
@@ -219,7 +246,10 @@ class CleanupSummary(Result):
         "actions_failed + actions_not_attempted, after a run that was not dry"
     )
     actions_already_gone: int
-    actions_in_use: int = Field(description="Actions still referenced by other jobs (in errors)")
+    actions_in_use: int = Field(
+        description="Actions kept because other jobs still use them (`actions_in_use_ids`): "
+        "shared actions working as designed, not errors"
+    )
     actions_failed: int = Field(description="Actions not deleted for another reason (in errors)")
     actions_not_attempted: int = Field(
         default=0, description="Actions whose deletion was never sent: the run stopped first"
@@ -243,6 +273,27 @@ class CleanupSummary(Result):
     )
     duration_ms: int
     run_id: str | None = Field(default=None, description="The run's id in `jobs.cleanup_history`")
+    plan_id: str | None = Field(
+        default=None,
+        description="A dry run's plan: pass it as `plan_id` to delete exactly what this "
+        "preview found (null when the state database could not keep it); a plan's apply: "
+        "the plan applied",
+    )
+    plan_expires_at_ms: int | None = Field(
+        default=None, description="Until when the dry run's plan can be applied"
+    )
+    has_more: bool = Field(
+        default=False,
+        description="The run stopped at `max_jobs` and more jobs match: run it again",
+    )
+    actions_in_use_ids: list[str] = Field(
+        default_factory=list, description="The actions kept because other jobs still use them"
+    )
+    ids_omitted: bool = Field(
+        default=False,
+        description="The id lists (job_ids, action_ids, foreign_action_ids, "
+        "actions_in_use_ids) were left empty on request (`ids: false`)",
+    )
 
 
 class SubmitParams(Params):
@@ -545,4 +596,17 @@ class CleanupStatus(Result):
         description="The run's summary once done, when this process keeps it: a background "
         "run's (the last few), and in `jobs.cleanup_cancel`'s answer; null otherwise (a "
         "foreground run's summary went to its caller; the counts above are the record's)"
+    )
+
+
+def without_ids(summary: CleanupSummary) -> CleanupSummary:
+    """`summary` with its id lists empty, saying so (`ids: false`)."""
+    return summary.model_copy(
+        update={
+            "job_ids": [],
+            "action_ids": [],
+            "foreign_action_ids": [],
+            "actions_in_use_ids": [],
+            "ids_omitted": True,
+        }
     )

@@ -56,6 +56,12 @@ class LiveRun:
     """A cleanup run of this process: what it was asked, its work, and how it ended."""
 
     start: RunStart
+    # What it does besides its selection (see `Engine.cleanup`):
+    sweep_orphans: bool = False
+    max_jobs: int | None = None
+    plan_at_ms: int | None = None  # a dry run that writes its plan: its cutoffs' time
+    applying: str | None = None  # the plan the run applies
+    ids: bool = True  # False: the summary it keeps has no id lists (`ids: false`)
     recorded: bool = False  # its record is written (a dry run may go on without)
     problem: str | None = None  # set when its record or lease cannot be kept up
     cancel: Cancel | None = None  # set when a caller asked to cancel it

@@ -65,7 +65,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from .processes import cpu_seconds, hero, start
+from .processes import cpu_seconds, hero, start, stop_all
 
 MODES: dict[str, dict[str, Any]] = {
     "cheap": {},
@@ -198,7 +198,11 @@ async def peak_rss_while(pid: int, work: Awaitable[Any]) -> tuple[Any, int]:
     peak = base
     task = asyncio.ensure_future(work)
     while not task.done():
-        peak = max(peak, rss_kb(pid))
+        try:
+            peak = max(peak, rss_kb(pid))
+        except FileNotFoundError:
+            task.cancel()
+            raise RuntimeError(f"process {pid} ended during the run") from None
         await asyncio.wait({task}, timeout=0.01)
     return task.result(), peak - base
 
@@ -238,9 +242,7 @@ class Bench:
     async def stop(self) -> None:
         await self.hp.close()
         await self.svc.close()
-        for proc in reversed(self.procs):
-            proc.send_signal(signal.SIGTERM)
-            await proc.wait()
+        await stop_all(self.procs)  # those still running: one may have ended on its own
 
     async def reseed(self, jobs: int, faults: dict[str, Any]) -> int:
         await self.hp.call("sim.faults", {})

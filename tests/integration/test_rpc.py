@@ -148,9 +148,13 @@ async def test_positional_params_follow_the_documented_order(caller: Caller) -> 
     assert result["dry_run"] is True
     [run] = (await caller.call("jobs.cleanup_history", {"limit": 1}))["runs"]
     assert run["params"] == {"statuses": ["failed"]}
-    ten = [None, None, None, None, True, "why", None, None, None, False, "extra"]
-    err = await caller.error("jobs.cleanup", ten)
-    assert err["data"] == "params: at most 10 positional params"
+    every = [None, None, None, None, True, "why", None, None, None, False, None, 5, False]
+    result = await caller.call("jobs.cleanup", every)  # ... plan_id, max_jobs, ids
+    assert (result["dry_run"], result["ids_omitted"]) == (True, True)
+    [run] = (await caller.call("jobs.cleanup_history", {"limit": 1}))["runs"]
+    assert run["params"] == {"max_jobs": 5}
+    err = await caller.error("jobs.cleanup", [*every, "extra"])
+    assert err["data"] == "params: at most 13 positional params"
 
 
 async def test_positional_params_put_required_ones_first(caller: Caller) -> None:

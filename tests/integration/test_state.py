@@ -640,5 +640,33 @@ async def test_a_database_of_the_first_schema_is_migrated_keeping_its_runs(
     finally:
         await state.close()
     with sqlite3.connect(tmp_path / FILE_NAME) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (LATEST,) == (3,)
+        assert db.execute("PRAGMA user_version").fetchone() == (LATEST,) == (4,)
     db.close()
+
+
+async def test_a_database_of_the_second_schema_is_migrated_keeping_its_fires(
+    tmp_path: Path,
+) -> None:
+    """A file written by the second schema (policy fires, no plans) opens at the latest
+    version with its fires intact, and keeps plans from then on."""
+    with sqlite3.connect(tmp_path / FILE_NAME) as db:
+        for statement in (*MIGRATIONS[0], *MIGRATIONS[1]):
+            db.execute(statement)
+        db.execute("PRAGMA user_version = 2")
+        db.execute("INSERT INTO fires (policy, fired_at_ms) VALUES ('users', 5)")
+    db.close()
+    state = await State.open(tmp_path, clock=lambda: 1_000, lease_ttl_ms=60_000)
+    try:
+        assert await state.fires() == {"users": 5}
+        await state.save_plan(
+            "00000000000000aa",
+            run_id="r",
+            params={"kind": "user"},
+            created_at_ms=1_000,
+            expires_at_ms=2_000,
+            job_ids=[3, 1, 2],
+        )
+        plan = await state.plan("00000000000000aa")
+        assert (plan.params, plan.job_ids) == ({"kind": "user"}, frozenset({1, 2, 3}))
+    finally:
+        await state.close()

@@ -331,6 +331,9 @@ class AsyncClient:
         finished_older_than_ms: int | None = None,
         keep_last: int | None = None,
         include_kept: bool = False,
+        plan_id: str | None = None,
+        max_jobs: int | None = None,
+        ids: bool = True,
         timeout: float | None = None,
     ) -> CleanupSummary:
         """Delete codescaler jobs and their actions (admin)
@@ -341,15 +344,23 @@ class AsyncClient:
         `finished_older_than_ms` ago), except jobs tagged `codescaler_keep` unless
         `include_kept`, and, with `keep_last`, the newest N of each (kind, actor, target)
         group among those. It deletes them with `force`, then each codescaler action of
-        those jobs, best effort: an action still used by another job stays and is reported
-        in `errors`. Already gone counts as done. One cleanup runs at a time, also across
-        the service processes of one state directory. With `dry_run` nothing changes. The
-        run is recorded in the state database before it deletes anything (with `reason`,
-        the caller's uid and pid); a real run is refused (-32013) when that record cannot
-        be written. A real run without any filter (`include_kept` aside) ends with the
-        orphan-action sweep: codescaler actions that no job references any more (left by
-        a run cut short) are deleted too (`orphan_actions_deleted`). To run it in the
-        background and follow it, call `jobs.cleanup_start` with the same params.
+        those jobs, best effort: an action still used by another job stays (counted in
+        `actions_in_use`, listed in `actions_in_use_ids`: not an error). Already gone
+        counts as done. One cleanup runs at a time, also across the service processes of
+        one state directory. With `dry_run` nothing changes, and the answer's `plan_id`
+        names the plan of what it found: `jobs.cleanup {plan_id}` (alone, or with `reason`
+        and `ids`) then deletes only the jobs of that plan that still exist and still
+        match its filters, never one created since; a plan is applied once, within an
+        hour (-32014 with `data.reason` unknown, expired or applied otherwise).
+        `max_jobs` stops the run after that many matched jobs (`has_more` says whether
+        more remain). `ids: false` leaves the summary's id lists empty. The run is
+        recorded in the state database before it deletes anything (with `reason`, the
+        caller's uid and pid); a real run is refused (-32013) when that record cannot be
+        written. A real run without any selection (`include_kept` aside: no filter, no
+        `max_jobs`, no plan) ends with the orphan-action sweep: codescaler actions that
+        no job references any more (left by a run cut short) are deleted too
+        (`orphan_actions_deleted`). To run it in the background and follow it, call
+        `jobs.cleanup_start` with the same params.
 
         Admin only: uid 0, or an allowed uid or gid.
 
@@ -376,6 +387,15 @@ class AsyncClient:
                 once before it deletes anything; jobs created meanwhile are kept if newer
             include_kept: Also select jobs tagged `codescaler_keep` (kept by an operator);
                 they are left out by default, and a retention policy never selects them
+            plan_id: Apply the plan of a dry run (its `plan_id`): delete only the jobs it
+                listed that still exist and still match its filters, then their actions. Give
+                it alone (with `reason`, `ids`); a plan is applied once, before
+                `plan_expires_at_ms`
+            max_jobs: Stop after this many matched jobs (and their actions); `has_more` says
+                whether more remain. Not an error: the run is complete when all it did
+                succeeded
+            ids: false: leave the id lists of the summary empty (`ids_omitted` true); the
+                counts are the same
             timeout: seconds to wait for the answer (no limit by default)
         """
         result = await self.call(
@@ -392,6 +412,9 @@ class AsyncClient:
                     "finished_older_than_ms": finished_older_than_ms,
                     "keep_last": keep_last,
                     "include_kept": include_kept,
+                    "plan_id": plan_id,
+                    "max_jobs": max_jobs,
+                    "ids": ids,
                 },
                 {
                     "kind": None,
@@ -404,6 +427,9 @@ class AsyncClient:
                     "finished_older_than_ms": None,
                     "keep_last": None,
                     "include_kept": False,
+                    "plan_id": None,
+                    "max_jobs": None,
+                    "ids": True,
                 },
             ),
             timeout=timeout,
@@ -525,6 +551,9 @@ class AsyncClient:
         finished_older_than_ms: int | None = None,
         keep_last: int | None = None,
         include_kept: bool = False,
+        plan_id: str | None = None,
+        max_jobs: int | None = None,
+        ids: bool = True,
         timeout: float | None = 15.0,
     ) -> CleanupStarted:
         """Start a cleanup in the background; its run id at once (admin)
@@ -534,9 +563,11 @@ class AsyncClient:
         to its end or the service's deadline for a cleanup. Follow it with
         `jobs.cleanup_status` (its summary once done), stop it with `jobs.cleanup_cancel`.
         It is refused as `jobs.cleanup` is before anything is deleted (-32011 while another
-        run holds the lock, -32013 when the record cannot be written); hero_proc failing
+        run holds the lock, -32013 when the record cannot be written, -32014 for a plan
+        that cannot be applied); hero_proc failing
         later is in its status (outcome `error`, or `partial`). It is a method of its own,
-        not a flag of `jobs.cleanup`, so that each method answers one shape.
+        not a flag of `jobs.cleanup`, so that each method answers one shape. With `ids:
+        false` its summary in `jobs.cleanup_status` has empty id lists.
 
         Admin only: uid 0, or an allowed uid or gid.
 
@@ -563,6 +594,15 @@ class AsyncClient:
                 once before it deletes anything; jobs created meanwhile are kept if newer
             include_kept: Also select jobs tagged `codescaler_keep` (kept by an operator);
                 they are left out by default, and a retention policy never selects them
+            plan_id: Apply the plan of a dry run (its `plan_id`): delete only the jobs it
+                listed that still exist and still match its filters, then their actions. Give
+                it alone (with `reason`, `ids`); a plan is applied once, before
+                `plan_expires_at_ms`
+            max_jobs: Stop after this many matched jobs (and their actions); `has_more` says
+                whether more remain. Not an error: the run is complete when all it did
+                succeeded
+            ids: false: leave the id lists of the summary empty (`ids_omitted` true); the
+                counts are the same
             timeout: seconds to wait for the answer (15 by default; None: no limit)
         """
         result = await self.call(
@@ -579,6 +619,9 @@ class AsyncClient:
                     "finished_older_than_ms": finished_older_than_ms,
                     "keep_last": keep_last,
                     "include_kept": include_kept,
+                    "plan_id": plan_id,
+                    "max_jobs": max_jobs,
+                    "ids": ids,
                 },
                 {
                     "kind": None,
@@ -591,6 +634,9 @@ class AsyncClient:
                     "finished_older_than_ms": None,
                     "keep_last": None,
                     "include_kept": False,
+                    "plan_id": None,
+                    "max_jobs": None,
+                    "ids": True,
                 },
             ),
             timeout=timeout,
@@ -780,6 +826,9 @@ class Client:
         finished_older_than_ms: int | None = None,
         keep_last: int | None = None,
         include_kept: bool = False,
+        plan_id: str | None = None,
+        max_jobs: int | None = None,
+        ids: bool = True,
         timeout: float | None = None,
     ) -> CleanupSummary:
         """Delete codescaler jobs and their actions (admin)"""
@@ -795,6 +844,9 @@ class Client:
                 finished_older_than_ms=finished_older_than_ms,
                 keep_last=keep_last,
                 include_kept=include_kept,
+                plan_id=plan_id,
+                max_jobs=max_jobs,
+                ids=ids,
                 timeout=timeout,
             )
         )
@@ -853,6 +905,9 @@ class Client:
         finished_older_than_ms: int | None = None,
         keep_last: int | None = None,
         include_kept: bool = False,
+        plan_id: str | None = None,
+        max_jobs: int | None = None,
+        ids: bool = True,
         timeout: float | None = 15.0,
     ) -> CleanupStarted:
         """Start a cleanup in the background; its run id at once (admin)"""
@@ -868,6 +923,9 @@ class Client:
                 finished_older_than_ms=finished_older_than_ms,
                 keep_last=keep_last,
                 include_kept=include_kept,
+                plan_id=plan_id,
+                max_jobs=max_jobs,
+                ids=ids,
                 timeout=timeout,
             )
         )

@@ -17,6 +17,7 @@ __all__ = [
     "InvalidRequest",
     "MethodNotFound",
     "ParseError",
+    "PlanUnusable",
     "RpcError",
     "ServerBusy",
     "StateUnavailable",
@@ -120,6 +121,16 @@ class ParseError(RpcError):
     CODE = -32700
 
 
+class PlanUnusable(RpcError):
+    """-32014 Plan unusable: The plan of `plan_id` cannot be applied; `data.reason` says why:
+    `unknown` (no such plan, or dropped with the history), `expired` (a plan lasts an
+    hour; `data.expired_at_ms`) or `applied` (already, by the run `data.run_id`). Make a
+    new one with a dry run.
+    """
+
+    CODE = -32014
+
+
 class ServerBusy(RpcError):
     """-32012 Server busy: Too many calls in flight (in place in a batch; HTTP 503 when none of
     the request's calls could start); try again shortly.
@@ -147,6 +158,7 @@ ERRORS: dict[int, type[RpcError]] = {
     InvalidRequest.CODE: InvalidRequest,
     MethodNotFound.CODE: MethodNotFound,
     ParseError.CODE: ParseError,
+    PlanUnusable.CODE: PlanUnusable,
     ServerBusy.CODE: ServerBusy,
     StateUnavailable.CODE: StateUnavailable,
 }

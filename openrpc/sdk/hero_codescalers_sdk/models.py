@@ -65,7 +65,8 @@ class CleanupSummary(BaseModel):
     errors: list[str] = Field(
         description=(
             "One line per job or action that could not be deleted, and one per reason"
-            " the run stopped short (with the count of what was not attempted)"
+            " the run stopped short (with the count of what was not attempted); an "
+            "action kept because other jobs use it is not an error (`actions_in_use`)"
         )
     )
     dry_run: bool
@@ -109,7 +110,12 @@ class CleanupSummary(BaseModel):
         )
     )
     actions_already_gone: int
-    actions_in_use: int = Field(description="Actions still referenced by other jobs (in errors)")
+    actions_in_use: int = Field(
+        description=(
+            "Actions kept because other jobs still use them (`actions_in_use_ids`): "
+            "shared actions working as designed, not errors"
+        )
+    )
     actions_failed: int = Field(description="Actions not deleted for another reason (in errors)")
     actions_not_attempted: int | None = Field(
         default=0, description="Actions whose deletion was never sent: the run stopped first"
@@ -141,6 +147,30 @@ class CleanupSummary(BaseModel):
     )
     duration_ms: int
     run_id: str | None = Field(default=None, description="The run's id in `jobs.cleanup_history`")
+    plan_id: str | None = Field(
+        default=None,
+        description=(
+            "A dry run's plan: pass it as `plan_id` to delete exactly what this "
+            "preview found (null when the state database could not keep it); a plan's"
+            " apply: the plan applied"
+        ),
+    )
+    plan_expires_at_ms: int | None = Field(
+        default=None, description="Until when the dry run's plan can be applied"
+    )
+    has_more: bool | None = Field(
+        default=False, description="The run stopped at `max_jobs` and more jobs match: run it again"
+    )
+    actions_in_use_ids: list[str] | None = Field(
+        default=None, description="The actions kept because other jobs still use them"
+    )
+    ids_omitted: bool | None = Field(
+        default=False,
+        description=(
+            "The id lists (job_ids, action_ids, foreign_action_ids, "
+            "actions_in_use_ids) were left empty on request (`ids: false`)"
+        ),
+    )
 
 
 class CleanupStatus(BaseModel):

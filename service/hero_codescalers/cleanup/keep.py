@@ -20,7 +20,7 @@ import structlog
 
 from ..errors import HeroProcProtocolError
 from ..heroproc import OUTSIDE, HeroProcClient, StopCheck, parse_job
-from ..tags import Group, Selector, group, recency
+from ..tags import Group, Recency, Selector, group, recency
 from .tally import Stopped, Tally
 
 log = structlog.get_logger(__name__)
@@ -42,7 +42,7 @@ async def resolve(
     if keep is None:
         return selector
     candidates = selector.candidates
-    newest: dict[Group, list[tuple[int, int]]] = {}
+    newest: dict[Group, list[Recency]] = {}
     offset = last_id = listed = 0
     while True:
         if (reason := halt()) is not None:

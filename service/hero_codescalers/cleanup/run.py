@@ -20,6 +20,12 @@ each page's deletions with the tally so far (the engine checkpoints the run's
 record there). The tally also says which step the run is at (`phase`) and how
 far the reading under way has got (`listed`, `present`), for
 `jobs.cleanup_status`.
+
+`max_jobs` bounds the jobs a run matches: once it has that many, the walk goes on
+listing (deleting nothing more) until it finds one more match (`has_more`, and the
+run stops there) or the end of the listing. A run applying a plan (a selector
+`within` the plan's jobs) ends its pass once it has listed past the plan's highest
+job id: ids only grow, so nothing later can be one of the plan's.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ class CleanupRun:
         halt: StopCheck,
         progress: Callable[[Tally], Awaitable[None]] | None = None,
         sweep_orphans: bool = False,
+        max_jobs: int | None = None,
     ) -> None:
         self.client = client
         self.selector = selector
@@ -61,7 +68,10 @@ class CleanupRun:
         self.page_size = page_size
         self.halt = halt
         self.progress = progress
-        self.tally = Tally(dry_run)
+        self.tally = Tally(dry_run, max_jobs=max_jobs)
+        # A plan's highest job id: its pass ends once the listing is past it.
+        ids = selector.job_ids
+        self.last_planned = None if ids is None else max(ids, default=0)
 
     async def run(self) -> None:
         try:
@@ -131,6 +141,10 @@ class CleanupRun:
                 )
                 walk.check_start(page)
                 await self._page(walk, page)
+                if self.tally.has_more:
+                    return False  # max_jobs reached, and more match: the run stops here
+                if self.last_planned is not None and walk.highest_id >= self.last_planned:
+                    return walk.moved  # past the plan's last job
                 if page and not walk.page_ids:
                     raise HeroProcProtocolError("job.list answered a page without a valid job id")
                 if not walk.page_new:
@@ -182,6 +196,9 @@ class CleanupRun:
         keys = list(tally.actions)
         calls = [("action.delete", action_params(name, context)) for name, context in keys]
         tally.action_outcomes(keys, await self.client.call_many(calls, stop=self.halt))
+        if tally.actions_in_use:
+            # Shared actions that other jobs still use: the design working, said once.
+            log.info("cleanup_actions_in_use", actions=len(tally.actions_in_use))
 
     async def _sweep(self) -> None:
         """The orphan-action sweep, unless the run stopped; hero_proc failing during it

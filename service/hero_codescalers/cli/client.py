@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from ..models import KEEP_LAST_MAX, REASON_MAX_LENGTH, Outcome
+from ..models import KEEP_LAST_MAX, MAX_JOBS_MAX, REASON_MAX_LENGTH, Outcome
 from .options import filter_options, socket_option
 from .output import EXIT_DEGRADED, call_and_print
 
@@ -26,10 +26,28 @@ from .output import EXIT_DEGRADED, call_and_print
     help="Of the jobs the other filters select, keep the newest N of each (kind, actor, "
     "target) and delete the rest.",
 )
-@click.option("--dry-run", is_flag=True, help="Show what would be deleted; change nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Show what would be deleted, change nothing; the answer's plan_id applies exactly "
+    "that (--plan).",
+)
 @click.option(
     "--reason",
     help=f"Why (one line, at most {REASON_MAX_LENGTH} characters): logged and kept in the history.",
+)
+@click.option(
+    "--plan",
+    "plan_id",
+    metavar="ID",
+    help="Apply the plan of a dry run (its plan_id): delete only the jobs it listed that "
+    "still exist and still match its filters. Give no filter with it.",
+)
+@click.option(
+    "--max-jobs",
+    type=click.IntRange(1, MAX_JOBS_MAX),
+    metavar="N",
+    help="Stop after N matched jobs; has_more says whether more remain.",
 )
 @socket_option
 def jobs_cleanup(
@@ -43,11 +61,15 @@ def jobs_cleanup(
     keep_last: int | None,
     dry_run: bool,
     reason: str | None,
+    plan_id: str | None,
+    max_jobs: int | None,
     socket: Path | None,
 ) -> None:
     """Delete codescaler jobs (and their actions) matching every filter given (admin).
 
-    Exits 4 when the run stopped short (`complete: false`; the reason is in `errors`).
+    Preview, then apply exactly that: `--dry-run` answers a plan_id, `--plan ID` deletes
+    the jobs of that plan that still match (within the hour). Exits 4 when the run
+    stopped short (`complete: false`; the reason is in `errors`).
     """
     call_and_print(
         socket,
@@ -62,6 +84,8 @@ def jobs_cleanup(
             finished_older_than_ms=finished_older_than,
             keep_last=keep_last,
             include_kept=include_kept,
+            plan_id=plan_id,
+            max_jobs=max_jobs,
         ),
         lambda summary: 0 if summary.complete else EXIT_DEGRADED,
     )

@@ -202,6 +202,21 @@ class Scheduler:
             self._entries[name] = entry
 
     async def _run_loop(self) -> None:
+        await self._read_fires()
+        while True:
+            self._wake.clear()
+            wake = await self._fire_due(self.clock.now_ms())
+            waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._wake.wait())}
+            if wake is not None:
+                waits.add(asyncio.ensure_future(self.clock.sleep_until(wake)))
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+
+    async def _read_fires(self) -> None:
+        """The persisted fires, then the policies arranged by them."""
         try:
             self._fires = await self.engine.state.fires()
         except StateUnavailable as exc:
@@ -214,22 +229,15 @@ class Scheduler:
             enabled=sorted(n for n, p in self._policies.items() if p.enabled),
             dry_run=self.force_dry_run,
         )
-        while True:
-            self._wake.clear()
-            now = self.clock.now_ms()
-            enabled = [e for e in self._entries.values() if e.policy.enabled]
-            for entry in sorted(enabled, key=lambda e: (e.due_ms, e.policy.name)):
-                if entry.due_ms <= now:
-                    await self._fire(entry, now)
-            wake = min((e.due_ms for e in enabled), default=None)
-            waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._wake.wait())}
-            if wake is not None:
-                waits.add(asyncio.ensure_future(self.clock.sleep_until(wake)))
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiting in waits:
-                    waiting.cancel()
+
+    async def _fire_due(self, now: int) -> int | None:
+        """Fire the enabled policies due at `now`, the earliest first; when the next is
+        due (None: none is enabled)."""
+        enabled = [e for e in self._entries.values() if e.policy.enabled]
+        for entry in sorted(enabled, key=lambda e: (e.due_ms, e.policy.name)):
+            if entry.due_ms <= now:
+                await self._fire(entry, now)
+        return min((e.due_ms for e in enabled), default=None)
 
     async def _fire(self, entry: _Entry, now: int) -> None:
         policy = entry.policy
@@ -272,7 +280,7 @@ class Scheduler:
         peer_pid: int | None = None,
     ) -> CleanupSummary:
         return await self.engine.cleanup(
-            policy.selector(self.clock.now_ms()),
+            policy.selector(self.engine.clock()),  # the age cutoffs as a caller's run has them
             dry_run=dry_run,
             params=policy.params(),
             policy=policy.name,

@@ -4,13 +4,24 @@ database.py  Database: the connection, used off the event loop; opening, checks,
 schema.py    the migrations (`PRAGMA user_version`)
 runs.py      the audit trail of cleanup runs: written before, checkpointed, completed
 lease.py     the single-cleanup lease shared by the processes of one state directory
+plans.py     the plans of dry runs: what a preview selected, applied once, before it expires
 store.py     State: what the engine asks of it, each a whole transaction
 
 Nothing else in the tree writes SQL.
 """
 
 from .database import FILE_NAME, StateUnusable
+from .plans import Plan
 from .runs import MANUAL, Cancel, RunStart
 from .store import Kept, State
 
-__all__ = ["FILE_NAME", "MANUAL", "Cancel", "Kept", "RunStart", "State", "StateUnusable"]
+__all__ = [
+    "FILE_NAME",
+    "MANUAL",
+    "Cancel",
+    "Kept",
+    "Plan",
+    "RunStart",
+    "State",
+    "StateUnusable",
+]

@@ -10,7 +10,8 @@ Migration 1 (on an empty file) sets `auto_vacuum = INCREMENTAL` first, which
 SQLite honours only before the first table exists: the pages that history
 retention frees are then given back with `PRAGMA incremental_vacuum`.
 Migration 2 adds `fires`, when each retention policy last fired.
-Migration 3 adds to `runs` what `jobs.cleanup_status` and `jobs.cleanup_cancel` read
+Migration 3 adds `plans` and `plan_jobs`: the dry runs' plans and the jobs of each.
+Migration 4 adds to `runs` what `jobs.cleanup_status` and `jobs.cleanup_cancel` read
 and write: whether a run goes on in the background, its phase at its last
 checkpoint, and who asked to cancel it, and when.
 """
@@ -61,7 +62,33 @@ CREATE TABLE fires (
 )
 """
 
-# Background runs (migration 3): `background` 1 for a run started by jobs.cleanup_start;
+# The plans of dry runs (see plans.py): what each selected (`params`, as jobs.cleanup's,
+# its age cutoffs taken at `created_at_ms`), until when it may be applied, and the run
+# that applied it. Kept as long as the history; the jobs of a plan that expired or was
+# applied are dropped by the housekeeping.
+_PLANS = """
+CREATE TABLE plans (
+    plan_id TEXT PRIMARY KEY,
+    run_id TEXT,
+    params TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    jobs INTEGER NOT NULL,
+    applied_run_id TEXT,
+    applied_at_ms INTEGER
+)
+"""
+
+# The jobs of each plan, by id.
+_PLAN_JOBS = """
+CREATE TABLE plan_jobs (
+    plan_id TEXT NOT NULL,
+    job_id INTEGER NOT NULL,
+    PRIMARY KEY (plan_id, job_id)
+) WITHOUT ROWID
+"""
+
+# Background runs (migration 4): `background` 1 for a run started by jobs.cleanup_start;
 # `phase` as of its last checkpoint (see cleanup/run.py); `cancelled_by_uid`,
 # `cancelled_by_pid` and `cancelled_at_ms` set by jobs.cleanup_cancel while it goes (a
 # cancel asked through another process sharing the state directory reaches the run at
@@ -84,6 +111,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         _LEASES,
     ),
     (_FIRES,),
+    (_PLANS, "CREATE INDEX plans_created ON plans (created_at_ms)", _PLAN_JOBS),
     _RUNS_PROGRESS,
 )
 LATEST = len(MIGRATIONS)

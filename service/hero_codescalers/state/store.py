@@ -8,8 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import lease, runs
+from . import lease, plans, runs
 from .database import Database
+from .plans import Plan
 from .runs import Cancel, RunStart
 
 
@@ -61,15 +62,18 @@ class State:
         lease.LIVE_HERE.discard(self.holder)
         await self.database.close()
 
-    async def begin(self, run: RunStart) -> list[dict[str, Any]]:
+    async def begin(self, run: RunStart, *, applying: str | None = None) -> list[dict[str, Any]]:
         """Take the lease and write the run's record, in one transaction: CleanupRunning
         while another process holds the lease, StateUnavailable when the database cannot
         be written. The open runs of a holder whose lease was taken over are completed as
-        interrupted; they are returned."""
+        interrupted; they are returned. `applying`: the plan the run applies, marked
+        applied in the same transaction (PlanUnusable when it cannot be)."""
 
         def begin(connection: sqlite3.Connection) -> list[dict[str, Any]]:
             now = self.clock()
             previous = lease.acquire(connection, self.holder, run.run_id, now, self.lease_ttl_ms)
+            if applying is not None:
+                plans.apply(connection, applying, run.run_id, now)
             cut = runs.interrupt(connection, {self.holder}) if previous else []
             runs.insert(connection, run, self.holder)
             return cut
@@ -200,3 +204,45 @@ class State:
     async def fired(self, policy: str, at_ms: int) -> None:
         """Persist that `policy` fired at `at_ms` (before its run starts)."""
         await self.database.write(lambda c: runs.fired(c, policy, at_ms))
+
+    # the plans of dry runs (see plans.py) ---------------------------------------------
+
+    async def save_plan(
+        self,
+        plan_id: str,
+        *,
+        run_id: str | None,
+        params: dict[str, Any],
+        created_at_ms: int,
+        expires_at_ms: int,
+        job_ids: list[int],
+    ) -> None:
+        """Write a dry run's plan and its jobs (StateUnavailable when it cannot be)."""
+        await self.database.write(
+            lambda c: plans.insert(
+                c,
+                plan_id=plan_id,
+                run_id=run_id,
+                params=params,
+                created_at_ms=created_at_ms,
+                expires_at_ms=expires_at_ms,
+                job_ids=job_ids,
+            )
+        )
+
+    async def plan(self, plan_id: str) -> Plan:
+        """The plan `plan_id`, with its jobs; PlanUnusable when it cannot be applied now."""
+        return await self.database.read(lambda c: plans.read(c, plan_id, self.clock()))
+
+    async def unapply(self, plan_id: str, run_id: str) -> None:
+        """Give back the plan that the run `run_id` applied without doing anything of it."""
+        await self.database.write(lambda c: plans.unapply(c, plan_id, run_id))
+
+    async def prune_plans(self, keep_ms: int) -> tuple[int, int]:
+        """Drop the jobs of the plans that expired or were applied, and the plans made more
+        than `keep_ms` ago, giving the pages back; how many job rows and plans."""
+        now = self.clock()
+        dropped = await self.database.write(lambda c: plans.prune(c, now, now - keep_ms))
+        if any(dropped):
+            await self.database.vacuum()
+        return dropped
