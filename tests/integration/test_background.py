@@ -383,3 +383,28 @@ async def test_the_status_names_the_step_under_way(
     if phase != "deleting_jobs":
         assert (now["jobs_left_at_most"], now["eta_ms"]) == (None, None)
     assert (await status(caller, run_id))["phase"] == "done"
+
+
+async def test_a_background_run_takes_what_a_cleanup_takes(
+    simulator: Simulator, service: Service, caller: Caller
+) -> None:
+    """A dry run's plan, applied in the background, deletes that plan's jobs only (not one
+    made since); a bounded background run says `has_more`; `ids: false` keeps its
+    summary without id lists."""
+    seed_population(simulator.store, 30)
+    plan = await caller.call("jobs.cleanup", {"kind": "user", "dry_run": True})
+    planned = set(plan["job_ids"])
+    assert planned
+    later = await caller.call(
+        "jobs.submit", {"kind": "user", "actor": "alice", "script": "made since"}
+    )
+    started = await caller.call("jobs.cleanup_start", {"plan_id": plan["plan_id"]})
+    await service.engine.idle()
+    applied = (await status(caller, started["run_id"]))["summary"]
+    assert set(applied["job_ids"]) == planned
+    assert later["job_id"] in simulator.store.jobs
+    started = await caller.call("jobs.cleanup_start", {"max_jobs": 2, "ids": False})
+    await service.engine.idle()
+    bounded = (await status(caller, started["run_id"]))["summary"]
+    assert (bounded["jobs_deleted"], bounded["has_more"]) == (2, True)
+    assert (bounded["job_ids"], bounded["ids_omitted"]) == ([], True)
