@@ -10,6 +10,7 @@ import json
 import sys
 import typing
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -22,6 +23,7 @@ from .output import (
     ask,
     call_and_print,
     cleanup_exit_status,
+    for_people,
     output_option,
     show,
 )
@@ -84,10 +86,13 @@ def jobs_cleanup(
     Preview, then apply exactly that: `--dry-run` answers a plan_id, `--plan ID` deletes
     the jobs of that plan that still match (within the hour).
 
-    On a terminal it prints a compact summary (counts, the first few ids, the run's
-    id); otherwise, or with --output json, the whole summary as JSON. A real cleanup
-    without any filter (nor plan) asks first when someone can answer (stdin and stderr
-    on a terminal; --yes does not ask).
+    On a terminal it runs in the background with a live progress bar on stderr (phase,
+    counts, rate, time left), then prints a compact summary (counts, the first few ids,
+    the run's id); Ctrl-C asks the service to cancel the run and prints what it did, a
+    second Ctrl-C leaves the run to the service. Otherwise, or with --output json, it
+    waits for the run and prints the whole summary as JSON. A real cleanup without any
+    filter (nor plan) asks first when someone can answer (stdin and stderr on a
+    terminal; --yes does not ask).
 
     Exits 0 when everything selected was deleted or already gone (also when --max-jobs
     left more: has_more), 4 when the run was partial (stopped short, malformed jobs
@@ -103,24 +108,26 @@ def jobs_cleanup(
     )
     if unfiltered and not dry_run and not yes:
         confirm_everything(include_kept)
+    params: dict[str, Any] = {
+        "kind": kind,
+        "target": target,
+        "actor": actor,
+        "older_than_ms": older_than,
+        "dry_run": dry_run,
+        "reason": reason,
+        "statuses": list(statuses) or None,
+        "finished_older_than_ms": finished_older_than,
+        "keep_last": keep_last,
+        "include_kept": include_kept,
+        "plan_id": plan_id,
+        "max_jobs": max_jobs,
+    }
+    if for_people(output) and sys.stderr.isatty():
+        from .progress import follow_run  # noqa: PLC0415 # rich's progress, on a terminal only
+
+        sys.exit(follow_run(socket, lambda c: c.jobs_cleanup_start(**params)))
     try:
-        summary = ask(
-            socket,
-            lambda c: c.jobs_cleanup(
-                kind=kind,
-                target=target,
-                actor=actor,
-                older_than_ms=older_than,
-                dry_run=dry_run,
-                reason=reason,
-                statuses=list(statuses) or None,  # type: ignore[arg-type] # click.Choice checked it
-                finished_older_than_ms=finished_older_than,
-                keep_last=keep_last,
-                include_kept=include_kept,
-                plan_id=plan_id,
-                max_jobs=max_jobs,
-            ),
-        )
+        summary = ask(socket, lambda c: c.jobs_cleanup(**params))
     except KeyboardInterrupt:
         click.echo(
             "hero_codescalers: interrupted; the service takes the run to its end and records "
@@ -304,4 +311,40 @@ def policies_run(
     )
 
 
-COMMANDS = (jobs_cleanup, jobs_list, jobs_submit, stats, health, cleanup_history, policies)
+@click.command("cleanup-status")
+@click.argument("run_id", metavar="RUN_ID")
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="On a terminal: a live progress bar until the run is done (Ctrl-C leaves it).",
+)
+@output_option
+@socket_option
+def cleanup_status(run_id: str, follow: bool, output: str | None, socket: Path | None) -> None:
+    """Where the cleanup run RUN_ID stands: phase, counts, rate, time left, summary (admin).
+
+    RUN_ID comes from jobs-cleanup, cleanup-history or an error naming the run that
+    holds the lock.
+    """
+    if follow and for_people(output) and sys.stderr.isatty():
+        from .progress import follow_run  # noqa: PLC0415 # rich's progress, on a terminal only
+
+        sys.exit(follow_run(socket, run_id))
+    call_and_print(
+        socket,
+        lambda c: c.jobs_cleanup_status(run_id=run_id),
+        output=output,
+        table="status_table",
+    )
+
+
+COMMANDS = (
+    jobs_cleanup,
+    jobs_list,
+    jobs_submit,
+    stats,
+    health,
+    cleanup_history,
+    cleanup_status,
+    policies,
+)

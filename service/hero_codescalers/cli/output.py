@@ -112,7 +112,14 @@ def as_json(result: Any) -> Any:
     return result.model_dump(mode="json") if isinstance(result, BaseModel) else result
 
 
-Table = Literal["jobs_table", "stats_table", "history_table", "policies_table", "cleanup_summary"]
+Table = Literal[
+    "jobs_table",
+    "stats_table",
+    "history_table",
+    "policies_table",
+    "cleanup_summary",
+    "status_table",
+]
 
 
 def show(result: Any, output: str | None, table: Table | None) -> None:

@@ -332,3 +332,14 @@ def _record_line(out: Console, s: Any) -> None:
     if s.run_id:
         out.print(f"Recorded as run {s.run_id}: hero_codescalers cleanup-history", style="dim")
     out.print("Every id and error: --output json", style="dim")
+
+
+def status_table(status: Any) -> None:
+    """`cleanup-status`: the run's state in a line, then its summary once it has one."""
+    from .progress import status_line  # noqa: PLC0415 # progress imports this module
+
+    status_line(status)
+    if status.error:
+        console().print(f"error: {status.error}", style="red")
+    if status.summary is not None:
+        cleanup_summary(status.summary)
