@@ -173,8 +173,11 @@ def _usable_version(connection: sqlite3.Connection, path: Path) -> int:
     try:
         connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         damage = [row[0] for row in connection.execute("PRAGMA quick_check")]
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        # One statement, one snapshot: another process starting on a new file may commit
+        # its first migration between two reads (tables, and then the version).
+        version, tables = connection.execute(
+            "SELECT user_version, (SELECT count(*) FROM sqlite_master) FROM pragma_user_version"
+        ).fetchone()
     except sqlite3.DatabaseError as exc:
         raise StateUnusable(path, f"not a usable SQLite database ({exc})", _MOVE_ASIDE) from None
     if damage != ["ok"]:
