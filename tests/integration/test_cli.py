@@ -140,7 +140,7 @@ async def test_invalid_params_exit_1(service: Service) -> None:
         "jobs-cleanup", "--actor", "kind_user", "--socket", str(service.socket)
     )
     assert code == 1
-    assert err.startswith("hero_codescalers: Invalid params (-32602): actor: ")
+    assert err.startswith('hero_codescalers: Invalid params (-32602): "actor: ')
 
 
 async def test_health_exits_4_when_degraded(sock_dir: Path) -> None:
