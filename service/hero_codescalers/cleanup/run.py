@@ -166,6 +166,7 @@ class CleanupRun:
             tally.phase = "deleting_jobs"
             await self._delete_jobs(walk, matches)
             tally.present = walk.listed - walk.removed
+            tally.phase = "listing"  # what comes next (its checkpoint aside): the next page
         if walk.page_sample is not None:
             # The entries without a valid id of this pass join the run's count at its end.
             skipped = len(tally.malformed_ids) + max(tally.malformed_idless, walk.idless)
