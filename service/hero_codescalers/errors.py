@@ -101,7 +101,10 @@ class AdminRequired(Error):
 
 class CleanupRunning(Error):
     """Another cleanup holds the single-cleanup lock: in this process, or in another
-    process sharing the state directory (the lease); `data.reason` says which."""
+    process sharing the state directory (the lease); `data.reason` says which, and the
+    rest of `data` names the run holding it (`run_id`, `started_at_ms`, `peer_uid`,
+    `peer_pid`, `policy`, `background`; with another process, its `holder_pid`,
+    `holder_host` and `lease_expires_at_ms`)."""
 
     code = CLEANUP_RUNNING
     message = "A cleanup is already running"
@@ -261,7 +264,10 @@ DOCUMENTED: dict[int, tuple[str, str, str]] = {
         "CleanupRunning",
         "A cleanup is already running",
         "One cleanup at a time, also across service processes sharing a state directory; "
-        "`data.reason` says which holds it. Try again when it has finished.",
+        "`data.reason` says which holds it, and `data` names its run: `run_id` (follow it "
+        "with jobs.cleanup_status), `started_at_ms`, who started it (`peer_uid`, `peer_pid`; "
+        "`policy` for a retention policy's run) and `background`; for another process also "
+        "`holder_pid`, `holder_host`, `lease_expires_at_ms`. Try again when it has finished.",
     ),
     STATE_UNAVAILABLE: (
         "StateUnavailable",

@@ -5,8 +5,9 @@ An example names in `given` the examples whose calls make the state it needs
 hero_proc and a fresh service. So the ids an example shows depend only on the
 examples it names: adding a method, or an example anywhere, shifts nothing.
 `steps` gives that order; `tests/integration/test_examples.py` replays every
-example so (checking the result of each step), and the @open-rpc/test-coverage
-run gives each call of the tool the state of its example. Fields named in
+example so (checking the result of each step, and waiting for the run a step
+started to end before the next step), and the @open-rpc/test-coverage run gives
+each call of the tool the state of its example. Fields named in
 `VOLATILE` (clocks, durations, the caller, the socket's path, ids made at random)
 differ from run to run and are compared by type only; a `partial` example shows
 part of its result. A param an example `takes` from an example it follows (a
@@ -103,6 +104,9 @@ VOLATILE = frozenset(
         "socket",
         "run_id",
         "file",
+        "elapsed_ms",
+        "jobs_per_s",
+        "at_ms",
         "plan_id",
         "plan_expires_at_ms",
     }
@@ -217,6 +221,8 @@ def _run(run_id: str, params: dict[str, Any], **fields: Any) -> dict[str, Any]:
         "jobs_not_attempted": 0,
         "jobs_skipped_malformed": 0,
         "errors_count": 0,
+        "background": False,
+        "cancelled_by": None,
     }
     out.update(fields)
     return out
@@ -586,5 +592,89 @@ RETENTION_RUN = (
         _summary(dry_run=True),
         summary="Pending jobs are never a policy's: it takes finished ones only",
         given=(THREE_SUBMISSIONS,),
+    ),
+)
+
+
+BACKGROUND = "jobs.cleanup_start/in-the-background"
+
+
+def _status(**fields: Any) -> dict[str, Any]:
+    """The status of a run of kind user's two jobs, ended ok, read from its record."""
+    out: dict[str, Any] = {
+        "run_id": "5f0c6a1e9b2d4c83",
+        "phase": "done",
+        "source": "record",
+        "outcome": "ok",
+        "error": None,
+        "dry_run": False,
+        "background": False,
+        "policy": None,
+        "peer_uid": 0,
+        "peer_pid": 4242,
+        "started_at_ms": T,
+        "finished_at_ms": T,
+        "elapsed_ms": 3,
+        "jobs_listed": None,
+        "jobs_left_at_most": None,
+        "jobs_matched": 2,
+        "jobs_deleted": 2,
+        "jobs_failed": 0,
+        "actions_deleted": 1,
+        "jobs_per_s": 666.7,
+        "eta_ms": None,
+        "cancelled_by": None,
+        "summary": None,
+    }
+    out.update(fields)
+    return out
+
+
+_USER_JOBS_DELETED = _summary(
+    jobs_deleted=2,
+    actions_deleted=1,
+    job_ids=[1, 2],
+    action_ids=[HOME_PAGE],
+    jobs_matched=2,
+    actions_matched=1,
+)
+
+CLEANUP_START = (
+    Example(
+        "in-the-background",
+        {"kind": "user"},
+        {"run_id": "5f0c6a1e9b2d4c83", "started_at_ms": T},
+        summary="Every job of kind user, in the background: its run id at once",
+        given=(THREE_SUBMISSIONS,),
+    ),
+)
+
+CLEANUP_STATUS = (
+    Example(
+        "once-done",
+        {"run_id": "5f0c6a1e9b2d4c83"},
+        _status(source="memory", background=True, summary=_USER_JOBS_DELETED),
+        summary="A background run once done: its counts, rate and summary",
+        given=(BACKGROUND,),
+        takes=(("run_id", BACKGROUND),),
+    ),
+    Example(
+        "a-foreground-run",
+        {"run_id": "5f0c6a1e9b2d4c83"},
+        _status(),
+        summary="A run whose summary went to its caller: its record",
+        given=("jobs.cleanup/one-kind",),
+        takes=(("run_id", "jobs.cleanup/one-kind"),),
+    ),
+)
+
+CLEANUP_CANCEL = (
+    Example(
+        "after-its-end",
+        {"run_id": "5f0c6a1e9b2d4c83"},
+        _status(source="memory", background=True, summary=_USER_JOBS_DELETED),
+        summary="A run that has already ended is left as it was: its status",
+        given=(BACKGROUND,),
+        takes=(("run_id", BACKGROUND),),
     ),
 )

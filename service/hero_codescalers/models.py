@@ -429,6 +429,14 @@ class HistoryParams(Params):
     )
 
 
+class CancelledBy(Result):
+    """Who asked to cancel a run (`jobs.cleanup_cancel`), and when."""
+
+    uid: int | None = Field(description="The caller's uid (null when unknown)")
+    pid: int | None = Field(description="The caller's pid (null when unknown)")
+    at_ms: int = Field(description="When the cancel was asked")
+
+
 class HistoryEntry(Result):
     """One cleanup run as recorded: written before it deleted anything, checkpointed after
     each page, completed when it ended."""
@@ -455,6 +463,12 @@ class HistoryEntry(Result):
     jobs_not_attempted: int = 0
     jobs_skipped_malformed: int = 0
     errors_count: int = Field(default=0, description="Lines in its summary's `errors`")
+    background: bool = Field(
+        default=False, description="Started by `jobs.cleanup_start`: no caller waited for it"
+    )
+    cancelled_by: CancelledBy | None = Field(
+        default=None, description="Who asked to cancel it (`jobs.cleanup_cancel`); null: nobody"
+    )
 
 
 class HistoryResult(Result):
@@ -501,3 +515,98 @@ class RetentionListResult(Result):
     policies: list[PolicyView] = Field(description="By name")
     file: str | None = Field(description="The policies file; null when none is configured")
     dry_run_switch: bool = Field(description="HERO_CODESCALERS_POLICIES_DRY_RUN")
+
+
+RUN_ID_PATTERN = r"^[0-9a-f]{16}$"
+# The steps of a run, as `jobs.cleanup_status` names them: `listing` (reading a page of
+# hero_proc's listing, and a `keep_last` run's first reading), `deleting_jobs` (a page's
+# matches), `deleting_actions` (the matched jobs' actions), `settling` (checking the
+# deletions without a clear answer, then the orphan-action sweep when the run has one),
+# `done`. The first two alternate, page by page.
+Phase = Literal["listing", "deleting_jobs", "deleting_actions", "settling", "done"]
+
+
+class CleanupStarted(Result):
+    """The answer of `jobs.cleanup_start`: the run is recorded and goes on in the background."""
+
+    run_id: str = Field(
+        description="Follow it with `jobs.cleanup_status`, stop it with `jobs.cleanup_cancel`"
+    )
+    started_at_ms: int
+
+
+class RunParams(Params):
+    """`jobs.cleanup_status` and `jobs.cleanup_cancel`: one cleanup run, by its id."""
+
+    run_id: str = Field(
+        pattern=RUN_ID_PATTERN,
+        description="The run's id: from `jobs.cleanup_start`, a summary's `run_id`, "
+        "`jobs.cleanup_history`, or the data of -32011",
+        examples=["5f0c6a1e9b2d4c83"],
+    )
+
+
+class CleanupStatus(Result):
+    """Where a cleanup run stands: its phase, its counts so far, its rate, the time it may
+    still take, and once done its outcome (and its summary when this process keeps it)."""
+
+    run_id: str
+    phase: Phase = Field(description="Its step now; `done` once it has ended")
+    source: Literal["memory", "record"] = Field(
+        description="`memory`: this process runs it, or ran it and keeps its summary; its "
+        "counts are current. `record`: read from the state database (a run that ended "
+        "earlier, or a run of another process sharing the state directory: its counts and "
+        "phase as of its last checkpoint)"
+    )
+    outcome: Outcome | None = Field(description="How it ended; null while it goes on")
+    error: str | None = Field(description="Why it failed or was interrupted")
+    dry_run: bool
+    background: bool = Field(description="Started by `jobs.cleanup_start`")
+    policy: str | None = Field(description="The retention policy that ran it; null: a caller")
+    peer_uid: int | None = Field(description="Who started it (null for a scheduled run)")
+    peer_pid: int | None
+    started_at_ms: int
+    finished_at_ms: int | None = Field(description="null while it goes on")
+    elapsed_ms: int = Field(description="Since it started (its duration once it has ended)")
+    jobs_listed: int | None = Field(
+        description="Jobs listed so far by the reading under way (each pass through the "
+        "listing starts again from 0); null from a record"
+    )
+    jobs_left_at_most: int | None = Field(
+        description="At most this many jobs are still to be listed (bounded by hero_proc's "
+        "`stats` job count); null when unknown: from a record, while a `keep_last` run reads "
+        "the listing first, once the listing is done, or while hero_proc's stats cannot be had"
+    )
+    jobs_matched: int
+    jobs_deleted: int
+    jobs_failed: int
+    actions_deleted: int
+    jobs_per_s: float | None = Field(
+        description="Matched jobs per second since it started (a real run deletes each "
+        "page's matches before it lists the next page); null before a second has passed "
+        "in a record"
+    )
+    eta_ms: int | None = Field(
+        description="An estimate of the time left to list (and delete) the jobs, from the "
+        "listing's rate and `jobs_left_at_most`, so rather long than short; the actions "
+        "take a little more. null when it cannot be made (see `jobs_left_at_most`)"
+    )
+    cancelled_by: CancelledBy | None = Field(description="Who asked to cancel it; null: nobody")
+    summary: CleanupSummary | None = Field(
+        description="The run's summary once done, when this process keeps it: a background "
+        "run's (the last few), and in `jobs.cleanup_cancel`'s answer; null otherwise (a "
+        "foreground run's summary went to its caller; the counts above are the record's)"
+    )
+
+
+def without_ids(summary: CleanupSummary) -> CleanupSummary:
+    """`summary` with its id lists empty, saying so (`ids: false`)."""
+    return summary.model_copy(
+        update={
+            "job_ids": [],
+            "action_ids": [],
+            "foreign_action_ids": [],
+            "actions_in_use_ids": [],
+            "ids_omitted": True,
+        }
+    )

@@ -37,11 +37,12 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from hero_codescalers.engine import Engine
 from hero_codescalers.examples import POLICIES, steps, taken
 from hero_codescalers.methods import registry
 from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator
-from hero_codescalers.transport import create_app, runner_for
+from hero_codescalers.transport import ENGINE, create_app, runner_for
 from hero_codescalers.unixsock import bind_unix, remove_socket
 
 from ..conftest import serve_tcp
@@ -52,9 +53,9 @@ DOCUMENT = ROOT / "openrpc" / "openrpc.json"
 
 
 @contextlib.asynccontextmanager
-async def live_service() -> AsyncIterator[Path]:
+async def live_service() -> AsyncIterator[tuple[Path, Engine]]:
     """A fresh simulator and the service in front of it (a fresh state database too); the
-    service's socket."""
+    service's socket and engine."""
     scratch = Path(tempfile.mkdtemp(prefix="hc-cov-", dir="/tmp"))
     policies = scratch / "policies.toml"
     policies.write_text(POLICIES)  # the policies the examples declare
@@ -68,7 +69,7 @@ async def live_service() -> AsyncIterator[Path]:
             await runner.setup()
             try:
                 await web.SockSite(runner, sock).start()
-                yield settings.socket
+                yield settings.socket, runner.app[ENGINE]
             finally:
                 await runner.cleanup()
                 sock.close()
@@ -133,13 +134,14 @@ class Relay:
         ref = self.example_of(call)
         *before, (method, this) = steps(registry, ref)
         results: dict[str, Any] = {}
-        async with live_service() as socket, session_for(socket) as session:
+        async with live_service() as (socket, engine), session_for(socket) as session:
             for earlier, example in before:
                 request = self.request(earlier, example.name)
                 request["params"].update(taken(example, results))
                 answer = await post(session, json.dumps(request))
                 assert "result" in answer, f"{ref}: {earlier} {example.name} answered {answer}"
                 results[f"{earlier}/{example.name}"] = answer["result"]
+                await engine.idle()  # the run it started has ended
             if replaced := taken(this, results):
                 names = [p["name"] for p in self.spec(method)["params"]]
                 for name, value in replaced.items():

@@ -15,7 +15,7 @@ from hero_codescalers.models import NoParams
 from hero_codescalers.registry import CallContext, MethodDef, Registry
 from hero_codescalers.settings import Settings
 
-from ..conftest import Caller
+from ..conftest import Caller, Service
 from ..example_results import same
 
 DOCUMENT = json.loads((Path(__file__).parents[2] / "openrpc" / "openrpc.json").read_text())
@@ -39,10 +39,12 @@ def test_every_method_has_an_example() -> None:
 
 
 @pytest.mark.parametrize("ref", sorted(DOCUMENTED))
-async def test_each_example_is_true_in_the_state_it_declares(caller: Caller, ref: str) -> None:
-    """Replayed from an empty hero_proc (what it follows first), each call sends the params
-    the document lists, by name (those it takes from an earlier answer as answered), and
-    gets the result the document shows."""
+async def test_each_example_is_true_in_the_state_it_declares(
+    service: Service, caller: Caller, ref: str
+) -> None:
+    """Replayed from an empty hero_proc (what it follows first, each step once the run it
+    started has ended), each call sends the params the document lists, by name (those it
+    takes from an earlier answer as answered), and gets the result the document shows."""
     results: dict[str, Any] = {}
     for method, example in steps(registry, ref):
         documented = DOCUMENTED[f"{method}/{example.name}"]
@@ -55,6 +57,7 @@ async def test_each_example_is_true_in_the_state_it_declares(caller: Caller, ref
             partial=example.partial,
             where=f"{method} {example.name}",
         )
+        await service.engine.idle()
 
 
 def fake_registry(**examples: tuple[Example, ...]) -> Registry:

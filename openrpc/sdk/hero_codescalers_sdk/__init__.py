@@ -21,6 +21,9 @@ from .errors import (
     TransportError,
 )
 from .models import (
+    CancelledBy,
+    CleanupStarted,
+    CleanupStatus,
     CleanupSummary,
     CodescalerCounts,
     HealthResult,
@@ -43,7 +46,10 @@ __all__ = [
     "API_VERSION",
     "AdminRequired",
     "AsyncClient",
+    "CancelledBy",
     "CleanupRunning",
+    "CleanupStarted",
+    "CleanupStatus",
     "CleanupSummary",
     "Client",
     "CodescalerCounts",

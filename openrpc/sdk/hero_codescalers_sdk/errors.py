@@ -61,8 +61,11 @@ class AdminRequired(RpcError):
 
 class CleanupRunning(RpcError):
     """-32011 A cleanup is already running: One cleanup at a time, also across service processes
-    sharing a state directory; `data.reason` says which holds it. Try again when it has
-    finished.
+    sharing a state directory; `data.reason` says which holds it, and `data` names its
+    run: `run_id` (follow it with jobs.cleanup_status), `started_at_ms`, who started it
+    (`peer_uid`, `peer_pid`; `policy` for a retention policy's run) and `background`; for
+    another process also `holder_pid`, `holder_host`, `lease_expires_at_ms`. Try again
+    when it has finished.
     """
 
     CODE = -32011

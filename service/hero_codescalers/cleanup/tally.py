@@ -108,6 +108,11 @@ class Tally:
     malformed_noted: bool = False  # the errors line on malformed jobs is written
     complete: bool = True
     stopped: str | None = None  # why the run stopped early, when it did
+    # Where the run is, for `jobs.cleanup_status` (models.Phase; the engine sets `done`):
+    phase: str = "listing"
+    listed: int = 0  # jobs listed by the reading under way (a pass, or keep_last's reading)
+    present: int = 0  # of those, still in the listing (not deleted nor found gone)
+    pass_started: float = 0.0  # time.monotonic() when the pass under way started
     max_jobs: int | None = None  # the run matches at most this many jobs
     has_more: bool = False  # it stopped at max_jobs, and another job matched
     plan_id: str | None = None  # the plan a dry run made, or the plan applied

@@ -175,7 +175,7 @@ class Scheduler:
         policy = self._policies[name]
         entry = self._entries.get(name)
         if entry is not None and entry.running:
-            raise CleanupRunning("this policy's last run is still going")
+            raise self.engine.running_error("this policy's last run is still going")
         return await self._cleanup(
             policy,
             self.dry_run(policy, dry_run),

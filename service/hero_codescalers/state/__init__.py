@@ -12,7 +12,16 @@ Nothing else in the tree writes SQL.
 
 from .database import FILE_NAME, StateUnusable
 from .plans import Plan
-from .runs import MANUAL, RunStart
-from .store import State
+from .runs import MANUAL, Cancel, RunStart
+from .store import Kept, State
 
-__all__ = ["FILE_NAME", "MANUAL", "Plan", "RunStart", "State", "StateUnusable"]
+__all__ = [
+    "FILE_NAME",
+    "MANUAL",
+    "Cancel",
+    "Kept",
+    "Plan",
+    "RunStart",
+    "State",
+    "StateUnusable",
+]

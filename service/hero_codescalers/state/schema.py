@@ -11,6 +11,9 @@ SQLite honours only before the first table exists: the pages that history
 retention frees are then given back with `PRAGMA incremental_vacuum`.
 Migration 2 adds `fires`, when each retention policy last fired.
 Migration 3 adds `plans` and `plan_jobs`: the dry runs' plans and the jobs of each.
+Migration 4 adds to `runs` what `jobs.cleanup_status` and `jobs.cleanup_cancel` read
+and write: whether a run goes on in the background, its phase at its last
+checkpoint, and who asked to cancel it, and when.
 """
 
 from __future__ import annotations
@@ -85,6 +88,19 @@ CREATE TABLE plan_jobs (
 ) WITHOUT ROWID
 """
 
+# Background runs (migration 4): `background` 1 for a run started by jobs.cleanup_start;
+# `phase` as of its last checkpoint (see cleanup/run.py); `cancelled_by_uid`,
+# `cancelled_by_pid` and `cancelled_at_ms` set by jobs.cleanup_cancel while it goes (a
+# cancel asked through another process sharing the state directory reaches the run at
+# its next checkpoint or lease renewal).
+_RUNS_PROGRESS = (
+    "ALTER TABLE runs ADD COLUMN background INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE runs ADD COLUMN phase TEXT",
+    "ALTER TABLE runs ADD COLUMN cancelled_by_uid INTEGER",
+    "ALTER TABLE runs ADD COLUMN cancelled_by_pid INTEGER",
+    "ALTER TABLE runs ADD COLUMN cancelled_at_ms INTEGER",
+)
+
 # The statements of each migration, one statement a string (a transaction cannot run
 # a script); MIGRATIONS[0] makes version 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -96,5 +112,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     (_FIRES,),
     (_PLANS, "CREATE INDEX plans_created ON plans (created_at_ms)", _PLAN_JOBS),
+    _RUNS_PROGRESS,
 )
 LATEST = len(MIGRATIONS)

@@ -6,16 +6,24 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import lease, plans, runs
 from .database import Database
 from .plans import Plan
-from .runs import RunStart
+from .runs import Cancel, RunStart
 
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class Kept(NamedTuple):
+    """A run's lease renewed: whether this process still holds it, and the cancel asked
+    of the run (through any process), if any."""
+
+    held: bool
+    cancel: Cancel | None
 
 
 class State:
@@ -77,16 +85,38 @@ class State:
         because another cleanup holds the lock): no lease is taken."""
         await self.database.write(lambda c: runs.insert_ended(c, run, self.holder, outcome, error))
 
-    async def checkpoint(self, run_id: str, counts: dict[str, int], errors_count: int) -> bool:
-        """Record the run's counts so far and renew the lease; False when the lease was
-        taken over by another process (this one must stop)."""
+    async def checkpoint(
+        self, run_id: str, counts: dict[str, int], errors_count: int, phase: str | None = None
+    ) -> Kept:
+        """Record the run's counts so far (and its phase) and renew the lease: `held` False
+        when the lease was taken over by another process (this one must stop); `cancel`
+        when a cancel of the run was asked."""
 
-        def checkpoint(connection: sqlite3.Connection) -> bool:
+        def checkpoint(connection: sqlite3.Connection) -> Kept:
             now = self.clock()
-            runs.checkpoint(connection, run_id, counts, errors_count, now)
-            return lease.renew(connection, self.holder, now, self.lease_ttl_ms)
+            runs.checkpoint(connection, run_id, counts, errors_count, now, phase=phase)
+            held = lease.renew(connection, self.holder, now, self.lease_ttl_ms)
+            return Kept(held, runs.cancel_of(connection, run_id))
 
         return await self.database.write(checkpoint)
+
+    async def watch(self, run_id: str) -> Kept:
+        """Renew the lease of the run `run_id`, and read whether a cancel of it was asked."""
+
+        def watch(connection: sqlite3.Connection) -> Kept:
+            held = lease.renew(connection, self.holder, self.clock(), self.lease_ttl_ms)
+            return Kept(held, runs.cancel_of(connection, run_id))
+
+        return await self.database.write(watch)
+
+    async def request_cancel(self, run_id: str, cancel: Cancel) -> bool:
+        """Write on the run's record who asked to cancel it (the first asker is kept);
+        whether it was written (not when the run has ended or was asked before)."""
+        return await self.database.write(lambda c: runs.request_cancel(c, run_id, cancel))
+
+    async def run(self, run_id: str) -> dict[str, Any] | None:
+        """The record of the run `run_id`, or None."""
+        return await self.database.read(lambda c: runs.find(c, run_id))
 
     async def renew(self) -> bool:
         """Renew the lease; False when it was taken over."""
