@@ -378,20 +378,20 @@ async def test_policies_due_together_fire_the_earliest_first_and_the_next_is_ski
     assert schedulers.events == [("b", "scheduled"), ("a", "scheduled"), ("a", "skipped")]
     assert scheduler.due_ms("a") == now + RETRY_MS
     assert scheduler.due_ms("b") == now + 3_600_000
-    lock_held = "a cleanup is already running: this service is running one"
-    assert [e for e in logs if e["event"] == "policy_skipped"] == [
-        {"event": "policy_skipped", "log_level": "info", "policy": "a", "reason": lock_held}
-    ]
     await hold.entered.wait()
     with pytest.raises(CleanupRunning) as refused:
         await scheduler.run_now("b", dry_run=True)
-    assert refused.value.detail == (
-        "a cleanup is already running: this policy's last run is still going"
-    )
     hold.release.set()
     await scheduler.join()
     skipped, ran = await runs(caller)
     assert (ran["policy"], ran["outcome"], ran["dry_run"]) == ("b", "ok", False)
+    assert refused.value.detail == (
+        f"a cleanup is already running: this policy's last run is still going: run {ran['run_id']}"
+    )
+    lock_held = f"a cleanup is already running: this service is running one: run {ran['run_id']}"
+    assert [e for e in logs if e["event"] == "policy_skipped"] == [
+        {"event": "policy_skipped", "log_level": "info", "policy": "a", "reason": lock_held}
+    ]
     assert skipped == {
         **skipped,
         "policy": "a",
