@@ -463,11 +463,23 @@ async def test_a_reload_before_the_fires_are_read_keeps_the_persisted_fire(
 
 
 async def test_with_no_policy_enabled_the_scheduler_waits_for_a_reload(
-    clock: ManualClock, schedulers: Schedulers, caller: Caller
+    service: Service, clock: ManualClock, schedulers: Schedulers
 ) -> None:
     """Nothing enabled: nothing is due and the scheduler sleeps without a time; a reload
     that enables the policy makes it due after its jitter."""
+    state = service.engine.state
+    read_fires = state.fires
+    read = asyncio.Event()
+
+    async def fires() -> dict[str, int]:
+        try:
+            return await read_fires()
+        finally:
+            read.set()  # from here the loop goes on to its sleep without a pause
+
+    state.fires = fires  # type: ignore[method-assign]
     scheduler = await schedulers.start(policy(enabled=False))
+    await read.wait()
     p = policy()
     scheduler.reload({"users": p})
     assert await clock.next_sleep() == T0 + jitter_ms(p)

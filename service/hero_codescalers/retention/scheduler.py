@@ -198,9 +198,10 @@ class Scheduler:
             if entry is None:
                 fired = self._fires.get(name)
                 entry = _Entry(policy, _first_due(policy, fired, now), fired)
-            elif not entry.policy.enabled or entry.policy.every != policy.every:
-                entry.due_ms = _first_due(policy, entry.fired_ms, now)
-            entry.policy = policy
+            else:
+                if not entry.policy.enabled or entry.policy.every != policy.every:
+                    entry.due_ms = _first_due(policy, entry.fired_ms, now)
+                entry.policy = policy
             self._entries[name] = entry
 
     async def _run_loop(self) -> None:
