@@ -83,9 +83,10 @@ async def test_a_policy_run_deletes_finished_jobs_only_never_a_kept_one(
     assert summary["jobs_deleted"] == 3
     assert set(simulator.store.jobs) == {kept, recent, pending, running, other_kind}
     [run] = (await caller.call("jobs.cleanup_history", {}))["runs"]
-    assert (run["policy"], run["peer_uid"], run["reason"]) == (
+    assert (run["policy"], run["peer_uid"], run["peer_pid"], run["reason"]) == (
         "finished",
         os.getuid(),
+        os.getpid(),
         "trying the policy",
     )
     assert run["params"] == {

@@ -63,6 +63,13 @@ class WallClock:
         await asyncio.sleep(max(0, when_ms - self.now_ms()) / 1000)
 
 
+def _first_due(policy: Policy, fired_ms: int | None, now: int) -> int:
+    """When a policy newly tracked is due: its last fire plus `every`, never before now
+    plus its jitter."""
+    due = now + jitter_ms(policy)
+    return due if fired_ms is None else max(fired_ms + policy.every, due)
+
+
 @dataclass
 class _Entry:
     """A policy as the scheduler tracks it."""
@@ -87,7 +94,7 @@ class Scheduler:
         *,
         engine: Engine,
         clock: Clock,
-        force_dry_run: bool = False,
+        force_dry_run: bool,
         on_event: Callable[[str, Event], None] | None = None,
     ) -> None:
         self.engine = engine
@@ -119,9 +126,8 @@ class Scheduler:
             self._loop = None
 
     async def join(self) -> None:
-        """Wait for the runs the scheduler started."""
-        tasks = [e.task for e in self._entries.values() if e.task is not None]
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Wait for the runs the scheduler started (a run's task ends without raising)."""
+        await asyncio.gather(*(e.task for e in self._entries.values() if e.task is not None))
 
     def reload(self, policies: dict[str, Policy]) -> None:
         """Use `policies` from now on: a policy kept keeps its fires and its run."""
@@ -157,7 +163,7 @@ class Scheduler:
         self,
         name: str,
         *,
-        dry_run: bool = False,
+        dry_run: bool,
         reason: str | None = None,
         peer_uid: int | None = None,
         peer_pid: int | None = None,
@@ -190,15 +196,12 @@ class Scheduler:
         for name, policy in policies.items():
             entry = old.get(name)
             if entry is None:
-                entry = _Entry(policy, 0, self._fires.get(name))
-            elif entry.policy.enabled and entry.policy.every == policy.every:
+                fired = self._fires.get(name)
+                entry = _Entry(policy, _first_due(policy, fired, now), fired)
+            else:
+                if not entry.policy.enabled or entry.policy.every != policy.every:
+                    entry.due_ms = _first_due(policy, entry.fired_ms, now)
                 entry.policy = policy
-                self._entries[name] = entry
-                continue
-            entry.policy = policy
-            entry.due_ms = now + jitter_ms(policy)
-            if entry.fired_ms is not None:
-                entry.due_ms = max(entry.fired_ms + policy.every, entry.due_ms)
             self._entries[name] = entry
 
     async def _run_loop(self) -> None:
