@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole job, end to end: a seeded hero_proc simulator, the service in front
-# of it, a dry run and a real cleanup through the CLI and curl, then both shut
-# down with nothing left behind. Run by `make demo`, as root or any other user:
-# the service makes the demo's own uid an admin (--admin-uid).
+# of it, a dry run, a preview applied exactly and a real cleanup through the CLI,
+# a retention policy firing every two seconds, a full cleanup through curl, the
+# history read back after a restart, then both shut down with nothing left
+# behind. Run by `make demo`, as root or any other user: the service makes the
+# demo's own uid an admin (--admin-uid).
 set -euo pipefail
 
 BIN=${BIN:-.venv/bin}
@@ -68,9 +70,21 @@ echo "\$ $HC simulator --seed 300 &"
 pids+=($!)
 wait_for_socket "$HERO_PROC_SOCK" "${pids[-1]}"
 
+# The demo's retention policy: the finished service jobs, every two seconds.
+POLICIES=$LOGS/policies.toml
+write_policy() {  # $1: enabled, true or false
+    cat >"$POLICIES" <<EOF
+[policies.finished-services]
+kind = "service"   # statuses: the terminal ones (pending and running jobs stay)
+every = "2s"
+enabled = $1
+EOF
+}
+write_policy false
+
 start_service() {
-    echo "\$ $HC serve --admin-uid $(id -u) &"
-    "$HC" serve --admin-uid "$(id -u)" 2>>"$LOGS/service.log" &
+    echo "\$ $HC serve --admin-uid $(id -u) --policies $POLICIES &"
+    "$HC" serve --admin-uid "$(id -u)" --policies "$POLICIES" 2>>"$LOGS/service.log" &
     pids+=($!)
     wait_for_socket "$SERVICE_SOCK" "${pids[-1]}"
 }
@@ -84,8 +98,54 @@ show "$HC" stats
 step "Dry run: alice's jobs older than a week (nothing changes)"
 show "$HC" jobs-cleanup --actor alice --older-than 7d --dry-run
 
+step "Preview, then apply exactly that: bob's template jobs (the preview answers a plan_id)"
+printf '$ %q jobs-cleanup --actor bob --kind template --dry-run\n' "$HC"
+preview=$("$HC" jobs-cleanup --actor bob --kind template --dry-run)
+echo "$preview"
+plan=$(printf '%s' "$preview" | "$BIN/python" -c 'import json, sys; print(json.load(sys.stdin)["plan_id"])')
+echo "# meanwhile bob submits another template job: it matches the filters, not the plan"
+show "$HC" jobs-submit --kind template --actor bob --script "render --template invoice"
+show "$HC" jobs-cleanup --plan "$plan" --reason "demo: bob's preview, approved"
+echo "# left of bob's template jobs: only the one submitted after the preview"
+show "$HC" jobs-list --actor bob --kind template
+
 step "Real cleanup through the CLI: every job of kind 'user', with the reason the history keeps"
 show "$HC" jobs-cleanup --kind user --reason "demo: retire the user jobs"
+
+policy_runs() {  # the recorded runs of the demo's policy
+    "$HC" cleanup-history --policy finished-services --limit 100 | grep -c '"run_id"' || true
+}
+reload_service() {
+    echo "\$ kill -HUP ${pids[-1]}   # systemctl reload: read the policies file again"
+    kill -HUP "${pids[-1]}"
+}
+
+step "A retention policy, disabled in the policies file"
+cat "$POLICIES"
+show "$HC" policies
+
+step "Enable it and reload (SIGHUP): it runs at once, then every 2 seconds"
+write_policy true
+reload_service
+for _ in $(seq 150); do
+    [ "$(policy_runs)" -ge 2 ] && break
+    sleep 0.1
+done
+[ "$(policy_runs)" -ge 2 ] || { echo "the policy did not run twice within 15 s" >&2; exit 1; }
+echo "Its runs so far (the service's log, one line each; also in cleanup-history --policy finished-services):"
+grep '"cleanup_finished"' "$LOGS/service.log" | grep '"policy":"finished-services"' |
+    sed -E 's/.*"jobs_deleted":([0-9]+).*"outcome":"([a-z]+)".*"timestamp":"([^"]+)".*/  \3  jobs_deleted=\1  outcome=\2/'
+echo "No finished service job is left (pending and running ones stay):"
+show "$HC" jobs-list --kind service --status succeeded --status failed --status cancelled
+
+step "Disable it again (and reload), so that it leaves the next cleanup alone"
+write_policy false
+reload_service
+for _ in $(seq 100); do
+    "$HC" policies | grep -q '"running": false' && break
+    sleep 0.1
+done
+show "$HC" policies
 
 step "Real cleanup through curl on the socket: everything codescaler"
 show curl -sS --fail --unix-socket "$SERVICE_SOCK" http://localhost/rpc \

@@ -8,6 +8,7 @@ import io
 import itertools
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -210,3 +211,9 @@ async def serve_tcp(app: web.Application) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}/rpc"
     finally:
         await runner.cleanup()
+
+
+def run_ids(*first: str) -> Callable[[], str]:
+    """A service engine's run ids: `first`, in order, then random ones."""
+    given = iter(first)
+    return lambda: next(given, None) or secrets.token_hex(8)

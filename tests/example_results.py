@@ -29,4 +29,10 @@ def same_object(expected: dict[str, Any], actual: Any, *, partial: bool, where: 
         if key not in VOLATILE:
             same(value, actual[key], partial=partial, where=f"{where}.{key}")
         elif None not in (value, actual[key]):
-            assert type(actual[key]) is type(value), f"{where}.{key}"
+            assert _kind(actual[key]) is _kind(value), f"{where}.{key}"
+
+
+def _kind(value: Any) -> type:
+    """The JSON type of `value`: a number, whole or not, is one (JSON does not tell 1000.0
+    from 1000, and JavaScript's reading of it does not)."""
+    return float if type(value) is int else type(value)

@@ -131,6 +131,9 @@ def test_each_method_documents_params_result_and_errors() -> None:
         "finished_older_than_ms",
         "keep_last",
         "include_kept",
+        "plan_id",
+        "max_jobs",
+        "ids",
     ]
     assert not any(p["required"] for p in cleanup["params"])
     listing = methods["jobs.list"]
@@ -146,7 +149,7 @@ def test_each_method_documents_params_result_and_errors() -> None:
         "finished_older_than_ms",
         "include_kept",
     ]
-    assert {-32010, -32011, -32013, -32020, -32602} <= codes(cleanup)
+    assert {-32010, -32011, -32013, -32014, -32020, -32602} <= codes(cleanup)
     assert cleanup["x-admin"] is True
     for name in ("jobs.submit", "jobs.list", "stats"):
         assert -32020 in codes(methods[name])

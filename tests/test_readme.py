@@ -18,7 +18,7 @@ from hero_codescalers.examples import POLICIES
 from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator, seed_population
 
-from .conftest import start_service
+from .conftest import run_ids, start_service
 
 README = Path(__file__).parent.parent / "README.md"
 CURL_LINES = [line for line in README.read_text().splitlines() if line.startswith("curl ")]
@@ -43,7 +43,10 @@ async def test_each_curl_line_answers_a_result(sock_dir: Path) -> None:
     # as `dev` does: the caller an admin, the examples' one policy
     settings = Settings(socket_dir=sock_dir, admin_uids={os.getuid()}, policies=policies)
     async with sim.serve(settings.hero_proc_socket):
-        _, runner, sock, _ = await start_service(settings)
+        svc, runner, sock, _ = await start_service(settings)
+        # The first run (the jobs.cleanup_start line's) gets the id the next lines name.
+        [named] = {m for line in CURL_LINES for m in re.findall(r'"run_id":"(\w+)"', line)}
+        svc.engine.run_ids = run_ids(named)
         try:
             env = {**os.environ, "HERO_SOCKET_DIR": str(sock_dir)}
             for line in CURL_LINES:

@@ -18,6 +18,8 @@ from hero_codescalers_sdk import (
     AdminRequired,
     AsyncClient,
     CleanupRunning,
+    CleanupStarted,
+    CleanupStatus,
     CleanupSummary,
     Client,
     HeroCodescalersError,
@@ -363,3 +365,23 @@ async def test_the_sync_client_in_a_running_event_loop_says_so(service: Service)
             client.stats()
         with pytest.raises(RuntimeError, match="AsyncClient"):
             client.call("system.ping")
+
+
+async def test_a_background_run_through_the_sdk(simulator: Simulator, service: Service) -> None:
+    """jobs_cleanup_start answers a CleanupStarted; jobs_cleanup_status a CleanupStatus whose
+    summary, once done, is a CleanupSummary; jobs_cleanup_cancel of an ended run the same."""
+    for _ in range(3):
+        add_job(simulator.store)
+    async with AsyncClient(service.socket) as client:
+        started = await client.jobs_cleanup_start(reason="from a sibling tool")
+        assert isinstance(started, CleanupStarted)
+        await service.engine.idle()
+        done = await client.jobs_cleanup_status(run_id=started.run_id)
+        assert isinstance(done, CleanupStatus)
+        assert (done.phase, done.outcome, done.background) == ("done", "ok", True)
+        assert isinstance(done.summary, CleanupSummary)
+        assert done.summary.jobs_deleted == 3
+        left = await client.jobs_cleanup_cancel(run_id=started.run_id)
+        assert (left.outcome, left.cancelled_by) == ("ok", None)
+        with pytest.raises(InvalidParams, match="no cleanup run 0123456789abcdef"):
+            await client.jobs_cleanup_status(run_id="0123456789abcdef")

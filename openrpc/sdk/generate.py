@@ -44,13 +44,19 @@ BASES = ("HeroCodescalersError", "RpcError", "TransportError")
 # (`timeout=`, None for no limit). Quick methods get a few seconds; the others (reads,
 # submissions) a bound above the service's own (hero_proc calls of 10 s, up to 3
 # tries); a cleanup none: the service's deadline (HERO_CODESCALERS_CLEANUP_DEADLINE,
-# 900 s by default) ends it with its summary, which a client timeout would lose.
+# 900 s by default) ends it with its summary, which a client timeout would lose. A
+# background run's start answers once its record is written (the state database waits
+# at most 5 s for its lock), its status within hero_proc's one-second `stats`, its
+# cancel within 5 s.
 TIMEOUTS: dict[str, float | None] = {
     "rpc.discover": 10.0,
     "system.health": 10.0,
     "system.ping": 10.0,
     "jobs.cleanup": None,
     "retention.run": None,
+    "jobs.cleanup_start": 15.0,
+    "jobs.cleanup_status": 10.0,
+    "jobs.cleanup_cancel": 15.0,
 }
 DEFAULT_TIMEOUT = 60.0
 

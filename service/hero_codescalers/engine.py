@@ -3,19 +3,23 @@
 The engine knows hero_proc (through `HeroProcClient`), the tag scheme and the
 state database (through `State`), and nothing of HTTP or JSON-RPC. It owns the
 cleanup's lifecycle (one run at a time, in this process and across the
-processes of a state directory; a run that outlives a caller who leaves; its log
-lines; its record, written before it deletes anything, checkpointed after each
-page and completed at its end), and hands the work to `cleanup/`; the reads are
-in `reads.py`; submission and health are here.
+processes of a state directory; a run that outlives a caller who leaves, or that
+no caller waits for (a background run); its log lines; its record, written
+before it deletes anything, checkpointed after each page and completed at its
+end; its status and its cancel), and hands the work to `cleanup/`; what a
+status says is in `progress.py`; the reads are in `reads.py`; submission and
+health are here.
 
 Above 350 lines because the lifecycle's steps (lock and lease, record, checkpoint,
-end, failure) read best beside each other: the retention scheduler will start runs
-through the same `cleanup`, so its one entry point stays here.
+end, failure; a background start, a status, a cancel) read best beside each other:
+the retention scheduler starts runs through the same `cleanup`, and a cancel acts
+on the same run the checkpoints and `_halt` read, so they stay here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import secrets
@@ -26,7 +30,7 @@ from typing import Any
 
 import structlog
 
-from . import __version__, reads
+from . import __version__, progress, reads
 from .cleanup import CleanupRun
 from .cleanup.tally import Tally
 from .errors import (
@@ -34,11 +38,14 @@ from .errors import (
     HeroProcError,
     InvalidParams,
     NotFound,
+    PlanUnusable,
     RunFailed,
     StateUnavailable,
 )
 from .heroproc import MAX_LIMIT, HeroProcClient
 from .models import (
+    CleanupStarted,
+    CleanupStatus,
     CleanupSummary,
     DeletedJob,
     DeletedResult,
@@ -49,16 +56,24 @@ from .models import (
     ListResult,
     StatsResult,
     SubmitResult,
+    without_ids,
 )
-from .state import RunStart, State
+from .progress import Ended, LiveRun
+from .state import Cancel, Kept, Plan, RunStart, State
 from .state.tombstones import DeletedJobs
 from .tags import SCOPE_TAG, Selector, action_name, action_tags, job_tags, labels
+from .tuning import PLAN_LIFETIME_S
 
 log = structlog.get_logger(__name__)
 
 HEALTH_TIMEOUT = 1.0  # system.health answers within this, whatever hero_proc does (README)
 # Summary fields that hold one entry per job or action: counted, not logged.
-_LISTS = {"job_ids", "action_ids", "errors", "foreign_action_ids"}
+_LISTS = {"job_ids", "action_ids", "errors", "foreign_action_ids", "actions_in_use_ids"}
+# Ended background runs whose summary this process keeps for `jobs.cleanup_status`: the
+# last few (a summary holds every matched job's id: a million jobs are tens of MB).
+KEPT_RUNS = 3
+# `jobs.cleanup_cancel` answers once the run has ended, or after this long (seconds).
+CANCEL_WAIT_S = 5.0
 
 
 def now_ms() -> int:
@@ -72,6 +87,20 @@ def _entry(row: dict[str, Any]) -> HistoryEntry:
         **{k: row[k] for k in HistoryEntry.model_fields if k in row},
         **{k: counts[k] for k in HistoryEntry.model_fields if k in counts and k not in row},
     )
+
+
+def _who(cancel: Cancel) -> dict[str, Any]:
+    """Who asked to cancel a run, as log fields."""
+    return {"by_uid": cancel.uid, "by_pid": cancel.pid}
+
+
+def _ended(task: asyncio.Task[Any], on_end: Callable[[], None] | None) -> None:
+    """A background run's task has ended. How it failed, if it did, is logged, recorded
+    and in its status: taken here so that asyncio does not report it again."""
+    if not task.cancelled():
+        task.exception()
+    if on_end is not None:
+        on_end()
 
 
 def input_hash(script: str, input_: Any) -> str:
@@ -92,16 +121,6 @@ class RunEnded:
     finished_at_ms: int
     duration_ms: int
     summary: CleanupSummary | None  # None when it failed as a whole
-
-
-@dataclass
-class _Run:
-    """A cleanup run under way: what it was asked, whether it has a record, and what
-    stops it besides the deadline and the shutdown (the state database)."""
-
-    start: RunStart
-    recorded: bool = False
-    problem: str | None = None  # set when its record or lease cannot be kept up
 
 
 class Engine:
@@ -127,9 +146,13 @@ class Engine:
         self.clock = clock
         self.on_run = on_run
         self.started_at = time.monotonic()
+        self.run_ids: Callable[[], str] = lambda: secrets.token_hex(8)  # a run's id
+        self.cancel_wait = CANCEL_WAIT_S  # seconds `cancel` waits for the run's end
         self._cleanup_lock = asyncio.Lock()
-        self._current: str | None = None  # the id of the run holding the lock
+        self._run: LiveRun | None = None  # the run holding the lock
+        self._kept: dict[str, LiveRun] = {}  # ended background runs, oldest first
         self._detached: set[asyncio.Task[CleanupSummary]] = set()
+        self.plan_lifetime_ms = PLAN_LIFETIME_S * 1000
 
     @property
     def cleanup_running(self) -> bool:
@@ -138,7 +161,24 @@ class Engine:
     @property
     def current_run(self) -> str | None:
         """The id of the run holding this process's cleanup lock, if any."""
-        return self._current
+        return None if self._run is None else self._run.start.run_id
+
+    def running_error(self, reason: str = "this service is running one") -> CleanupRunning:
+        """-32011 for a caller who meets this process's run: `reason`, and which run holds
+        the lock (its id, who started it and when, its policy if any)."""
+        run = self._run
+        if run is None:
+            return CleanupRunning(reason)
+        start = run.start
+        return CleanupRunning(
+            f"{reason}: run {start.run_id}",
+            run_id=start.run_id,
+            started_at_ms=start.started_at_ms,
+            peer_uid=start.peer_uid,
+            peer_pid=start.peer_pid,
+            policy=start.policy,
+            background=start.background,
+        )
 
     async def cleanup(
         self,
@@ -151,34 +191,42 @@ class Engine:
         peer_pid: int | None = None,
         policy: str | None = None,
         sweep_orphans: bool = False,
+        max_jobs: int | None = None,
+        plan_at_ms: int | None = None,
+        applying: str | None = None,
     ) -> CleanupSummary:
         """Run one cleanup; CleanupRunning at once if another one holds the lock (in this
         process, or the lease in another), StateUnavailable for a real run when the state
         database cannot be written (nothing is deleted without a record).
 
+        `max_jobs` bounds the jobs it matches. A dry run given `plan_at_ms` (the time its
+        selector's cutoffs were taken) writes its plan: `params` and the jobs it matched.
+        `applying` is the plan a real run applies (its selector `within` the plan's jobs):
+        marked applied as the run is recorded, PlanUnusable when it cannot be.
+
         The run is its own task: if the caller goes away (its call is cancelled), the
         run goes on to its end or its deadline and is recorded. Only the service's
         shutdown (after `stop`) cancels it.
         """
-        if self._cleanup_lock.locked():
-            raise CleanupRunning("this service is running one", run_id=self._current)
-        await self._cleanup_lock.acquire()
-        run = _Run(
-            RunStart(
-                run_id=secrets.token_hex(8),
-                started_at_ms=self.clock(),
-                dry_run=dry_run,
-                params=params,
-                reason=reason,
-                policy=policy,
-                peer_uid=peer_uid,
-                peer_pid=peer_pid,
-            )
+        _, task = await self._launch(
+            selector,
+            LiveRun(
+                RunStart(
+                    run_id=self.run_ids(),
+                    started_at_ms=self.clock(),
+                    dry_run=dry_run,
+                    params=params,
+                    reason=reason,
+                    policy=policy,
+                    peer_uid=peer_uid,
+                    peer_pid=peer_pid,
+                ),
+                sweep_orphans=sweep_orphans,
+                max_jobs=max_jobs,
+                plan_at_ms=plan_at_ms if dry_run else None,
+                applying=applying,
+            ),
         )
-        self._current = run.start.run_id
-        task = asyncio.create_task(self._cleanup(run, selector, sweep_orphans))
-        # Released when the run's task ends, however it ends (even cancelled unstarted).
-        task.add_done_callback(lambda _: self._release())
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -189,31 +237,103 @@ class Engine:
                 task.add_done_callback(self._detached.discard)
             raise
 
-    def _release(self) -> None:
-        self._current = None
-        self._cleanup_lock.release()
+    async def start(
+        self,
+        selector: Selector,
+        *,
+        dry_run: bool,
+        params: dict[str, Any],
+        reason: str | None = None,
+        peer_uid: int | None = None,
+        peer_pid: int | None = None,
+        sweep_orphans: bool = False,
+        max_jobs: int | None = None,
+        plan_at_ms: int | None = None,
+        applying: str | None = None,
+        ids: bool = True,
+        on_end: Callable[[], None] | None = None,
+    ) -> CleanupStarted:
+        """Start one cleanup in the background (the params of `cleanup`): answered once its
+        record is written (the errors of `cleanup` before it deletes anything are raised
+        here), it goes on to its end or its deadline, followed with `status` and stopped
+        with `cancel`. Without `ids` its summary keeps no id lists. `on_end` is called
+        when it has ended, however it ends."""
+        run, task = await self._launch(
+            selector,
+            LiveRun(
+                RunStart(
+                    run_id=self.run_ids(),
+                    started_at_ms=self.clock(),
+                    dry_run=dry_run,
+                    params=params,
+                    reason=reason,
+                    peer_uid=peer_uid,
+                    peer_pid=peer_pid,
+                    background=True,
+                ),
+                sweep_orphans=sweep_orphans,
+                max_jobs=max_jobs,
+                plan_at_ms=plan_at_ms if dry_run else None,
+                applying=applying,
+                ids=ids,
+            ),
+        )
+        task.add_done_callback(lambda done: _ended(done, on_end))
+        if run.begun is not None:  # always, for a background run
+            await asyncio.shield(run.begun)  # a caller gone meanwhile leaves the run going
+        return CleanupStarted(run_id=run.start.run_id, started_at_ms=run.start.started_at_ms)
 
-    async def _cleanup(self, run: _Run, selector: Selector, sweep_orphans: bool) -> CleanupSummary:
+    async def _launch(
+        self, selector: Selector, run: LiveRun
+    ) -> tuple[LiveRun, asyncio.Task[CleanupSummary]]:
+        """Take this process's lock (CleanupRunning at once if another run holds it) and
+        start the run as a task of its own, which releases the lock when it ends."""
+        if self._cleanup_lock.locked():
+            raise self.running_error()
+        await self._cleanup_lock.acquire()
+        if run.start.background:
+            run.begun = asyncio.get_running_loop().create_future()
+        self._run = run
+        task = asyncio.create_task(self._cleanup(run, selector))
+        # Released when the run's task ends, however it ends (even cancelled unstarted).
+        task.add_done_callback(lambda _: self._release(run))
+        return run, task
+
+    def _release(self, run: LiveRun) -> None:
+        self._run = None
+        self._cleanup_lock.release()
+        if run.begun is not None and not run.begun.done():
+            run.begun.cancel()  # cancelled before it could begin
+        if run.start.background and run.end is not None:
+            self._kept[run.start.run_id] = run
+            while len(self._kept) > KEPT_RUNS:
+                del self._kept[next(iter(self._kept))]
+
+    async def _cleanup(self, run: LiveRun, selector: Selector) -> CleanupSummary:
         start = run.start
         fields = {"run_id": start.run_id, **start.params, "dry_run": start.dry_run}
         if start.reason is not None:
             fields["reason"] = start.reason
         if start.policy is not None:
             fields["policy"] = start.policy
-        await self._record_start(run, fields)
-        t0 = time.monotonic()
+        if start.background:
+            fields["background"] = True
+        await self._begin(run, fields)
+        t0 = run.t0 = time.monotonic()
         log.info("cleanup_started", **fields, pushdown_tag=selector.pushdown, recorded=run.recorded)
         deadline = t0 + self.deadline
-        work = CleanupRun(
+        work = run.work = CleanupRun(
             self.client,
             selector,
             dry_run=start.dry_run,
             page_size=self.page_size,
             halt=lambda: self._halt(deadline, run),
             progress=(lambda tally: self._checkpoint(run, tally, fields)) if run.recorded else None,
-            sweep_orphans=sweep_orphans and not start.dry_run,
+            sweep_orphans=run.sweep_orphans and not start.dry_run,
+            max_jobs=run.max_jobs,
         )
         tally = work.tally
+        tally.plan_id = run.applying
         renewal = asyncio.create_task(self._renew(run)) if run.recorded else None
         try:
             await work.run()
@@ -233,13 +353,52 @@ class Engine:
         finally:
             if renewal is not None:
                 renewal.cancel()
+        if run.plan_at_ms is not None and run.recorded:
+            await self._save_plan(run, tally, run.plan_at_ms)
         return await self._finish(run, tally, t0, fields)
 
-    async def _record_start(self, run: _Run, fields: dict[str, Any]) -> None:
+    async def _save_plan(self, run: LiveRun, tally: Tally, at_ms: int) -> None:
+        """Keep a dry run's plan: its selection (cutoffs taken at `at_ms`) and the jobs it
+        matched. A database that cannot be written leaves the dry run without a plan
+        (`plan_id` null), logged."""
+        plan_id = secrets.token_hex(8)
+        expires = at_ms + self.plan_lifetime_ms
+        try:
+            await self.state.save_plan(
+                plan_id,
+                run_id=run.start.run_id,
+                params=run.start.params,
+                created_at_ms=at_ms,
+                expires_at_ms=expires,
+                job_ids=tally.job_ids,
+            )
+        except StateUnavailable as exc:
+            log.warning("cleanup_plan_not_kept", run_id=run.start.run_id, error=exc.reason)
+            return
+        tally.plan_id, tally.plan_expires_at_ms = plan_id, expires
+
+    async def _begin(self, run: LiveRun, fields: dict[str, Any]) -> None:
+        """Record the run before it does anything (`_record_start`), tell a background
+        run's starter how that went, and record a cancel asked meanwhile."""
+        try:
+            await self._record_start(run, fields)
+        except Exception as exc:
+            if run.begun is not None:
+                run.begun.set_exception(exc)
+            raise
+        if run.begun is not None:
+            run.begun.set_result(None)
+        if run.cancel is not None and run.recorded:
+            await self._record_cancel(run, run.cancel)
+
+    async def _record_start(self, run: LiveRun, fields: dict[str, Any]) -> None:
         """Take the lease and write the run's record before it does anything. A real run
         that cannot be recorded is refused (StateUnavailable); a dry run goes on unrecorded."""
         try:
-            cut = await self.state.begin(run.start)
+            cut = await self.state.begin(run.start, applying=run.applying)
+        except PlanUnusable as exc:
+            log.warning("cleanup_refused", **fields, error=exc.detail)
+            raise
         except StateUnavailable as exc:
             if not run.start.dry_run:
                 log.warning("cleanup_refused", **fields, path=exc.path, error=exc.reason)
@@ -253,34 +412,42 @@ class Engine:
         for old in cut:
             log.warning("cleanup_interrupted", run_id=old["run_id"], **old["counts"])
 
-    async def _checkpoint(self, run: _Run, tally: Tally, fields: dict[str, Any]) -> None:
+    async def _checkpoint(self, run: LiveRun, tally: Tally, fields: dict[str, Any]) -> None:
         """After each page: the run's counts so far in its record, with the tombstones of the
-        jobs it deleted, the lease renewed."""
+        jobs it deleted, the lease renewed, a cancel asked through another process taken in."""
         counts = tally.counts()
         deleted = tally.take_deleted()
         try:
-            held = await self.state.checkpoint(run.start.run_id, counts, len(tally.errors), deleted)
+            kept = await self.state.checkpoint(
+                run.start.run_id, counts, len(tally.errors), tally.phase, deleted
+            )
         except StateUnavailable as exc:
             tally.give_back(deleted)  # tried again with the run's end
             run.problem = f"the state database cannot be written ({exc.reason})"
         else:
-            if not held:
-                run.problem = "another process took the cleanup lease over"
+            self._kept_up(run, kept)
         log.info("cleanup_progress", run_id=run.start.run_id, **counts)
 
-    async def _renew(self, run: _Run) -> None:
-        """Renew the run's lease while it goes (a page may take longer than the lease)."""
+    async def _renew(self, run: LiveRun) -> None:
+        """Renew the run's lease while it goes (a page may take longer than the lease), and
+        take in a cancel asked through another process."""
         while run.problem is None:
             await asyncio.sleep(self.state.lease_ttl_ms / 1000 / 3)
             try:
-                if not await self.state.renew():
-                    run.problem = "another process took the cleanup lease over"
+                self._kept_up(run, await self.state.watch(run.start.run_id))
             except StateUnavailable as exc:
                 run.problem = f"the state database cannot be written ({exc.reason})"
 
+    def _kept_up(self, run: LiveRun, kept: Kept) -> None:
+        if not kept.held:
+            run.problem = "another process took the cleanup lease over"
+        if kept.cancel is not None and run.cancel is None:
+            run.cancel = kept.cancel
+            log.info("cleanup_cancel_requested", run_id=run.start.run_id, **_who(kept.cancel))
+
     async def _failed(
         self,
-        run: _Run,
+        run: LiveRun,
         tally: Tally,
         t0: float,
         fields: dict[str, Any],
@@ -291,6 +458,12 @@ class Engine:
         duration = int((time.monotonic() - t0) * 1000)
         counts = tally.counts()
         logger("cleanup_failed", **fields, error=error, duration_ms=duration, **counts)
+        if run.applying is not None and run.recorded and not tally.job_ids:
+            # Failed before it matched any job: nothing of the plan was done, give it back.
+            try:
+                await self.state.unapply(run.applying, run.start.run_id)
+            except StateUnavailable as exc:
+                log.error("cleanup_plan_not_given_back", plan_id=run.applying, error=exc.reason)
         await self._record_end(
             run,
             "error",
@@ -303,19 +476,24 @@ class Engine:
 
     async def _finish(
         self,
-        run: _Run,
+        run: LiveRun,
         tally: Tally,
         t0: float,
         fields: dict[str, Any],
         outcome: str | None = None,
     ) -> CleanupSummary:
         """Log the run's counts, complete its record, and summarise it. Its outcome, unless
-        given: `ok` when complete without errors, else `partial`."""
+        given: `cancelled` when a caller's cancel stopped it short, `ok` when complete
+        without errors, else `partial`."""
         duration = int((time.monotonic() - t0) * 1000)
         summary = tally.summary(duration, run_id=run.start.run_id)
+        if outcome is None and run.cancel is not None and not summary.complete:
+            outcome = "cancelled"
         if outcome is None:
             outcome = "ok" if summary.complete and not summary.errors else "partial"
-        counts = summary.model_dump(exclude=_LISTS | {"run_id", "dry_run"})
+        counts = summary.model_dump(
+            exclude=_LISTS | {"run_id", "dry_run", "ids_omitted"} | set(fields)
+        )
         logger = log.info if outcome in ("ok", "partial") else log.warning
         event = "cleanup_cancelled" if outcome == "cancelled" else "cleanup_finished"
         logger(
@@ -339,7 +517,7 @@ class Engine:
 
     async def _record_end(
         self,
-        run: _Run,
+        run: LiveRun,
         outcome: str,
         *,
         duration_ms: int,
@@ -368,6 +546,10 @@ class Engine:
                     error=exc.reason,
                     tombstones_lost=sum(len(batch.ids) for batch in deleted),
                 )
+        kept = summary if summary is None or run.ids else without_ids(summary)
+        run.end = Ended(outcome, error, counts, self.clock(), duration_ms, kept)
+        run.work = None  # its tally's lists: the summary has them
+        run.ended.set()
         if self.on_run is not None:
             self.on_run(
                 RunEnded(start.policy, outcome, start.dry_run, self.clock(), duration_ms, summary)
@@ -378,19 +560,91 @@ class Engine:
         sent, what is on its way ends within one hero_proc call timeout."""
         self._stopping = True
 
-    def _halt(self, deadline: float, run: _Run) -> str | None:
+    def _halt(self, deadline: float, run: LiveRun) -> str | None:
         """Why a run must send nothing more (the service is shutting down, the deadline
-        passed, its record or lease cannot be kept up), or None."""
+        passed, a caller cancelled it, its record or lease cannot be kept up), or None."""
         if self._stopping:
             return "the service is shutting down"
         if time.monotonic() > deadline:
             return f"the deadline of {self.deadline:g}s was reached"
+        if run.cancel is not None:
+            return run.cancel.reason
         return run.problem
 
     async def idle(self) -> None:
         """Wait until no cleanup runs (one being cancelled records itself first)."""
         async with self._cleanup_lock:
             pass
+
+    # a run's status, its cancel ------------------------------------------------------
+
+    def _known(self, run_id: str) -> LiveRun | None:
+        """The run `run_id` if this process runs it, or ran it in the background and keeps it."""
+        run = self._run
+        if run is not None and run.start.run_id == run_id:
+            return run
+        return self._kept.get(run_id)
+
+    async def _record_of(self, run_id: str) -> dict[str, Any]:
+        found = await self.state.run(run_id)
+        if found is None:
+            raise InvalidParams(
+                f"run_id: no cleanup run {run_id} in this service's memory or its history "
+                f"(finished runs are kept {self.history_days} days)"
+            )
+        return found
+
+    async def status(self, run_id: str) -> CleanupStatus:
+        """Where the run `run_id` stands: from this process's memory (its run, or a
+        background run it ran and keeps), else from its record; InvalidParams naming it
+        when neither knows it. The first call of a pass through the listing asks
+        hero_proc's job count (within HEALTH_TIMEOUT, once) to bound what is left."""
+        run = self._known(run_id)
+        if run is None:
+            return progress.of_record(await self._record_of(run_id), self.clock())
+        if run.needs_bound:
+            try:
+                stats = await self.client.stats(
+                    timeout=min(HEALTH_TIMEOUT, self.client.timeout), attempts=1
+                )
+            except HeroProcError:
+                pass  # no estimate this time; the next call asks again
+            else:
+                run.bind(stats.job_count)
+        return progress.of_run(run)
+
+    async def cancel(
+        self, run_id: str, *, peer_uid: int | None, peer_pid: int | None
+    ) -> CleanupStatus:
+        """Ask the run `run_id` to stop at its next step, and record who asked: the run
+        ends short with a partial summary (outcome `cancelled`). A run of this process is
+        waited for up to `cancel_wait` seconds and its status answered (with its summary once it
+        has ended); a run of another process sharing the state directory reads the
+        cancel from its record at its next checkpoint, and its record is answered. A run
+        that has ended is left as it is. InvalidParams naming an unknown run."""
+        cancel = Cancel(peer_uid, peer_pid, self.clock())
+        run = self._known(run_id)
+        if run is None:
+            found = await self._record_of(run_id)
+            if found["outcome"] is None and await self.state.request_cancel(run_id, cancel):
+                log.info("cleanup_cancel_requested", run_id=run_id, **_who(cancel), here=False)
+                found = await self._record_of(run_id)
+            return progress.of_record(found, self.clock())
+        if run.end is None and run.cancel is None:
+            run.cancel = cancel
+            log.info("cleanup_cancel_requested", run_id=run_id, **_who(cancel), here=True)
+            if run.recorded:
+                await self._record_cancel(run, cancel)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.cancel_wait):
+                await run.ended.wait()
+        return progress.of_run(run)
+
+    async def _record_cancel(self, run: LiveRun, cancel: Cancel) -> None:
+        try:
+            await self.state.request_cancel(run.start.run_id, cancel)
+        except StateUnavailable as exc:
+            log.warning("cleanup_cancel_not_recorded", run_id=run.start.run_id, error=exc.reason)
 
     # the state database --------------------------------------------------------------
 
@@ -402,6 +656,7 @@ class Engine:
             for old in await self.state.sweep():
                 log.warning("cleanup_interrupted", run_id=old["run_id"], **old["counts"])
             pruned = await self.state.prune(self.history_days * 86_400_000)
+            plan_jobs, plans = await self.state.prune_plans(self.history_days * 86_400_000)
         except StateUnavailable as exc:
             log.warning(
                 "state_read_only",
@@ -412,6 +667,12 @@ class Engine:
             return
         if pruned:
             log.info("history_pruned", runs=pruned, older_than_days=self.history_days)
+        if plan_jobs or plans:
+            log.info("plans_pruned", plan_jobs=plan_jobs, plans=plans)
+
+    async def plan(self, plan_id: str) -> Plan:
+        """The plan of a dry run, with its jobs; PlanUnusable when it cannot be applied."""
+        return await self.state.plan(plan_id)
 
     async def history(
         self,

@@ -8,6 +8,8 @@
     │                              -32012  server busy (too many calls in flight)
     ├── StateUnavailable           -32013  the state database cannot be written: a real
     │                                      cleanup is refused rather than run without a record
+    ├── PlanUnusable               -32014  a dry run's plan that cannot be applied: unknown,
+    │                                      expired or applied already (`data.reason`)
     ├── RunFailed                  -32603  a cleanup ended by a fault of the service; its
     │                                      `data` carries the counts of what it did so far
     ├── NotAttempted               (never answered) a call not sent: the run was stopping
@@ -39,6 +41,7 @@ ADMIN_REQUIRED = -32010
 CLEANUP_RUNNING = -32011
 SERVER_BUSY = -32012
 STATE_UNAVAILABLE = -32013
+PLAN_UNUSABLE = -32014
 HERO_PROC_UNAVAILABLE = -32020
 HERO_PROC_ERROR = -32021
 
@@ -98,7 +101,10 @@ class AdminRequired(Error):
 
 class CleanupRunning(Error):
     """Another cleanup holds the single-cleanup lock: in this process, or in another
-    process sharing the state directory (the lease); `data.reason` says which."""
+    process sharing the state directory (the lease); `data.reason` says which, and the
+    rest of `data` names the run holding it (`run_id`, `started_at_ms`, `peer_uid`,
+    `peer_pid`, `policy`, `background`; with another process, its `holder_pid`,
+    `holder_host` and `lease_expires_at_ms`)."""
 
     code = CLEANUP_RUNNING
     message = "A cleanup is already running"
@@ -121,6 +127,20 @@ class StateUnavailable(Error):
 
     def public_data(self) -> Any:
         return {"path": self.path, "reason": self.reason}
+
+
+class PlanUnusable(Error):
+    """A plan (`plan_id`, from a dry run) that cannot be applied: `data.reason` is
+    `unknown` (no such plan, or dropped with the history), `expired` (past
+    `data.expired_at_ms`) or `applied` (by the run `data.run_id`)."""
+
+    code = PLAN_UNUSABLE
+    message = "Plan unusable"
+
+    def __init__(self, plan_id: str, reason: str, **data: Any) -> None:
+        super().__init__(
+            f"plan {plan_id}: {reason}", {"reason": reason, "plan_id": plan_id, **data}
+        )
 
 
 class RunFailed(Error):
@@ -244,7 +264,10 @@ DOCUMENTED: dict[int, tuple[str, str, str]] = {
         "CleanupRunning",
         "A cleanup is already running",
         "One cleanup at a time, also across service processes sharing a state directory; "
-        "`data.reason` says which holds it. Try again when it has finished.",
+        "`data.reason` says which holds it, and `data` names its run: `run_id` (follow it "
+        "with jobs.cleanup_status), `started_at_ms`, who started it (`peer_uid`, `peer_pid`; "
+        "`policy` for a retention policy's run) and `background`; for another process also "
+        "`holder_pid`, `holder_host`, `lease_expires_at_ms`. Try again when it has finished.",
     ),
     STATE_UNAVAILABLE: (
         "StateUnavailable",
@@ -252,6 +275,14 @@ DOCUMENTED: dict[int, tuple[str, str, str]] = {
         "The state database cannot be written (read-only, disk full): a real cleanup is "
         "refused rather than run without a record; dry runs and reads go on. `data.path` is "
         "the file, `data.reason` why.",
+    ),
+    PLAN_UNUSABLE: (
+        "PlanUnusable",
+        "Plan unusable",
+        "The plan of `plan_id` cannot be applied; `data.reason` says why: `unknown` (no such "
+        "plan, or dropped with the history), `expired` (a plan lasts an hour; "
+        "`data.expired_at_ms`) or `applied` (already, by the run `data.run_id`). Make a new "
+        "one with a dry run.",
     ),
     SERVER_BUSY: (
         "ServerBusy",

@@ -5,10 +5,13 @@ An example names in `given` the examples whose calls make the state it needs
 hero_proc and a fresh service. So the ids an example shows depend only on the
 examples it names: adding a method, or an example anywhere, shifts nothing.
 `steps` gives that order; `tests/integration/test_examples.py` replays every
-example so (checking the result of each step), and the @open-rpc/test-coverage
-run gives each call of the tool the state of its example. Fields named in
-`VOLATILE` (clocks, durations, the caller, the socket's path) differ from run to
-run and are compared by type only; a `partial` example shows part of its result.
+example so (checking the result of each step, and waiting for the run a step
+started to end before the next step), and the @open-rpc/test-coverage run gives
+each call of the tool the state of its example. Fields named in
+`VOLATILE` (clocks, durations, the caller, the socket's path, ids made at random)
+differ from run to run and are compared by type only; a `partial` example shows
+part of its result. A param an example `takes` from an example it follows (a
+plan's id, new on every run) is sent with the value that call answered.
 
 Above 350 lines because it is data: one entry per example of the document.
 """
@@ -27,14 +30,25 @@ from .tags import action_name
 
 @dataclass(frozen=True)
 class Example(BaseExample):
-    """An example pairing and the examples ("method/example") run before it, in order."""
+    """An example pairing and the examples ("method/example") run before it, in order;
+    `takes`: (param, "method/example") pairs, the param sent with the same-named field of
+    the result that example (one of `given`) answered."""
 
     given: tuple[str, ...] = ()
+    takes: tuple[tuple[str, str], ...] = ()
 
 
 def given(example: BaseExample) -> tuple[str, ...]:
     """The examples `example` follows: none for one that declares nothing."""
     return example.given if isinstance(example, Example) else ()
+
+
+def taken(example: BaseExample, results: dict[str, Any]) -> dict[str, Any]:
+    """The params `example` takes from what the examples it follows answered (`results`,
+    by "method/example")."""
+    if not isinstance(example, Example):
+        return {}
+    return {param: results[ref][param] for param, ref in example.takes}
 
 
 def steps(registry: Registry, ref: str) -> list[tuple[str, BaseExample]]:
@@ -58,6 +72,9 @@ def _visit(
     if ref in done:
         return
     method, example = lookup(registry, ref)
+    for param, source in example.takes if isinstance(example, Example) else ():
+        if source not in given(example):
+            raise ValueError(f"{ref} takes {param} from {source}, which it does not follow")
     for before in given(example):
         _visit(registry, before, order, done, (*path, ref))
     done.add(ref)
@@ -87,6 +104,11 @@ VOLATILE = frozenset(
         "socket",
         "run_id",
         "file",
+        "elapsed_ms",
+        "jobs_per_s",
+        "at_ms",
+        "plan_id",
+        "plan_expires_at_ms",
         "deleted_at_ms",
     }
 )
@@ -159,9 +181,22 @@ def _summary(**fields: Any) -> dict[str, Any]:
         "complete": True,
         "duration_ms": 3,
         "run_id": "5f0c6a1e9b2d4c83",
+        "plan_id": None,
+        "plan_expires_at_ms": None,
+        "has_more": False,
+        "actions_in_use_ids": [],
+        "ids_omitted": False,
     }
     out.update(fields)
     return out
+
+
+PLAN = "3e9f0a7c51b2d846"  # a plan's id in the examples (volatile)
+
+
+def _preview(**fields: Any) -> dict[str, Any]:
+    """The summary of a dry run, with its plan."""
+    return _summary(dry_run=True, plan_id=PLAN, plan_expires_at_ms=T + 3_600_000, **fields)
 
 
 def _run(run_id: str, params: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -187,6 +222,8 @@ def _run(run_id: str, params: dict[str, Any], **fields: Any) -> dict[str, Any]:
         "jobs_not_attempted": 0,
         "jobs_skipped_malformed": 0,
         "errors_count": 0,
+        "background": False,
+        "cancelled_by": None,
     }
     out.update(fields)
     return out
@@ -344,23 +381,21 @@ CLEANUP = (
     Example(
         "dry-run",
         {"actor": "alice", "dry_run": True},
-        _summary(
+        _preview(
             job_ids=[1, 3],
             action_ids=[HOME_PAGE, RESTART],
-            dry_run=True,
             jobs_matched=2,
             actions_matched=2,
         ),
-        summary="What removing alice's jobs would do; nothing changes",
+        summary="What removing alice's jobs would do, and its plan; nothing changes",
         given=(THREE_SUBMISSIONS,),
     ),
     Example(
         "dry-run-with-reason",
         {"actor": "alice", "dry_run": True, "reason": "what would alice's cleanup remove?"},
-        _summary(
+        _preview(
             job_ids=[1, 3],
             action_ids=[HOME_PAGE, RESTART],
-            dry_run=True,
             jobs_matched=2,
             actions_matched=2,
         ),
@@ -384,10 +419,9 @@ CLEANUP = (
     Example(
         "keep-newest",
         {"dry_run": True, "keep_last": 1},
-        _summary(
+        _preview(
             job_ids=[1],
             action_ids=[HOME_PAGE],
-            dry_run=True,
             jobs_matched=1,
             actions_matched=1,
         ),
@@ -401,7 +435,7 @@ CLEANUP = (
             "statuses": ["succeeded", "failed", "cancelled"],
             "finished_older_than_ms": 604_800_000,
         },
-        _summary(dry_run=True),
+        _preview(),
         summary="What a retention policy would take: jobs still pending are never selected",
         given=(THREE_SUBMISSIONS,),
     ),
@@ -418,6 +452,49 @@ CLEANUP = (
         ),
         summary="Every codescaler job still there",
         given=("jobs.cleanup/one-kind",),
+    ),
+    Example(
+        "apply-a-plan",
+        {"plan_id": PLAN, "reason": "alice's preview, approved"},
+        _summary(
+            jobs_deleted=2,
+            actions_deleted=1,
+            job_ids=[1, 3],
+            action_ids=[HOME_PAGE, RESTART],
+            jobs_matched=2,
+            actions_matched=2,
+            actions_in_use=1,
+            actions_in_use_ids=[HOME_PAGE],
+            plan_id=PLAN,
+        ),
+        summary="The dry run's plan, applied after alice submitted job 4: jobs 1 and 3 "
+        "go, job 4 (not in the plan) stays, and so does job 1's action, which bob's job 2 "
+        "still uses",
+        given=("jobs.cleanup/dry-run", "jobs.submit/same-group-again"),
+        takes=(("plan_id", "jobs.cleanup/dry-run"),),
+    ),
+    Example(
+        "first-of-many",
+        {"kind": "user", "max_jobs": 1},
+        _summary(
+            jobs_deleted=1,
+            job_ids=[1],
+            action_ids=[HOME_PAGE],
+            jobs_matched=1,
+            actions_matched=1,
+            actions_in_use=1,
+            actions_in_use_ids=[HOME_PAGE],
+            has_more=True,
+        ),
+        summary="A bounded run: one job of kind user, and more are left (has_more)",
+        given=(THREE_SUBMISSIONS,),
+    ),
+    Example(
+        "counts-only",
+        {"dry_run": True, "ids": False},
+        _preview(jobs_matched=3, actions_matched=2, ids_omitted=True),
+        summary="A dry run of everything, without the id lists (its plan has every id)",
+        given=(THREE_SUBMISSIONS,),
     ),
 )
 
@@ -516,6 +593,90 @@ RETENTION_RUN = (
         _summary(dry_run=True),
         summary="Pending jobs are never a policy's: it takes finished ones only",
         given=(THREE_SUBMISSIONS,),
+    ),
+)
+
+
+BACKGROUND = "jobs.cleanup_start/in-the-background"
+
+
+def _status(**fields: Any) -> dict[str, Any]:
+    """The status of a run of kind user's two jobs, ended ok, read from its record."""
+    out: dict[str, Any] = {
+        "run_id": "5f0c6a1e9b2d4c83",
+        "phase": "done",
+        "source": "record",
+        "outcome": "ok",
+        "error": None,
+        "dry_run": False,
+        "background": False,
+        "policy": None,
+        "peer_uid": 0,
+        "peer_pid": 4242,
+        "started_at_ms": T,
+        "finished_at_ms": T,
+        "elapsed_ms": 3,
+        "jobs_listed": None,
+        "jobs_left_at_most": None,
+        "jobs_matched": 2,
+        "jobs_deleted": 2,
+        "jobs_failed": 0,
+        "actions_deleted": 1,
+        "jobs_per_s": 666.7,
+        "eta_ms": None,
+        "cancelled_by": None,
+        "summary": None,
+    }
+    out.update(fields)
+    return out
+
+
+_USER_JOBS_DELETED = _summary(
+    jobs_deleted=2,
+    actions_deleted=1,
+    job_ids=[1, 2],
+    action_ids=[HOME_PAGE],
+    jobs_matched=2,
+    actions_matched=1,
+)
+
+CLEANUP_START = (
+    Example(
+        "in-the-background",
+        {"kind": "user"},
+        {"run_id": "5f0c6a1e9b2d4c83", "started_at_ms": T},
+        summary="Every job of kind user, in the background: its run id at once",
+        given=(THREE_SUBMISSIONS,),
+    ),
+)
+
+CLEANUP_STATUS = (
+    Example(
+        "once-done",
+        {"run_id": "5f0c6a1e9b2d4c83"},
+        _status(source="memory", background=True, summary=_USER_JOBS_DELETED),
+        summary="A background run once done: its counts, rate and summary",
+        given=(BACKGROUND,),
+        takes=(("run_id", BACKGROUND),),
+    ),
+    Example(
+        "a-foreground-run",
+        {"run_id": "5f0c6a1e9b2d4c83"},
+        _status(),
+        summary="A run whose summary went to its caller: its record",
+        given=("jobs.cleanup/one-kind",),
+        takes=(("run_id", "jobs.cleanup/one-kind"),),
+    ),
+)
+
+CLEANUP_CANCEL = (
+    Example(
+        "after-its-end",
+        {"run_id": "5f0c6a1e9b2d4c83"},
+        _status(source="memory", background=True, summary=_USER_JOBS_DELETED),
+        summary="A run that has already ended is left as it was: its status",
+        given=(BACKGROUND,),
+        takes=(("run_id", BACKGROUND),),
     ),
 )
 

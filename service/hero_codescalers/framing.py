@@ -159,22 +159,24 @@ def _pairs(pairs: list[tuple[str, Any]]) -> _Pairs:
     return obj
 
 
-def _joined(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
 def _duplicate(value: Any, path: str) -> str | None:
-    """The path of the first key given twice inside `value`, or None."""
+    """The path of the first key given twice inside `value`, or None.
+
+    One frame per level of nesting, as the parser before it: whatever it could read
+    is walked within the same recursion limit."""
+    entries: Iterable[tuple[str | int, Any]]
     if isinstance(value, _Pairs):
         if value.duplicates:
-            return _joined(path, clip(value.duplicates[0]))
-        inside = ((item, _joined(path, clip(key))) for key, item in value.items())
+            where = clip(value.duplicates[0])
+            return f"{path}.{where}" if path else where
+        entries = value.items()
     elif isinstance(value, list):
-        inside = ((item, _joined(path, str(index))) for index, item in enumerate(value))
+        entries = enumerate(value)
     else:
         return None
-    for item, where in inside:
-        found = _duplicate(item, where)
+    for key, item in entries:
+        name = clip(key) if isinstance(key, str) else str(key)
+        found = _duplicate(item, f"{path}.{name}" if path else name)
         if found:
             return found
     return None

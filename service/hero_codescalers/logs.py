@@ -81,7 +81,7 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
         )
     else:
         structlog.configure(
-            processors=[*shared, structlog.dev.ConsoleRenderer()],
+            processors=[*shared, _console()],
             logger_factory=structlog.PrintLoggerFactory(sys.stderr),
             wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
             cache_logger_on_first_use=True,
@@ -93,7 +93,7 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
             structlog.processors.format_exc_info
             if as_json
             else structlog.processors.StackInfoRenderer(),
-            structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(),
+            structlog.processors.JSONRenderer() if as_json else _console(),
         ],
     )
     handler = logging.StreamHandler(sys.stderr)
@@ -139,3 +139,10 @@ class Throttled:
         if self._flush is not None:
             self._flush.cancel()
         self._emit()
+
+
+def _console() -> structlog.dev.ConsoleRenderer:
+    """The console renderer, tracebacks as plain text: structlog's default once rich is
+    installed (the CLI's tables) would print every frame's local variables, which may
+    hold a caller's request or the relay token."""
+    return structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)

@@ -5,6 +5,10 @@ read. Calls of it share one walk while it runs (single flight), and its result
 is reused for `stats_reuse_s` seconds (2 by default, 0 for never); a cleanup or
 a submission through this service discards it, so that a caller never sees
 counts older than its own change.
+
+Above 350 lines because each method's docstring is its description in the
+OpenRPC document (and the SDK's): the handlers are a few lines each, their
+documentation is most of the file.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from .engine import Engine
 from .metrics import Metrics
 from .models import (
     CleanupParams,
+    CleanupStarted,
+    CleanupStatus,
     CleanupSummary,
     DeletedParams,
     DeletedResult,
@@ -34,9 +40,11 @@ from .models import (
     PolicyView,
     RetentionListResult,
     RetentionRunParams,
+    RunParams,
     StatsResult,
     SubmitParams,
     SubmitResult,
+    without_ids,
 )
 from .registry import CallContext, Registry
 from .retention.scheduler import Scheduler
@@ -143,9 +151,13 @@ def _services(ctx: CallContext) -> Services:
     return services
 
 
-def selector(ctx: CallContext, params: CleanupParams | ListParams) -> Selector:
-    """The exact selection params mean, the age cutoffs taken from the engine's clock."""
-    now = _services(ctx).engine.clock()
+def selector(
+    ctx: CallContext, params: CleanupParams | ListParams, *, now: int | None = None
+) -> Selector:
+    """The exact selection params mean, the age cutoffs taken at `now` (by default the
+    engine's clock)."""
+    if now is None:
+        now = _services(ctx).engine.clock()
 
     def cutoff(age_ms: int | None) -> int | None:
         return None if age_ms is None else now - age_ms
@@ -262,7 +274,14 @@ async def stats(ctx: CallContext, params: NoParams) -> StatsResult:
     summary="Delete codescaler jobs and their actions (admin)",
     admin=True,
     mutates=True,
-    errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED, e.CLEANUP_RUNNING, e.STATE_UNAVAILABLE, *UPSTREAM),
+    errors=(
+        e.INVALID_PARAMS,
+        e.ADMIN_REQUIRED,
+        e.CLEANUP_RUNNING,
+        e.STATE_UNAVAILABLE,
+        e.PLAN_UNUSABLE,
+        *UPSTREAM,
+    ),
     examples=ex.CLEANUP,
 )
 async def jobs_cleanup(ctx: CallContext, params: CleanupParams) -> CleanupSummary:
@@ -272,29 +291,31 @@ async def jobs_cleanup(ctx: CallContext, params: CleanupParams) -> CleanupSummar
     `finished_older_than_ms` ago), except jobs tagged `codescaler_keep` unless
     `include_kept`, and, with `keep_last`, the newest N of each (kind, actor, target)
     group among those. It deletes them with `force`, then each codescaler action of
-    those jobs, best effort: an action still used by another job stays and is reported
-    in `errors`. Already gone counts as done. One cleanup runs at a time, also across
-    the service processes of one state directory. With `dry_run` nothing changes. The
-    run is recorded in the state database before it deletes anything (with `reason`,
-    the caller's uid and pid); a real run is refused (-32013) when that record cannot
-    be written. A real run without any filter (`include_kept` aside) ends with the
-    orphan-action sweep: codescaler actions that no job references any more (left by
-    a run cut short) are deleted too (`orphan_actions_deleted`)."""
-    given = params.model_dump(exclude_defaults=True, exclude={"dry_run", "reason"})
+    those jobs, best effort: an action still used by another job stays (counted in
+    `actions_in_use`, listed in `actions_in_use_ids`: not an error). Already gone
+    counts as done. One cleanup runs at a time, also across the service processes of
+    one state directory. With `dry_run` nothing changes, and the answer's `plan_id`
+    names the plan of what it found: `jobs.cleanup {plan_id}` (alone, or with `reason`
+    and `ids`) then deletes only the jobs of that plan that still exist and still
+    match its filters, never one created since; a plan is applied once, within an
+    hour (-32014 with `data.reason` unknown, expired or applied otherwise).
+    `max_jobs` stops the run after that many matched jobs (`has_more` says whether
+    more remain). `ids: false` leaves the summary's id lists empty. The run is
+    recorded in the state database before it deletes anything (with `reason`, the
+    caller's uid and pid); a real run is refused (-32013) when that record cannot be
+    written. A real run without any selection (`include_kept` aside: no filter, no
+    `max_jobs`, no plan) ends with the orphan-action sweep: codescaler actions that
+    no job references any more (left by a run cut short) are deleted too
+    (`orphan_actions_deleted`). To run it in the background and follow it, call
+    `jobs.cleanup_start` with the same params."""
     services = _services(ctx)
+    request = await cleanup_request(ctx, params)
     try:
-        return await services.engine.cleanup(
-            selector(ctx, params),
-            dry_run=params.dry_run,
-            params=given,
-            reason=params.reason,
-            peer_uid=ctx.peer.uid,
-            peer_pid=ctx.peer.pid,
-            sweep_orphans=not set(given) - {"include_kept"},
-        )
+        summary = await services.engine.cleanup(**request)
     finally:
         if not params.dry_run:
             services.changed()
+    return summary if params.ids else without_ids(summary)
 
 
 @registry.method(
@@ -389,6 +410,118 @@ async def retention_run(ctx: CallContext, params: RetentionRunParams) -> Cleanup
     finally:
         if not dry_run:
             services.changed()
+
+
+async def cleanup_request(ctx: CallContext, params: CleanupParams) -> dict[str, Any]:
+    """What `jobs.cleanup` and `jobs.cleanup_start` ask of the engine, alike: the
+    selection (a plan's, when `plan_id` is given: PlanUnusable when it cannot be
+    applied), the params as recorded, who asks, whether the run ends with the
+    orphan-action sweep (a real run without any selection, `include_kept` aside), its
+    bound, the time a dry run's plan takes its cutoffs at, the plan it applies."""
+    given = params.model_dump(exclude_defaults=True, exclude={"dry_run", "reason", "ids"})
+    engine = _services(ctx).engine
+    now = engine.clock()
+    applying = None
+    if params.plan_id is not None:
+        others = sorted(set(given) - {"plan_id"} | ({"dry_run"} if params.dry_run else set()))
+        if others:
+            raise e.InvalidParams(
+                f"plan_id: give it alone (with reason or ids), the plan holds its selection; "
+                f"not with {', '.join(others)}"
+            )
+        plan = await engine.plan(params.plan_id)
+        # The plan's own filters, their cutoffs as the dry run took them, on its jobs only.
+        chosen = selector(ctx, CleanupParams.model_validate(plan.params), now=plan.created_at_ms)
+        chosen = chosen.within(plan.job_ids)
+        applying = plan.plan_id
+    else:
+        chosen = selector(ctx, params, now=now)
+    return {
+        "selector": chosen,
+        "dry_run": params.dry_run,
+        "params": given,
+        "reason": params.reason,
+        "peer_uid": ctx.peer.uid,
+        "peer_pid": ctx.peer.pid,
+        "sweep_orphans": not set(given) - {"include_kept"},
+        "max_jobs": params.max_jobs,
+        "plan_at_ms": now,
+        "applying": applying,
+    }
+
+
+@registry.method(
+    "jobs.cleanup_start",
+    summary="Start a cleanup in the background; its run id at once (admin)",
+    admin=True,
+    mutates=True,
+    errors=(
+        e.INVALID_PARAMS,
+        e.ADMIN_REQUIRED,
+        e.CLEANUP_RUNNING,
+        e.STATE_UNAVAILABLE,
+        e.PLAN_UNUSABLE,
+    ),
+    examples=ex.CLEANUP_START,
+)
+async def jobs_cleanup_start(ctx: CallContext, params: CleanupParams) -> CleanupStarted:
+    """Starts the cleanup that `jobs.cleanup` makes with the same params, and answers as
+    soon as the run is recorded, with its `run_id`: the run goes on in the background,
+    to its end or the service's deadline for a cleanup. Follow it with
+    `jobs.cleanup_status` (its summary once done), stop it with `jobs.cleanup_cancel`.
+    It is refused as `jobs.cleanup` is before anything is deleted (-32011 while another
+    run holds the lock, -32013 when the record cannot be written, -32014 for a plan
+    that cannot be applied); hero_proc failing
+    later is in its status (outcome `error`, or `partial`). It is a method of its own,
+    not a flag of `jobs.cleanup`, so that each method answers one shape. With `ids:
+    false` its summary in `jobs.cleanup_status` has empty id lists."""
+    services = _services(ctx)
+    request = await cleanup_request(ctx, params)
+    on_end = None if params.dry_run else services.changed
+    started = await services.engine.start(**request, ids=params.ids, on_end=on_end)
+    if on_end is not None:
+        on_end()
+    return started
+
+
+@registry.method(
+    "jobs.cleanup_status",
+    summary="Where a cleanup run stands: phase, counts, rate, time left, summary (admin)",
+    admin=True,
+    errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED),
+    examples=ex.CLEANUP_STATUS,
+)
+async def jobs_cleanup_status(ctx: CallContext, params: RunParams) -> CleanupStatus:
+    """Any cleanup run, background or not, by its `run_id`: its phase (`listing`,
+    `deleting_jobs`, `deleting_actions`, `settling`, `done`), its counts so far, its rate,
+    an estimate of the time left while it lists and deletes jobs, and once done its
+    outcome and, for the last background runs of this service process, its summary. A
+    run this process does not hold in memory (one that ended earlier, a foreground one,
+    one of another process sharing the state directory) is answered from its record
+    (`source: record`). An unknown `run_id` is -32602 naming it."""
+    return await _services(ctx).engine.status(params.run_id)
+
+
+@registry.method(
+    "jobs.cleanup_cancel",
+    summary="Stop a cleanup run at its next step; its partial summary (admin)",
+    admin=True,
+    mutates=True,
+    errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED),
+    examples=ex.CLEANUP_CANCEL,
+)
+async def jobs_cleanup_cancel(ctx: CallContext, params: RunParams) -> CleanupStatus:
+    """Asks the run `run_id` (background or not) to stop at its next step: nothing more
+    is sent to hero_proc, what is in flight is answered, its actions are not attempted,
+    and it ends `cancelled` with a partial summary (its foreground caller gets that
+    summary). Its record says who cancelled it (`cancelled_by`: the caller's uid and
+    pid). Answers its status once it has ended, with its summary, or after 5 seconds
+    with it still stopping (follow it with `jobs.cleanup_status`). A run of another
+    service process sharing the state directory stops at its next checkpoint; a run
+    that has ended is left as it was. An unknown `run_id` is -32602 naming it."""
+    return await _services(ctx).engine.cancel(
+        params.run_id, peer_uid=ctx.peer.uid, peer_pid=ctx.peer.pid
+    )
 
 
 @registry.method(

@@ -83,7 +83,12 @@ class Metrics:
         )
         self.deletion_failures = Counter(
             "hero_codescalers_deletion_failures",
-            "Jobs and actions a cleanup could not delete (in use included)",
+            "Jobs and actions a cleanup could not delete (not those kept in use)",
+            registry=self.registry,
+        )
+        self.actions_in_use = Counter(
+            "hero_codescalers_actions_in_use",
+            "Actions a cleanup kept because other jobs still use them",
             registry=self.registry,
         )
         self.http_refusals = Counter(
@@ -142,9 +147,8 @@ class Metrics:
             return
         self.jobs_deleted.inc(summary.jobs_deleted)
         self.actions_deleted.inc(summary.actions_deleted)
-        self.deletion_failures.inc(
-            summary.jobs_failed + summary.actions_in_use + summary.actions_failed
-        )
+        self.deletion_failures.inc(summary.jobs_failed + summary.actions_failed)
+        self.actions_in_use.inc(summary.actions_in_use)
 
     def last_run(
         self, policy: str | None, outcome: str, finished_at_ms: int, duration_ms: Any

@@ -6,6 +6,9 @@ params and of the OpenRPC document: required params first, then optional ones;
 a param added later goes after every existing one, so that a positional call
 keeps its meaning. Results keep the names and types of the original
 specification and add fields after them.
+
+Above 350 lines because it is the RPC surface's schema, declarative and read by
+method: each params model beside its result, in the order of the document.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ MAX_AGE_MS = 100 * 365 * 86_400_000  # a century: beyond it "older than" means n
 SCRIPT_MAX_LENGTH = 65_536
 LIST_MAX_LIMIT = 1_000
 KEEP_LAST_MAX = 100_000
+MAX_JOBS_MAX = 1_000_000_000
+PLAN_ID_PATTERN = r"^[0-9a-f]{16}$"
 # How a cleanup run ended, one list for the history, the status and the CLI: `ok`
 # (complete, no errors), `partial` (stopped short or with errors), `cancelled` (cut
 # by the service's shutdown), `error` (failed as a whole), `interrupted` (the process
@@ -174,6 +179,27 @@ class CleanupParams(Filter):
         examples=[5],
     )
     include_kept: IncludeKept = False
+    plan_id: str | None = Field(
+        default=None,
+        pattern=PLAN_ID_PATTERN,
+        description="Apply the plan of a dry run (its `plan_id`): delete only the jobs it "
+        "listed that still exist and still match its filters, then their actions. Give it "
+        "alone (with `reason`, `ids`); a plan is applied once, before `plan_expires_at_ms`",
+        examples=["3e9f0a7c51b2d846"],
+    )
+    max_jobs: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_JOBS_MAX,
+        description="Stop after this many matched jobs (and their actions); `has_more` says "
+        "whether more remain. Not an error: the run is complete when all it did succeeded",
+        examples=[10_000],
+    )
+    ids: bool = Field(
+        default=True,
+        description="false: leave the id lists of the summary empty (`ids_omitted` true); "
+        "the counts are the same",
+    )
 
 
 class CleanupSummary(Result):
@@ -187,7 +213,8 @@ class CleanupSummary(Result):
     action_ids: list[str] = Field(description="Every codescaler action of the matched jobs")
     errors: list[str] = Field(
         description="One line per job or action that could not be deleted, and one per "
-        "reason the run stopped short (with the count of what was not attempted)"
+        "reason the run stopped short (with the count of what was not attempted); an "
+        "action kept because other jobs use it is not an error (`actions_in_use`)"
     )
     dry_run: bool
     jobs_matched: int = Field(
@@ -219,7 +246,10 @@ class CleanupSummary(Result):
         "actions_failed + actions_not_attempted, after a run that was not dry"
     )
     actions_already_gone: int
-    actions_in_use: int = Field(description="Actions still referenced by other jobs (in errors)")
+    actions_in_use: int = Field(
+        description="Actions kept because other jobs still use them (`actions_in_use_ids`): "
+        "shared actions working as designed, not errors"
+    )
     actions_failed: int = Field(description="Actions not deleted for another reason (in errors)")
     actions_not_attempted: int = Field(
         default=0, description="Actions whose deletion was never sent: the run stopped first"
@@ -243,6 +273,27 @@ class CleanupSummary(Result):
     )
     duration_ms: int
     run_id: str | None = Field(default=None, description="The run's id in `jobs.cleanup_history`")
+    plan_id: str | None = Field(
+        default=None,
+        description="A dry run's plan: pass it as `plan_id` to delete exactly what this "
+        "preview found (null when the state database could not keep it); a plan's apply: "
+        "the plan applied",
+    )
+    plan_expires_at_ms: int | None = Field(
+        default=None, description="Until when the dry run's plan can be applied"
+    )
+    has_more: bool = Field(
+        default=False,
+        description="The run stopped at `max_jobs` and more jobs match: run it again",
+    )
+    actions_in_use_ids: list[str] = Field(
+        default_factory=list, description="The actions kept because other jobs still use them"
+    )
+    ids_omitted: bool = Field(
+        default=False,
+        description="The id lists (job_ids, action_ids, foreign_action_ids, "
+        "actions_in_use_ids) were left empty on request (`ids: false`)",
+    )
 
 
 class SubmitParams(Params):
@@ -378,6 +429,14 @@ class HistoryParams(Params):
     )
 
 
+class CancelledBy(Result):
+    """Who asked to cancel a run (`jobs.cleanup_cancel`), and when."""
+
+    uid: int | None = Field(description="The caller's uid (null when unknown)")
+    pid: int | None = Field(description="The caller's pid (null when unknown)")
+    at_ms: int = Field(description="When the cancel was asked")
+
+
 class HistoryEntry(Result):
     """One cleanup run as recorded: written before it deleted anything, checkpointed after
     each page, completed when it ended."""
@@ -404,6 +463,12 @@ class HistoryEntry(Result):
     jobs_not_attempted: int = 0
     jobs_skipped_malformed: int = 0
     errors_count: int = Field(default=0, description="Lines in its summary's `errors`")
+    background: bool = Field(
+        default=False, description="Started by `jobs.cleanup_start`: no caller waited for it"
+    )
+    cancelled_by: CancelledBy | None = Field(
+        default=None, description="Who asked to cancel it (`jobs.cleanup_cancel`); null: nobody"
+    )
 
 
 class HistoryResult(Result):
@@ -452,6 +517,101 @@ class RetentionListResult(Result):
     dry_run_switch: bool = Field(description="HERO_CODESCALERS_POLICIES_DRY_RUN")
 
 
+RUN_ID_PATTERN = r"^[0-9a-f]{16}$"
+# The steps of a run, as `jobs.cleanup_status` names them: `listing` (reading a page of
+# hero_proc's listing, and a `keep_last` run's first reading), `deleting_jobs` (a page's
+# matches), `deleting_actions` (the matched jobs' actions), `settling` (checking the
+# deletions without a clear answer, then the orphan-action sweep when the run has one),
+# `done`. The first two alternate, page by page.
+Phase = Literal["listing", "deleting_jobs", "deleting_actions", "settling", "done"]
+
+
+class CleanupStarted(Result):
+    """The answer of `jobs.cleanup_start`: the run is recorded and goes on in the background."""
+
+    run_id: str = Field(
+        description="Follow it with `jobs.cleanup_status`, stop it with `jobs.cleanup_cancel`"
+    )
+    started_at_ms: int
+
+
+class RunParams(Params):
+    """`jobs.cleanup_status` and `jobs.cleanup_cancel`: one cleanup run, by its id."""
+
+    run_id: str = Field(
+        pattern=RUN_ID_PATTERN,
+        description="The run's id: from `jobs.cleanup_start`, a summary's `run_id`, "
+        "`jobs.cleanup_history`, or the data of -32011",
+        examples=["5f0c6a1e9b2d4c83"],
+    )
+
+
+class CleanupStatus(Result):
+    """Where a cleanup run stands: its phase, its counts so far, its rate, the time it may
+    still take, and once done its outcome (and its summary when this process keeps it)."""
+
+    run_id: str
+    phase: Phase = Field(description="Its step now; `done` once it has ended")
+    source: Literal["memory", "record"] = Field(
+        description="`memory`: this process runs it, or ran it and keeps its summary; its "
+        "counts are current. `record`: read from the state database (a run that ended "
+        "earlier, or a run of another process sharing the state directory: its counts and "
+        "phase as of its last checkpoint)"
+    )
+    outcome: Outcome | None = Field(description="How it ended; null while it goes on")
+    error: str | None = Field(description="Why it failed or was interrupted")
+    dry_run: bool
+    background: bool = Field(description="Started by `jobs.cleanup_start`")
+    policy: str | None = Field(description="The retention policy that ran it; null: a caller")
+    peer_uid: int | None = Field(description="Who started it (null for a scheduled run)")
+    peer_pid: int | None
+    started_at_ms: int
+    finished_at_ms: int | None = Field(description="null while it goes on")
+    elapsed_ms: int = Field(description="Since it started (its duration once it has ended)")
+    jobs_listed: int | None = Field(
+        description="Jobs listed so far by the reading under way (each pass through the "
+        "listing starts again from 0); null from a record"
+    )
+    jobs_left_at_most: int | None = Field(
+        description="At most this many jobs are still to be listed (bounded by hero_proc's "
+        "`stats` job count); null when unknown: from a record, while a `keep_last` run reads "
+        "the listing first, once the listing is done, or while hero_proc's stats cannot be had"
+    )
+    jobs_matched: int
+    jobs_deleted: int
+    jobs_failed: int
+    actions_deleted: int
+    jobs_per_s: float | None = Field(
+        description="Matched jobs per second since it started (a real run deletes each "
+        "page's matches before it lists the next page); null before a second has passed "
+        "in a record"
+    )
+    eta_ms: int | None = Field(
+        description="An estimate of the time left to list (and delete) the jobs, from the "
+        "listing's rate and `jobs_left_at_most`, so rather long than short; the actions "
+        "take a little more. null when it cannot be made (see `jobs_left_at_most`)"
+    )
+    cancelled_by: CancelledBy | None = Field(description="Who asked to cancel it; null: nobody")
+    summary: CleanupSummary | None = Field(
+        description="The run's summary once done, when this process keeps it: a background "
+        "run's (the last few), and in `jobs.cleanup_cancel`'s answer; null otherwise (a "
+        "foreground run's summary went to its caller; the counts above are the record's)"
+    )
+
+
+def without_ids(summary: CleanupSummary) -> CleanupSummary:
+    """`summary` with its id lists empty, saying so (`ids: false`)."""
+    return summary.model_copy(
+        update={
+            "job_ids": [],
+            "action_ids": [],
+            "foreign_action_ids": [],
+            "actions_in_use_ids": [],
+            "ids_omitted": True,
+        }
+    )
+
+
 MAX_JOB_ID = 2**63 - 1  # hero_proc's job ids: positive, 64-bit
 
 
@@ -482,7 +642,7 @@ class DeletedParams(Params):
     )
     run_id: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        pattern=RUN_ID_PATTERN,
         description="Only jobs deleted by this run (`run_id` of a summary or of the history)",
         examples=["5f0c6a1e9b2d4c83"],
     )

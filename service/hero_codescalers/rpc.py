@@ -105,7 +105,14 @@ class Dispatcher:
                 if problem is None
             ]
             context = CallContext(self.services, peer, request_id, bearer)
-            answers = await self._answers(valid, context, admin)
+            answers: Iterable[Any]
+            if not valid:
+                answers = ()
+            elif admin:  # all at once
+                answers = await self._run(valid, context)
+            else:  # in the lane of the peer's uid
+                async with self.lanes.lane(peer.uid) as lane:
+                    answers = await self._run_in(lane, valid, context)
         finally:
             self.budget.give(granted)
         return framing.assemble(parsed, problems, answers)
@@ -150,18 +157,6 @@ class Dispatcher:
             )
         self.metrics.calls_refused_busy.inc(refused)
         self.metrics.busy_log.note(in_flight=self.budget.used)
-
-    async def _answers(
-        self, valid: list[dict[str, Any]], context: CallContext, admin: bool
-    ) -> Iterable[Any]:
-        """The answers of the calls `valid`, in order, notifications left out: an admin's
-        all at once, anyone else's in the lane of its uid."""
-        if not valid:
-            return ()
-        if admin:
-            return await self._run(valid, context)
-        async with self.lanes.lane(context.peer.uid) as lane:
-            return await self._run_in(lane, valid, context)
 
     async def _run(self, valid: list[dict[str, Any]], context: CallContext) -> list[Any]:
         """Dispatch the calls `valid`, all at once; their answers, notifications left out."""
@@ -220,18 +215,17 @@ class Dispatcher:
             )
             observe(code, seconds)
 
-        async def answer(ctx: CallContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        def params_of(ctx: CallContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            """The call's params as the method's model, once the caller may call it."""
             if spec.admin:
                 policy.require_admin(ctx.peer, spec.name, ctx.bearer)
             if len(args) > len(names):
                 raise errors.InvalidParams(f"params: at most {len(names)} positional params")
             raw = dict(zip(names, args, strict=False)) if args else kwargs
             try:
-                params = spec.params.model_validate(raw)
+                return spec.params.model_validate(raw)
             except ValidationError as exc:
                 raise errors.InvalidParams(framing.readable(exc)) from None
-            result = await spec.handler(ctx, params)
-            return result.model_dump(mode="json") if isinstance(result, BaseModel) else result
 
         # `ctx` is positional-only: a param named "ctx" is then an unknown parameter
         # like any other, not a clash with the context argument.
@@ -247,7 +241,9 @@ class Dispatcher:
                 }
             )
             try:
-                result = await answer(ctx, args, kwargs)
+                result = await spec.handler(ctx, params_of(ctx, args, kwargs))
+                if isinstance(result, BaseModel):
+                    result = result.model_dump(mode="json")
             except errors.Error as exc:
                 done(t0, exc.code)
                 return _error(exc, ctx.request_id)

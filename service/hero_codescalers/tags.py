@@ -177,12 +177,17 @@ def _group(tags: tuple[str, ...]) -> Group:
     return lab.kind, lab.actor, lab.target
 
 
-def recency(job: Job) -> tuple[int, int]:
+Recency = tuple[bool, int, int]
+
+
+def recency(job: Job) -> Recency:
     """How new a job is, for `keep_last`: a later `created_at_ms` is newer, and between equal
     times the larger id (ids only grow); a job without `created_at_ms` is older than any job
-    with one."""
+    with one (whatever that time, 0 or below included)."""
     created = job.created_at_ms
-    return (-1 if created is None else created), job.id
+    if created is None:
+        return False, 0, job.id
+    return True, created, job.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +205,8 @@ class Selector:
     that. So a job of a group with fewer candidates, or of a group the reading did
     not see (created since), is kept; one the reading missed (the listing moved)
     is kept if it is among the newest: a moving listing keeps more, never fewer.
+    `job_ids` (a plan being applied, `within`) narrows it to those jobs: every other
+    filter must still hold for each of them.
     """
 
     required: frozenset[str]
@@ -209,7 +216,8 @@ class Selector:
     finished_before_ms: int | None = None
     include_kept: bool = False
     keep_last: int | None = None
-    kept_from: Mapping[Group, tuple[int, int]] | None = None
+    kept_from: Mapping[Group, Recency] | None = None
+    job_ids: frozenset[int] | None = None
 
     @classmethod
     def build(
@@ -287,18 +295,23 @@ class Selector:
     @property
     def candidates(self) -> Selector:
         """The selection before `keep_last`: what its groups are ranked among."""
-        return replace(self, keep_last=None, kept_from=None)
+        return replace(self, keep_last=None, kept_from=None, job_ids=None)
 
-    def keeping(self, kept_from: Mapping[Group, tuple[int, int]]) -> Selector:
+    def keeping(self, kept_from: Mapping[Group, Recency]) -> Selector:
         """This selector once `keep_last` is resolved (see the class docstring)."""
         return replace(self, kept_from=kept_from)
+
+    def within(self, job_ids: Iterable[int]) -> Selector:
+        """This selection narrowed to `job_ids` (a plan's jobs)."""
+        return replace(self, job_ids=frozenset(job_ids))
 
     def has_tags(self, tags: Iterable[str]) -> bool:
         """Whether `tags` hold every required tag (for an action: it has no other filter)."""
         return self.required.issubset(tags)
 
     def matches(self, job: Job) -> bool:
-        """The exact re-check of a listed job: every filter holds (see the class docstring).
+        """The exact re-check of a listed job: every filter holds (see the class docstring),
+        and it is one of `job_ids` when they are given.
 
         A job without `created_at_ms` fails an age filter; one that has not finished
         (pending, running, or no status) or has no `finished_at_ms` fails
@@ -307,7 +320,8 @@ class Selector:
         tags = job.tags
         statuses = self.statuses
         if (
-            not self.required.issubset(tags)
+            (self.job_ids is not None and job.id not in self.job_ids)
+            or not self.required.issubset(tags)
             or (not self.include_kept and KEEP_TAG in tags)
             or (statuses is not None and job.status not in statuses)
             or not self._old_enough(job)

@@ -74,3 +74,8 @@ LEASE_TTL_S = 60
 # the runs of ended processes interrupted (also done at start): retention is counted in
 # days, so an hour's lag is nothing, and each pass is one indexed DELETE.
 HOUSEKEEPING_INTERVAL_S = 3600
+
+# How long a dry run's plan can be applied (`jobs.cleanup {plan_id}`): long enough to
+# read a preview, ask and get a yes; short enough that the jobs it lists are still the
+# ones the preview showed. Each plan is checked against its filters when applied anyway.
+PLAN_LIFETIME_S = 3600

@@ -15,7 +15,23 @@ many unrelated and look-alike jobs. Then, for each simulator mode:
            actions the fastest way the contract allows: JSON-RPC batches and
            concurrency (without batch support: concurrent single calls). Its
            batch size and concurrency are calibrated per mode on a smaller run;
-- service: `jobs.cleanup` through the service's socket, end to end.
+- service: `jobs.cleanup` through the service's socket, end to end;
+- background: the same run started with `jobs.cleanup_start` and watched as a
+           progress bar would watch it (`jobs.cleanup_status` every
+           `STATUS_EVERY_S`) until done; its summary read from the last status.
+           Its runs alternate with the service's, and a line gives the ratio of
+           their CPU time per job (background/service): the median of the ratios
+           of each pair of runs made one after the other (a shared machine's load
+           changes slowly, and weighs on both runs of a pair alike), then the
+           ratio of the medians and of the least of each.
+
+On a shared machine a run's CPU time varies by a third from one run to the next,
+more than a background run could add. `--instructions` (needs valgrind) then
+also counts the instructions the service executes (callgrind) for one
+foreground and one background run of each mode, deterministic where CPU time is
+not: the service runs under callgrind for them, some fifty times slower, so the
+background run's status is asked as many times as in the runs above (their wall
+time over `STATUS_EVERY_S`), spread evenly over its run.
 
 Modes: `cheap` (no faults), `slow` (`latency_ms: 1`: every call 1 ms, a
 batch's calls one after another), `nobatch` (`batch: false`). The table shows
@@ -57,7 +73,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from .processes import cpu_seconds, hero, start
+from .processes import cpu_seconds, hero, start, stop_all
 
 MODES: dict[str, dict[str, Any]] = {
     "cheap": {},
@@ -71,6 +87,7 @@ LIMIT_CANDIDATES: dict[str, list[tuple[int, int]]] = {
     "nobatch": [(1, 16), (1, 64), (1, 128)],
 }
 URL = "http://localhost/rpc"
+STATUS_EVERY_S = 0.2  # how often the background run's status is asked (a progress bar's pace)
 JSON = {"Content-Type": "application/json"}
 
 
@@ -189,7 +206,11 @@ async def peak_rss_while(pid: int, work: Awaitable[Any]) -> tuple[Any, int]:
     peak = base
     task = asyncio.ensure_future(work)
     while not task.done():
-        peak = max(peak, rss_kb(pid))
+        try:
+            peak = max(peak, rss_kb(pid))
+        except FileNotFoundError:
+            task.cancel()
+            raise RuntimeError(f"process {pid} ended during the run") from None
         await asyncio.wait({task}, timeout=0.01)
     return task.result(), peak - base
 
@@ -216,22 +237,21 @@ class Bench:
         self.hp = Rpc(self.scratch / "hero_proc" / "rpc.sock")
         self.svc = Rpc(self.scratch / "hero_codescalers" / "rpc.sock")
 
-    async def restart_service(self) -> None:
-        """A fresh service process: its peak RSS (VmHWM) is then the next run's."""
+    async def restart_service(self, under: list[str] | None = None) -> None:
+        """A fresh service process: its peak RSS (VmHWM) is then the next run's. `under`:
+        a command line that runs it (callgrind's)."""
         await self.svc.close()
         self.service.send_signal(signal.SIGTERM)
         await self.service.wait()
         self.procs.remove(self.service)
-        self.service = await start(hero("serve"), self.env, b"service_started")
+        self.service = await start([*(under or []), *hero("serve")], self.env, b"service_started")
         self.procs.append(self.service)
         self.svc = Rpc(self.scratch / "hero_codescalers" / "rpc.sock")
 
     async def stop(self) -> None:
         await self.hp.close()
         await self.svc.close()
-        for proc in reversed(self.procs):
-            proc.send_signal(signal.SIGTERM)
-            await proc.wait()
+        await stop_all(self.procs)  # those still running: one may have ended on its own
 
     async def reseed(self, jobs: int, faults: dict[str, Any]) -> int:
         await self.hp.call("sim.faults", {})
@@ -274,6 +294,53 @@ class Bench:
         if summary["jobs_deleted"] + summary["jobs_already_gone"] != self.jobs or summary["errors"]:
             raise RuntimeError(f"service cleanup incomplete: {summary['jobs_deleted']} deleted")
         return 0
+
+    async def background_cleanup(self, every: float = STATUS_EVERY_S) -> int:
+        """The cleanup in the background, its status asked every `every` seconds until done."""
+        started = await self.svc.call("jobs.cleanup_start", {})
+        while True:
+            await asyncio.sleep(every)
+            status = await self.svc.call("jobs.cleanup_status", {"run_id": started["run_id"]})
+            if status["phase"] == "done":
+                break
+        summary = status["summary"]
+        if summary["jobs_deleted"] + summary["jobs_already_gone"] != self.jobs or summary["errors"]:
+            raise RuntimeError(f"background cleanup incomplete: {summary['jobs_deleted']} deleted")
+        return 0
+
+    async def instructions(self, faults: dict[str, Any], polls: int) -> dict[str, Any]:
+        """Instructions the service executes per job (callgrind) in a foreground run, and in
+        a background run whose status is asked `polls` times, evenly over its run."""
+        out = self.scratch / "callgrind.out"
+        await self.restart_service(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p"]
+        )
+        pid = self.service.pid
+
+        async def counted(work: Callable[[], Awaitable[Any]]) -> tuple[float, float]:
+            await self.reseed(self.jobs, faults)
+            await _callgrind("-z", pid)
+            t0 = time.perf_counter()
+            await work()
+            wall = time.perf_counter() - t0
+            await _callgrind("-d", pid)
+            dump = max(self.scratch.glob(f"callgrind.out.{pid}.*"), key=lambda f: f.stat().st_mtime)
+            for line in dump.read_text().splitlines():
+                if line.startswith(("summary:", "totals:")):
+                    return int(line.split()[1]) / self.jobs, wall
+            raise RuntimeError(f"no instruction count in {dump}")
+
+        foreground, wall = await counted(self.service_cleanup)
+        background, _ = await counted(
+            functools.partial(self.background_cleanup, wall / max(polls, 1))
+        )
+        await self.restart_service()
+        return {
+            "service_ir_per_job": round(foreground),
+            "background_ir_per_job": round(background),
+            "polls": polls,
+            "background_over_service": round(background / foreground, 4),
+        }
 
     async def selected_cleanup(self, params: dict[str, Any]) -> int:
         """A cleanup with `params`: how many codescaler jobs it must leave."""
@@ -320,6 +387,15 @@ class Bench:
         return best[1]
 
 
+async def _callgrind(command: str, pid: int) -> None:
+    """`callgrind_control <command> <pid>` (-z: zero the counts, -d: dump them)."""
+    proc = await asyncio.create_subprocess_exec(
+        "callgrind_control", command, str(pid), stdout=asyncio.subprocess.DEVNULL
+    )
+    if await proc.wait():
+        raise RuntimeError(f"callgrind_control {command} {pid} failed")
+
+
 def median(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
@@ -332,6 +408,7 @@ def summarise(runs: list[dict[str, float]]) -> dict[str, Any]:
         "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1),
         "svc_cpu_us_per_job": round(median(runs, "svc_cpu_us_per_job"), 2),
         "runs_jobs_per_s": [round(r["jobs_per_s"]) for r in runs],
+        "runs_svc_cpu_us_per_job": [round(r["svc_cpu_us_per_job"], 2) for r in runs],
     }
 
 
@@ -363,6 +440,7 @@ async def run(
     seed_reps: int,
     modes: list[str],
     select: dict[str, Any] | None = None,
+    instructions: bool = False,
 ) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="hc-bench-", dir="/tmp"))
     bench = Bench(scratch, jobs)
@@ -382,7 +460,6 @@ async def run(
             plans: list[tuple[str, int, Callable[[], Awaitable[Any]]]] = [
                 ("seed", seed_reps, lambda: seed_algorithm(bench.hp)),
                 ("limit", reps, functools.partial(limit_algorithm, bench.hp, batch, inflight)),
-                ("service", reps, bench.service_cleanup),
             ]
             for name, count, work in plans:
                 if count == 0:
@@ -390,6 +467,37 @@ async def run(
                 runs = [await bench.measure(jobs, faults, work) for _ in range(count)]
                 rows[name] = summarise(runs)
                 print(f"  {mode:8} {name:8} {rows[name]['jobs_per_s']:>9} jobs/s", file=sys.stderr)
+            # The foreground and the background runs alternate: drift hits both alike.
+            alternated: dict[str, list[dict[str, float]]] = {"service": [], "background": []}
+            for _ in range(reps):
+                alternated["service"].append(
+                    await bench.measure(jobs, faults, bench.service_cleanup)
+                )
+                alternated["background"].append(
+                    await bench.measure(jobs, faults, bench.background_cleanup)
+                )
+            for name, runs in alternated.items():
+                rows[name] = summarise(runs)
+                print(f"  {mode:8} {name:8} {rows[name]['jobs_per_s']:>9} jobs/s", file=sys.stderr)
+            pairs = zip(alternated["service"], alternated["background"], strict=True)
+            rows["background_over_service_cpu_pairs"] = round(
+                statistics.median(
+                    b["svc_cpu_us_per_job"] / f["svc_cpu_us_per_job"] for f, b in pairs
+                ),
+                3,
+            )
+            # Medians, and the least of each (other load on the machine only ever adds).
+            rows["background_over_service_cpu"] = round(
+                rows["background"]["svc_cpu_us_per_job"] / rows["service"]["svc_cpu_us_per_job"], 3
+            )
+            rows["background_over_service_cpu_least"] = round(
+                min(rows["background"]["runs_svc_cpu_us_per_job"])
+                / min(rows["service"]["runs_svc_cpu_us_per_job"]),
+                3,
+            )
+            if instructions:
+                polls = round(rows["background"]["seconds"] / STATUS_EVERY_S)
+                rows["instructions"] = await bench.instructions(faults, polls)
             seed_rate = rows.get("seed", {}).get("jobs_per_s")
             rows["service_over_seed"] = (
                 round(rows["service"]["jobs_per_s"] / seed_rate, 2) if seed_rate else None
@@ -413,11 +521,11 @@ def table(results: dict[str, Any]) -> str:
         f"{'svc CPU µs/job':>16}",
     ]
     for mode, rows in results["modes"].items():
-        for name in ("seed", "limit", "service"):
+        for name in ("seed", "limit", "service", "background"):
             if name not in rows:
                 continue
             row = rows[name]
-            service = name == "service"
+            service = name in {"service", "background"}
             rss = f"{row['rss_growth_mb']:.1f}" if service else "-"
             cpu = f"{row['svc_cpu_us_per_job']:.2f}" if service else "-"
             lines.append(
@@ -429,6 +537,19 @@ def table(results: dict[str, Any]) -> str:
             f"service/limit {rows['service_over_limit']}"
             f"   (limit: batch {rows['limit_batch']}, {rows['limit_inflight']} in flight)"
         )
+        lines.append(
+            f"{'':<9}background/service CPU per job "
+            f"{rows['background_over_service_cpu_pairs']} (median of pairs), "
+            f"{rows['background_over_service_cpu']} (medians), "
+            f"{rows['background_over_service_cpu_least']} (least of each)"
+        )
+        if "instructions" in rows:
+            ir = rows["instructions"]
+            lines.append(
+                f"{'':<9}instructions per job: service {ir['service_ir_per_job']}, background "
+                f"{ir['background_ir_per_job']} ({ir['polls']} status calls): "
+                f"{ir['background_over_service']}"
+            )
     return "\n".join(lines)
 
 
@@ -464,6 +585,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep-last", type=int, metavar="N", help="the same as --select '{\"keep_last\": N}'"
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count the service's instructions per job, foreground and background "
+        "(callgrind: needs valgrind)",
+    )
     args = parser.parse_args(argv)
     select = args.select
     if args.keep_last is not None:
@@ -471,7 +598,9 @@ def main(argv: list[str] | None = None) -> int:
     if select is not None and not isinstance(select, dict):
         parser.error("--select: a JSON object of jobs.cleanup params")
     modes = args.modes.split(",")
-    results = asyncio.run(run(args.jobs, args.reps, args.seed_reps, modes, select))
+    results = asyncio.run(
+        run(args.jobs, args.reps, args.seed_reps, modes, select, args.instructions)
+    )
     print(table(results))
     print(json.dumps(results))
     return 0

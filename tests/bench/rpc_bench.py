@@ -115,7 +115,11 @@ async def load(
 async def run(seconds: float, reps: int) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="hc-rpcbench-", dir="/tmp"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERO_")}
-    env.update(HERO_SOCKET_DIR=str(scratch), HERO_CODESCALERS_LOG_FORMAT="json")
+    env.update(
+        HERO_SOCKET_DIR=str(scratch),
+        HERO_CODESCALERS_STATE_DIR=str(scratch / "state"),
+        HERO_CODESCALERS_LOG_FORMAT="json",
+    )
     bare_socket = scratch / "bare.sock"
     service_socket = scratch / "hero_codescalers" / "rpc.sock"
     procs = [

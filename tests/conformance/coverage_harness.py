@@ -6,13 +6,16 @@ listens on 127.0.0.1 (an ephemeral port) and the tool gets a copy of the documen
 whose `servers` point at it. Each example declares the state it needs (the
 examples it follows, from an empty hero_proc): for each call of the tool, the
 relay starts a fresh simulator and service, replays what the example follows,
-then forwards the tool's request as it is and answers the service's answer.
+then forwards the tool's request and answers the service's answer. The request
+goes as it is, but for a param the example takes from an earlier answer (a
+plan's id, new on every run): that one is sent as the replay answered it.
 
 The tool sends an example's param values by position and ignores their names;
 the document's examples name only the params they give. So the tool's copy lists
-each example's params in the method's order, with null in the place of an
-optional param the example leaves out (the service reads a null optional param
-as absent); the relay checks that each request is one of those calls.
+each example's params in the method's order, with the documented default in the
+place of an optional param the example leaves out, or null when it has none (the
+service reads a null optional param as absent); the relay checks that each
+request is one of those calls.
 
     python -m tests.conformance.coverage_harness     # console report (make openrpc-coverage)
 """
@@ -34,11 +37,12 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from hero_codescalers.examples import POLICIES, steps
+from hero_codescalers.engine import Engine
+from hero_codescalers.examples import POLICIES, steps, taken
 from hero_codescalers.methods import registry
 from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator
-from hero_codescalers.transport import create_app, runner_for
+from hero_codescalers.transport import ENGINE, create_app, runner_for
 from hero_codescalers.unixsock import bind_unix, remove_socket
 
 from ..conftest import serve_tcp
@@ -49,9 +53,9 @@ DOCUMENT = ROOT / "openrpc" / "openrpc.json"
 
 
 @contextlib.asynccontextmanager
-async def live_service() -> AsyncIterator[Path]:
+async def live_service() -> AsyncIterator[tuple[Path, Engine]]:
     """A fresh simulator and the service in front of it (a fresh state database too); the
-    service's socket."""
+    service's socket and engine."""
     scratch = Path(tempfile.mkdtemp(prefix="hc-cov-", dir="/tmp"))
     policies = scratch / "policies.toml"
     policies.write_text(POLICIES)  # the policies the examples declare
@@ -65,7 +69,7 @@ async def live_service() -> AsyncIterator[Path]:
             await runner.setup()
             try:
                 await web.SockSite(runner, sock).start()
-                yield settings.socket
+                yield settings.socket, runner.app[ENGINE]
             finally:
                 await runner.cleanup()
                 sock.close()
@@ -75,12 +79,12 @@ async def live_service() -> AsyncIterator[Path]:
 
 
 def by_position(method: dict[str, Any], example: dict[str, Any]) -> list[Any]:
-    """An example's param values in the method's order, null for one it leaves out, up
-    to the last it gives: what a caller by position sends."""
-    names = [p["name"] for p in method["params"]]
+    """An example's param values in the method's order, up to the last it gives, with the
+    documented default (or null) for one it leaves out: what a caller by position sends."""
+    params = method["params"]
     given = {p["name"]: p["value"] for p in example["params"]}
-    last = max((names.index(name) for name in given), default=-1)
-    return [given.get(name) for name in names[: last + 1]]
+    last = max((i for i, p in enumerate(params) if p["name"] in given), default=-1)
+    return [given.get(p["name"], p["schema"].get("default")) for p in params[: last + 1]]
 
 
 def tool_document(document: dict[str, Any], url: str) -> dict[str, Any]:
@@ -126,12 +130,23 @@ class Relay:
             return web.Response(status=500, text=str(exc))
 
     async def answer(self, body: bytes) -> web.Response:
-        ref = self.example_of(json.loads(body))
-        *before, _ = steps(registry, ref)
-        async with live_service() as socket, session_for(socket) as session:
-            for method, example in before:
-                answer = await post(session, json.dumps(self.request(method, example.name)))
-                assert "result" in answer, f"{ref}: {method} {example.name} answered {answer}"
+        call = json.loads(body)
+        ref = self.example_of(call)
+        *before, (method, this) = steps(registry, ref)
+        results: dict[str, Any] = {}
+        async with live_service() as (socket, engine), session_for(socket) as session:
+            for earlier, example in before:
+                request = self.request(earlier, example.name)
+                request["params"].update(taken(example, results))
+                answer = await post(session, json.dumps(request))
+                assert "result" in answer, f"{ref}: {earlier} {example.name} answered {answer}"
+                results[f"{earlier}/{example.name}"] = answer["result"]
+                await engine.idle()  # the run it started has ended
+            if replaced := taken(this, results):
+                names = [p["name"] for p in self.spec(method)["params"]]
+                for name, value in replaced.items():
+                    call["params"][names.index(name)] = value
+                body = json.dumps(call).encode()
             async with session.post("http://localhost/rpc", data=body) as response:
                 return web.Response(
                     status=response.status,
@@ -139,10 +154,14 @@ class Relay:
                     content_type=response.content_type,
                 )
 
+    def spec(self, method: str) -> dict[str, Any]:
+        """The document's entry of `method`."""
+        found: dict[str, Any] = next(m for m in self.document["methods"] if m["name"] == method)
+        return found
+
     def request(self, method: str, name: str) -> dict[str, Any]:
         """The call of example `name` of `method`, its params by name."""
-        spec = next(m for m in self.document["methods"] if m["name"] == method)
-        example = next(e for e in spec["examples"] if e["name"] == name)
+        example = next(e for e in self.spec(method)["examples"] if e["name"] == name)
         params = {p["name"]: p["value"] for p in example["params"]}
         return {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
 

@@ -147,10 +147,20 @@ def outside(store: Store, selected: set[int]) -> dict[int, Any]:
 
 
 def assert_accounted(summary: dict[str, Any]) -> None:
-    """The summary's counts add up and every failure has its line in `errors`; a run that
-    skipped malformed jobs or left jobs unattempted is not complete."""
+    """The summary's counts add up and every failure has its line in `errors`; actions kept
+    in use are listed on their own, never in `errors`; a run that skipped malformed jobs
+    or left jobs unattempted is not complete. With `ids_omitted`, every id list is empty."""
     if summary["jobs_skipped_malformed"] or summary["jobs_not_attempted"]:
         assert summary["complete"] is False
+    if summary["ids_omitted"]:
+        lists = ("job_ids", "action_ids", "foreign_action_ids", "actions_in_use_ids")
+        assert all(summary[name] == [] for name in lists)
+        summary = {
+            **summary,
+            "job_ids": list(range(summary["jobs_matched"])),
+            "action_ids": ["?"] * summary["actions_matched"],
+            "actions_in_use_ids": ["?"] * summary["actions_in_use"],
+        }
     assert summary["jobs_matched"] == len(summary["job_ids"]) == len(set(summary["job_ids"]))
     done = summary["jobs_deleted"] + summary["jobs_already_gone"] + summary["jobs_failed"]
     done += summary["jobs_not_attempted"]
@@ -166,8 +176,9 @@ def assert_accounted(summary: dict[str, Any]) -> None:
     assert summary["actions_matched"] == len(summary["action_ids"])
     job_lines = [e for e in summary["errors"] if e.startswith("job ")]
     assert len(job_lines) == summary["jobs_failed"]
-    in_use = [e for e in summary["errors"] if e.startswith("action ") and "in use" in e]
-    assert len(in_use) == summary["actions_in_use"]
+    assert not [e for e in summary["errors"] if "in use" in e]
+    assert len(summary["actions_in_use_ids"]) == summary["actions_in_use"]
+    assert set(summary["actions_in_use_ids"]) <= set(summary["action_ids"])
     if summary["dry_run"]:
         assert summary["actions_deleted"] == summary["actions_in_use"] == 0
 

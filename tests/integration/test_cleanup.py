@@ -166,20 +166,32 @@ async def test_jobs_deleted_by_someone_else_count_as_already_gone(
     assert_accounted(summary)
 
 
-async def test_shared_actions_in_use_are_reported_not_forced(
+async def test_shared_actions_in_use_are_kept_and_listed_not_errors(
     simulator: Simulator, caller: Caller
 ) -> None:
-    """An action another actor's job still runs stays, reported in errors and counted."""
-    alice = add_job(simulator.store, actor="alice")
-    bob = add_job(simulator.store, actor="bob")
-    summary = await caller.call("jobs.cleanup", {"actor": "alice"})
-    assert summary["job_ids"] == [alice]
-    assert summary["actions_in_use"] == 1
-    assert summary["actions_deleted"] == 0
-    assert summary["errors"] == ["action codescaler_user_user0: in use by another job"]
-    assert set(simulator.store.jobs) == {bob}
-    assert ("codescaler_user_user0", None) in simulator.store.actions
+    """An action another actor's job still runs stays: counted and listed on its own, not
+    an error; the run is complete and recorded `ok`, and says so in one log line, not one
+    warning per action."""
+    alice = [add_job(simulator.store, actor="alice", action=f"codescaler_user_{i}") for i in "ab"]
+    bob = [add_job(simulator.store, actor="bob", action=f"codescaler_user_{i}") for i in "ab"]
+    with capture_logs(processors=[merge_call]) as logs:
+        summary = await caller.call("jobs.cleanup", {"actor": "alice", "reason": "in use"})
+    assert summary["job_ids"] == alice
+    assert summary["actions_in_use"] == 2
+    assert summary["actions_in_use_ids"] == ["codescaler_user_a", "codescaler_user_b"]
+    assert summary["actions_deleted"] == summary["actions_failed"] == 0
+    assert summary["errors"] == []
+    assert summary["complete"] is True
+    assert set(simulator.store.jobs) == set(bob)
+    assert ("codescaler_user_a", None) in simulator.store.actions
     assert_accounted(summary)
+    [said] = [e for e in logs if e["event"] == "cleanup_actions_in_use"]
+    assert said["actions"] == 2
+    assert [e for e in logs if e["log_level"] == "warning"] == []
+    [end] = [e for e in logs if e["event"] == "cleanup_finished"]
+    assert (end["outcome"], end["errors"], end["actions_in_use"]) == ("ok", 0, 2)
+    [run] = (await caller.call("jobs.cleanup_history", {"limit": 1}))["runs"]
+    assert (run["outcome"], run["errors_count"]) == ("ok", 0)
 
 
 async def test_actions_this_service_did_not_create_are_left_in_place(
@@ -316,14 +328,17 @@ async def test_each_run_logs_a_start_and_an_end_line_with_the_peer(
 
 
 async def test_failed_deletions_are_logged_at_warning(simulator: Simulator, caller: Caller) -> None:
-    """Each failed deletion has its warning line."""
-    add_job(simulator.store, actor="alice")
-    add_job(simulator.store, actor="bob")
+    """Each failed deletion has its warning line; the action its job still uses (the job
+    could not be deleted) is kept in use, which is no warning."""
+    job = add_job(simulator.store, actor="alice")
+    simulator.store.faults = Faults(fail_rate={"job.delete": 1.0})
     with capture_logs(processors=[merge_call]) as logs:
-        await caller.call("jobs.cleanup", {"actor": "alice"})
+        summary = await caller.call("jobs.cleanup", {"actor": "alice"})
     warnings = [e for e in logs if e["log_level"] == "warning"]
-    assert [w["event"] for w in warnings] == ["cleanup_action_failed"]
-    assert warnings[0]["action"] == "codescaler_user_user0"
+    assert [w["event"] for w in warnings] == ["cleanup_job_failed"]
+    assert warnings[0]["job_id"] == job
+    assert summary["actions_in_use_ids"] == ["codescaler_user_user0"]
+    assert len(summary["errors"]) == 1
 
 
 async def test_history_records_each_run(simulator: Simulator, caller: Caller) -> None:

@@ -140,7 +140,7 @@ async def test_invalid_params_exit_1(service: Service) -> None:
         "jobs-cleanup", "--actor", "kind_user", "--socket", str(service.socket)
     )
     assert code == 1
-    assert err.startswith("hero_codescalers: Invalid params (-32602): actor: ")
+    assert err.startswith('hero_codescalers: Invalid params (-32602): "actor: ')
 
 
 async def test_health_exits_4_when_degraded(sock_dir: Path) -> None:
@@ -166,3 +166,33 @@ async def test_a_cleanup_that_stops_short_exits_4(simulator: Simulator, service:
     code, out, _ = await cli("jobs-cleanup", "--socket", str(service.socket))
     assert code == 4
     assert json.loads(out)["complete"] is False
+
+
+async def test_preview_then_apply_the_plan_and_bound_a_run(
+    simulator: Simulator, service: Service
+) -> None:
+    """`jobs-cleanup --dry-run` prints the plan id; `--plan ID` deletes that plan's jobs
+    (not one made since); `--max-jobs N` deletes N and says more remain, exit 0; the plan
+    applied again exits 1 naming why."""
+    sock = str(service.socket)
+    planned = [add_job(simulator.store, actor="alice") for _ in range(2)]
+    code, out, err = await cli("jobs-cleanup", "--actor", "alice", "--dry-run", "--socket", sock)
+    assert (code, err) == (0, "")
+    plan = json.loads(out)["plan_id"]
+    assert isinstance(plan, str)
+    since = [add_job(simulator.store, actor="alice") for _ in range(3)]
+    code, out, err = await cli("jobs-cleanup", "--plan", plan, "--reason", "ok'd", "--socket", sock)
+    assert (code, err) == (0, "")
+    assert json.loads(out)["job_ids"] == planned
+    code, out, err = await cli("jobs-cleanup", "--max-jobs", "2", "--socket", sock)
+    assert (code, err) == (0, "")
+    summary = json.loads(out)
+    assert (summary["job_ids"], summary["has_more"]) == (since[:2], True)
+    assert set(simulator.store.jobs) == {since[2]}
+    code, out, err = await cli("jobs-cleanup", "--plan", plan, "--socket", sock)
+    assert (code, out) == (1, "")
+    assert err.startswith("hero_codescalers: Plan unusable (-32014): ")
+    assert '"reason": "applied"' in err or "'reason': 'applied'" in err
+    code, _, err = await cli("jobs-cleanup", "--max-jobs", "0", "--socket", sock)
+    assert code == 2
+    assert "--max-jobs" in err

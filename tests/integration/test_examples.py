@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from hero_codescalers.examples import POLICIES, Example, steps
+from hero_codescalers.examples import POLICIES, Example, steps, taken
 from hero_codescalers.methods import registry
 from hero_codescalers.models import NoParams
 from hero_codescalers.registry import CallContext, MethodDef, Registry
 from hero_codescalers.settings import Settings
 
-from ..conftest import Caller
+from ..conftest import Caller, Service
 from ..example_results import same
 
 DOCUMENT = json.loads((Path(__file__).parents[2] / "openrpc" / "openrpc.json").read_text())
@@ -39,19 +39,25 @@ def test_every_method_has_an_example() -> None:
 
 
 @pytest.mark.parametrize("ref", sorted(DOCUMENTED))
-async def test_each_example_is_true_in_the_state_it_declares(caller: Caller, ref: str) -> None:
-    """Replayed from an empty hero_proc (what it follows first), each call sends the params
-    the document lists, by name, and gets the result the document shows."""
+async def test_each_example_is_true_in_the_state_it_declares(
+    service: Service, caller: Caller, ref: str
+) -> None:
+    """Replayed from an empty hero_proc (what it follows first, each step once the run it
+    started has ended), each call sends the params the document lists, by name (those it
+    takes from an earlier answer as answered), and gets the result the document shows."""
+    results: dict[str, Any] = {}
     for method, example in steps(registry, ref):
         documented = DOCUMENTED[f"{method}/{example.name}"]
         params = {p["name"]: p["value"] for p in documented["params"]}
-        result = await caller.call(method, params)
+        result = await caller.call(method, {**params, **taken(example, results)})
+        results[f"{method}/{example.name}"] = result
         same(
             documented["result"]["value"],
             result,
             partial=example.partial,
             where=f"{method} {example.name}",
         )
+        await service.engine.idle()
 
 
 def fake_registry(**examples: tuple[Example, ...]) -> Registry:
@@ -110,6 +116,11 @@ def test_steps_do_not_depend_on_the_order_of_methods() -> None:
             },
             "cycle: a/one -> a/two -> a/one",
             id="cycle",
+        ),
+        pytest.param(
+            {"a": (Example("zero", {}, None), Example("one", {}, None, takes=(("p", "a/zero"),)))},
+            "a/one takes p from a/zero, which it does not follow",
+            id="takes-from-an-example-not-followed",
         ),
     ],
 )

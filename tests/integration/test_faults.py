@@ -122,14 +122,17 @@ async def test_jobs_created_during_a_cleanup(
 
 
 async def test_actions_that_stay_in_use(simulator: Simulator, caller: Caller) -> None:
-    """Actions hero_proc keeps refusing: jobs go, each action has its error line."""
+    """Actions hero_proc keeps refusing as in use: jobs go, the actions stay, listed as kept
+    in use and not as errors."""
     for kind in ("user", "service", "install"):
         add_job(simulator.store, kind=kind)
     simulator.store.faults = Faults(in_use_actions=frozenset(a for a, _ in simulator.store.actions))
     summary = await caller.call("jobs.cleanup", {})
     assert summary["jobs_deleted"] == 3
     assert summary["actions_in_use"] == 3
+    assert sorted(summary["actions_in_use_ids"]) == sorted(a for a, _ in simulator.store.actions)
     assert summary["actions_deleted"] == 0
+    assert (summary["errors"], summary["complete"]) == ([], True)
     assert len(simulator.store.actions) == 3
     assert_accounted(summary)
 

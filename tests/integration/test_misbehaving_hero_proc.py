@@ -484,10 +484,9 @@ async def test_a_job_that_could_not_be_deleted_is_not_matched_again_by_a_later_p
     assert passes == 2
     assert sorted(summary["job_ids"]) == old
     assert summary["jobs_failed"] == 1
-    assert summary["errors"] == [
-        f"job {refused}: hero_proc error -32003: Job is active",
-        "action codescaler_user_user0: in use by another job",  # the refused and young jobs'
-    ]
+    assert summary["errors"] == [f"job {refused}: hero_proc error -32003: Job is active"]
+    # the refused and young jobs' action: kept, not an error
+    assert summary["actions_in_use_ids"] == ["codescaler_user_user0"]
     assert fake.calls["job.delete"] == len(old)
     assert set(fake.store.jobs) == {refused, *young[2:]}
     assert_accounted(summary)

@@ -65,3 +65,16 @@ async def test_a_sweep_with_nothing_to_do_deletes_nothing(simulator: Simulator) 
         result = await sweep(client)
     assert (result.found, result.deleted) == (0, 0)
     assert simulator.calls["action.delete"] == 0
+
+
+async def test_a_sweep_of_a_stopping_run_sends_nothing_and_says_so_once(
+    simulator: Simulator,
+) -> None:
+    for name in ("a", "b", "c"):
+        put_action(simulator, action_name("user", name), action_tags("user"))
+    async with HeroProcClient(simulator_socket(simulator)) as client:
+        result = await sweep(client, stop=lambda: "the service is shutting down")
+    assert (result.found, result.deleted, result.not_attempted) == (3, 0, 3)
+    assert result.errors == ["3 orphan actions not attempted: the service is shutting down"]
+    assert simulator.calls["action.delete"] == 0
+    assert len(simulator.store.actions) == 3

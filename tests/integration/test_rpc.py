@@ -148,9 +148,13 @@ async def test_positional_params_follow_the_documented_order(caller: Caller) -> 
     assert result["dry_run"] is True
     [run] = (await caller.call("jobs.cleanup_history", {"limit": 1}))["runs"]
     assert run["params"] == {"statuses": ["failed"]}
-    ten = [None, None, None, None, True, "why", None, None, None, False, "extra"]
-    err = await caller.error("jobs.cleanup", ten)
-    assert err["data"] == "params: at most 10 positional params"
+    every = [None, None, None, None, True, "why", None, None, None, False, None, 5, False]
+    result = await caller.call("jobs.cleanup", every)  # ... plan_id, max_jobs, ids
+    assert (result["dry_run"], result["ids_omitted"]) == (True, True)
+    [run] = (await caller.call("jobs.cleanup_history", {"limit": 1}))["runs"]
+    assert run["params"] == {"max_jobs": 5}
+    err = await caller.error("jobs.cleanup", [*every, "extra"])
+    assert err["data"] == "params: at most 13 positional params"
 
 
 async def test_positional_params_put_required_ones_first(caller: Caller) -> None:
@@ -334,3 +338,64 @@ async def test_duplicate_keys_are_checked_item_by_item_in_a_batch(
     assert answer[1]["error"]["data"] == "dry_run: duplicate key"
     assert answer[2]["result"]["dry_run"] is True
     assert len(simulator.store.jobs) == 1
+
+
+SUBMIT = '"kind": "user", "actor": "a", "script": "s"'
+LONG = "k" * 100
+# Nesting that orjson reads (up to 1,024 levels) and the standard library's parser,
+# which the duplicate-key check uses, does not (about 1,000).
+DEEP = 1_000
+NESTED = '{"a": ' * DEEP + "1" + "}" * DEEP
+
+
+@pytest.mark.parametrize(
+    ("params", "data"),
+    [
+        pytest.param(
+            '["user", "a", "s", null, {"n": 1, "n": 2}]', "4.n: duplicate key", id="by-position"
+        ),
+        pytest.param(
+            f'{{{SUBMIT}, "input": {{"xs": [{{"k": 1}}, {{"k": 1, "k": 2}}]}}}}',
+            "input.xs.1.k: duplicate key",
+            id="inside-a-list",
+        ),
+        pytest.param(
+            f'{{{SUBMIT}, "input": {{"{LONG}": 1, "{LONG}": 2}}}}',
+            f"input.{LONG[:63]}…: duplicate key",
+            id="long-name-clipped",
+        ),
+        pytest.param(
+            f'{{{SUBMIT}, "input": {{"{LONG}": {{"n": 1, "n": 2}}}}}}',
+            f"input.{LONG[:63]}….n: duplicate key",
+            id="under-a-long-name",
+        ),
+        pytest.param(
+            f'{{{SUBMIT}, "input": {NESTED}}}',
+            "params: nested too deeply to be checked",
+            id="too-deep-to-check",
+        ),
+    ],
+)
+async def test_duplicate_keys_are_found_wherever_they_are(
+    simulator: Simulator, caller: Caller, params: str, data: str
+) -> None:
+    """A key given twice in params by position, inside a list, or under a long name is
+    named (the name clipped); params too deep for the check are refused as such."""
+    body = f'{{"jsonrpc": "2.0", "id": 7, "method": "jobs.submit", "params": {params}}}'
+    _, answer = await caller.post(body)
+    assert answer == {
+        "jsonrpc": "2.0",
+        "error": {"code": -32602, "message": "Invalid params", "data": data},
+        "id": 7,
+    }
+    assert simulator.calls["job.create"] == 0
+
+
+async def test_a_notification_with_duplicate_keys_is_dropped(
+    simulator: Simulator, caller: Caller
+) -> None:
+    """A notification whose params give a key twice is not run, and gets no answer."""
+    body = f'{{"jsonrpc": "2.0", "method": "jobs.submit", "params": {{{SUBMIT}, "actor": "b"}}}}'
+    assert await caller.post(body) == (204, None)
+    assert simulator.calls["job.create"] == 0
+    assert not simulator.store.jobs

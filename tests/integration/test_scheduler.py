@@ -6,13 +6,24 @@ through the real engine to the simulator on its socket, and are read back throug
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
+from hero_codescalers.errors import CleanupRunning, StateUnavailable
 from hero_codescalers.retention import Policy
-from hero_codescalers.retention.scheduler import MAX_JITTER_MS, RETRY_MS, Scheduler, jitter_ms
+from hero_codescalers.retention.scheduler import (
+    MAX_JITTER_MS,
+    RETRY_MS,
+    Scheduler,
+    WallClock,
+    jitter_ms,
+)
 from hero_codescalers.simulator import Simulator
 
 from ..conftest import Caller, Service
@@ -212,6 +223,19 @@ def test_jitter_is_fixed_per_name_and_bounded() -> None:
     assert jitter_ms(policy("a", every="5s")) <= 500
 
 
+@pytest.mark.parametrize("every", ["1s", "10s", "1m", "5m", "5m1s", "1h", "1d"])
+def test_jitter_is_the_documented_hash_of_the_name(every: str) -> None:
+    """As its docstring says: the first four bytes of the name's sha256, big-endian, modulo
+    one more than the spread (a tenth of `every`, at most MAX_JITTER_MS); an int."""
+    for name in ("users", "a", "nightly-services", "Week.2"):
+        p = policy(name, every=every)
+        spread = min(p.every // 10, MAX_JITTER_MS)
+        digest = hashlib.sha256(name.encode()).digest()
+        offset = jitter_ms(p)
+        assert type(offset) is int
+        assert offset == int.from_bytes(digest[:4], "big") % (spread + 1)
+
+
 # Skips -------------------------------------------------------------------------------
 
 
@@ -228,12 +252,21 @@ async def test_a_policy_meeting_a_manual_cleanup_is_skipped_and_retried_soon(
     p = policy(every="1h")
     scheduler = await schedulers.start(p)
     first = await clock.next_sleep()
-    clock.move_to(first)
-    assert await clock.next_sleep() == first + RETRY_MS
+    with capture_logs() as logs:
+        clock.move_to(first)
+        assert await clock.next_sleep() == first + RETRY_MS
     [skipped, held] = await runs(caller)
     assert skipped["outcome"] == "skipped"
     assert skipped["policy"] == "users"
     assert skipped["error"] == f"skipped: run {held['run_id']} is going"
+    assert [e for e in logs if e["event"] == "policy_skipped"] == [
+        {
+            "event": "policy_skipped",
+            "log_level": "info",
+            "policy": "users",
+            "reason": f"run {held['run_id']} is going",
+        }
+    ]
     assert schedulers.events == [("users", "skipped")]
     hold.release.set()
     await manual
@@ -264,8 +297,9 @@ async def test_a_policy_whose_last_run_still_goes_is_skipped(
     assert scheduler.running("users")
     hold.release.set()
     await scheduler.join()
-    outcomes = [r["outcome"] for r in await runs(caller, policy="users")]
-    assert outcomes == ["skipped", "ok"]
+    skipped, ran = await runs(caller, policy="users")
+    assert (skipped["outcome"], ran["outcome"]) == ("skipped", "ok")
+    assert skipped["error"] == "skipped: its last run is still going"
     assert schedulers.events == [("users", "scheduled"), ("users", "skipped")]
 
 
@@ -320,3 +354,202 @@ async def test_a_dry_run_policy_deletes_nothing(
     assert run["jobs_matched"] == 3
     assert set(ids) <= set(simulator.store.jobs)
     assert simulator.calls["job.delete"] == 0
+
+
+async def test_policies_due_together_fire_the_earliest_first_and_the_next_is_skipped(
+    simulator: Simulator, caller: Caller, clock: ManualClock, schedulers: Schedulers
+) -> None:
+    """Two policies due at one wake fire in the order of their due times (not of the
+    file): the first takes the single-cleanup lock, the second meets it and is recorded
+    as skipped (its fire time, its dry run), retried RETRY_MS later. While the first
+    runs, running it by hand is refused as its own run still going."""
+    seed(simulator, 2)
+    hold = HoldListing(1)
+    simulator.hooks.append(hold)
+    a, b = policy("a", dry_run=True), policy("b")
+    assert jitter_ms(b) < jitter_ms(a)
+    scheduler = await schedulers.start(a, b)  # "a" first in the file, "b" due first
+    assert await clock.next_sleep() == T0 + jitter_ms(b)
+    now = T0 + jitter_ms(a)
+    with capture_logs() as logs:
+        clock.move_to(now)
+        assert await clock.next_sleep() == now + 3_600_000
+        assert await clock.next_sleep() == now + RETRY_MS
+    assert schedulers.events == [("b", "scheduled"), ("a", "scheduled"), ("a", "skipped")]
+    assert scheduler.due_ms("a") == now + RETRY_MS
+    assert scheduler.due_ms("b") == now + 3_600_000
+    await hold.entered.wait()
+    with pytest.raises(CleanupRunning) as refused:
+        await scheduler.run_now("b", dry_run=True)
+    hold.release.set()
+    await scheduler.join()
+    skipped, ran = await runs(caller)
+    assert (ran["policy"], ran["outcome"], ran["dry_run"]) == ("b", "ok", False)
+    assert refused.value.detail == (
+        f"a cleanup is already running: this policy's last run is still going: run {ran['run_id']}"
+    )
+    lock_held = f"a cleanup is already running: this service is running one: run {ran['run_id']}"
+    assert [e for e in logs if e["event"] == "policy_skipped"] == [
+        {"event": "policy_skipped", "log_level": "info", "policy": "a", "reason": lock_held}
+    ]
+    assert skipped == {
+        **skipped,
+        "policy": "a",
+        "outcome": "skipped",
+        "started_at_ms": now,
+        "dry_run": True,
+        "error": f"skipped: {lock_held}",
+    }
+    assert re.fullmatch("[0-9a-f]{16}", skipped["run_id"])  # a run id like any other
+    assert re.fullmatch("[0-9a-f]{16}", ran["run_id"])
+
+
+async def test_a_reload_keeps_a_policy_unchanged_and_re_derives_one_whose_every_changed(
+    simulator: Simulator, caller: Caller, clock: ManualClock, schedulers: Schedulers
+) -> None:
+    """After both fired: reloaded as it was, "a" keeps its fire and its due time; "b" with
+    a shorter `every` is due at its last fire plus the new `every`, and wakes the
+    scheduler from its hour-long sleep. The scheduler answers with the new policies."""
+    a, b = policy("a"), policy("b")
+    scheduler = await schedulers.start(a, b)
+    fired_b = await clock.next_sleep()
+    clock.move_to(fired_b)
+    fired_a = await clock.next_sleep()
+    await scheduler.join()
+    clock.move_to(fired_a)
+    assert await clock.next_sleep() == fired_b + 3_600_000
+    await scheduler.join()
+    clock.move_to(fired_a + 10 * MINUTE)
+    reloaded = {"a": a, "b": policy("b", every="20m")}
+    with capture_logs() as logs:
+        scheduler.reload(reloaded)
+    assert scheduler.policies is reloaded
+    assert logs == [{"event": "policies_reloaded", "log_level": "info", "policies": ["a", "b"]}]
+    assert await clock.next_sleep() == fired_b + 20 * MINUTE
+    assert scheduler.due_ms("a") == fired_a + 3_600_000
+    assert scheduler.fired_ms("a") == fired_a
+    assert scheduler.due_ms("b") == fired_b + 20 * MINUTE
+    assert scheduler.fired_ms("b") == fired_b
+    assert (scheduler.due_ms("c"), scheduler.fired_ms("c"), scheduler.running("c")) == (
+        None,
+        None,
+        False,
+    )
+
+
+async def test_a_reload_before_the_fires_are_read_keeps_the_persisted_fire(
+    service: Service, clock: ManualClock, schedulers: Schedulers
+) -> None:
+    """A fire persisted by an earlier process: reloaded before the scheduler has read it
+    (SIGHUP at the start), the policy is still due at that fire plus `every`. The start
+    is logged with the policies, those enabled and the dry-run switch."""
+    fired = T0 - 10 * MINUTE
+    await service.engine.state.fired("users", fired)
+    p = policy()
+    with capture_logs() as logs:
+        scheduler = await schedulers.start(p, policy("off", enabled=False))
+        scheduler.reload({"users": p, "off": policy("off", enabled=False)})
+        assert await clock.next_sleep() == fired + 3_600_000
+    assert scheduler.fired_ms("users") == fired
+    assert [e for e in logs if e["event"] == "scheduler_started"] == [
+        {
+            "event": "scheduler_started",
+            "log_level": "info",
+            "policies": ["off", "users"],
+            "enabled": ["users"],
+            "dry_run": False,
+        }
+    ]
+
+
+async def test_with_no_policy_enabled_the_scheduler_waits_for_a_reload(
+    service: Service, clock: ManualClock, schedulers: Schedulers
+) -> None:
+    """Nothing enabled: nothing is due and the scheduler sleeps without a time; a reload
+    that enables the policy makes it due after its jitter."""
+    state = service.engine.state
+    read_fires = state.fires
+    read = asyncio.Event()
+
+    async def fires() -> dict[str, int]:
+        try:
+            return await read_fires()
+        finally:
+            read.set()  # from here the loop goes on to its sleep without a pause
+
+    state.fires = fires  # type: ignore[method-assign]
+    scheduler = await schedulers.start(policy(enabled=False))
+    await read.wait()
+    p = policy()
+    scheduler.reload({"users": p})
+    assert await clock.next_sleep() == T0 + jitter_ms(p)
+
+
+async def test_a_state_database_that_cannot_be_written_stops_no_schedule(
+    service: Service, caller: Caller, clock: ManualClock, schedulers: Schedulers
+) -> None:
+    """The fires cannot be read (each policy is new), a fire and a skip cannot be
+    recorded, a real run is refused: each is logged with the policy and the reason, and
+    the scheduler goes on to the next due times."""
+    state = service.engine.state
+
+    async def unavailable(*args: Any, **kwargs: Any) -> Any:
+        raise StateUnavailable(str(state.path), "disk I/O error")
+
+    for method in ("fires", "fired", "note", "begin"):
+        setattr(state, method, unavailable)
+    a, b = policy("a"), policy("b")
+    with capture_logs() as logs:
+        scheduler = await schedulers.start(a, b)
+        assert await clock.next_sleep() == T0 + jitter_ms(b)
+        now = T0 + jitter_ms(a)
+        clock.move_to(now)
+        assert await clock.next_sleep() == now + 3_600_000
+        await scheduler.join()
+        assert await clock.next_sleep() == now + RETRY_MS
+    ours = {
+        "policy_fires_unread",
+        "policy_fire_unrecorded",
+        "policy_skip_unrecorded",
+        "policy_run_failed",
+    }
+    warned = [e for e in logs if e["event"] in ours]
+    error = "disk I/O error"
+    assert warned[0] == {
+        "event": "policy_fires_unread",
+        "log_level": "warning",
+        "path": str(state.path),
+        "error": error,
+    }
+    assert sorted(warned[1:], key=lambda e: (e["event"], e["policy"])) == [
+        {"event": "policy_fire_unrecorded", "log_level": "warning", "policy": "a", "error": error},
+        {"event": "policy_fire_unrecorded", "log_level": "warning", "policy": "b", "error": error},
+        {
+            "event": "policy_run_failed",
+            "log_level": "warning",
+            "policy": "b",
+            "error": "StateUnavailable",
+        },
+        {"event": "policy_skip_unrecorded", "log_level": "warning", "policy": "a", "error": error},
+    ]
+
+
+# The wall clock ------------------------------------------------------------------------
+
+
+def test_the_wall_clock_reads_whole_milliseconds_of_the_epoch() -> None:
+    before = time.time_ns() // 1_000_000
+    now = WallClock().now_ms()
+    after = time.time_ns() // 1_000_000
+    assert type(now) is int
+    assert before <= now <= after
+
+
+async def test_the_wall_clock_sleeps_until_the_time_and_not_for_a_time_past() -> None:
+    """A time past returns at once; a time 100 ms ahead returns once it is reached (only
+    the order is checked, never how long it took)."""
+    clock = WallClock()
+    await clock.sleep_until(clock.now_ms() - 3_600_000)
+    target = clock.now_ms() + 100
+    await clock.sleep_until(target)
+    assert clock.now_ms() >= target

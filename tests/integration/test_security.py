@@ -53,11 +53,16 @@ async def test_every_admin_method_refuses_a_non_admin(
 
 
 def test_admin_methods_are_the_destructive_ones() -> None:
-    """The cleanup, its history and the retention policies are admin-only; reads and
+    """The cleanup (in the background too, its status and its cancel), its history, the
+    deleted jobs' tombstones and the retention policies are admin-only; reads and
     submissions are open."""
     assert ADMIN_METHODS == [
         "jobs.cleanup",
+        "jobs.cleanup_cancel",
         "jobs.cleanup_history",
+        "jobs.cleanup_start",
+        "jobs.cleanup_status",
+        "jobs.deleted",
         "retention.list",
         "retention.run",
     ]

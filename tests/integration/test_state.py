@@ -173,8 +173,8 @@ async def test_two_processes_on_one_state_directory_never_clean_at_once(
     sock_dir: Path, simulator: Simulator
 ) -> None:
     """While one service process cleans, another sharing its state directory answers
-    -32011 naming the process that holds the lease (dry runs too); once the run ends and
-    releases the lease, the other cleans."""
+    -32011 naming the process that holds the lease and the run it holds it for (dry runs
+    too); once the run ends and releases the lease, the other cleans."""
     seed_population(simulator.store, 40)
     hold = HoldDeletes()
     simulator.hooks.append(hold)
@@ -188,11 +188,15 @@ async def test_two_processes_on_one_state_directory_never_clean_at_once(
         await b.wait_for("service_started")
         call = asyncio.create_task(Caller(a_path).call("jobs.cleanup", {"kind": "user"}))
         await hold.entered.wait()
+        [run] = (await history(Caller(b_path)))["runs"]
         for params in ({}, {"dry_run": True}):
             err = await Caller(b_path).error("jobs.cleanup", params)
             assert err["code"] == -32011
             assert err["data"]["holder_pid"] == a.process.pid
             assert "another hero_codescalers process" in err["data"]["reason"]
+            held = {k: err["data"][k] for k in ("run_id", "started_at_ms", "peer_uid", "peer_pid")}
+            assert held == {k: run[k] for k in held}  # the run holding the lease
+            assert (err["data"]["policy"], err["data"]["background"]) == (None, False)
         hold.release.set()
         first = await call
         second = await Caller(b_path).call("jobs.cleanup", {})
@@ -613,8 +617,8 @@ async def test_a_database_of_the_first_schema_is_migrated_keeping_its_runs(
     tmp_path: Path,
 ) -> None:
     """A file written by the first schema (runs and leases, no policy fires) opens at the
-    latest version with its runs intact, and the policy fires and the tombstones can then
-    be kept."""
+    latest version with its runs intact (not background, never cancelled), and the policy
+    fires and the tombstones can then be kept."""
     with sqlite3.connect(tmp_path / FILE_NAME) as db:
         for statement in MIGRATIONS[0]:
             db.execute(statement)
@@ -628,6 +632,7 @@ async def test_a_database_of_the_first_schema_is_migrated_keeping_its_runs(
     try:
         found, _ = await state.history(limit=5)
         assert [run["run_id"] for run in found] == ["old"]
+        assert (found[0]["background"], found[0]["cancelled_by"]) == (False, None)
         assert await state.fires() == {}
         await state.fired("users", 1_000)
         await state.fired("users", 2_000)
@@ -635,5 +640,33 @@ async def test_a_database_of_the_first_schema_is_migrated_keeping_its_runs(
     finally:
         await state.close()
     with sqlite3.connect(tmp_path / FILE_NAME) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (LATEST,) == (3,)
+        assert db.execute("PRAGMA user_version").fetchone() == (LATEST,) == (5,)
     db.close()
+
+
+async def test_a_database_of_the_second_schema_is_migrated_keeping_its_fires(
+    tmp_path: Path,
+) -> None:
+    """A file written by the second schema (policy fires, no plans) opens at the latest
+    version with its fires intact, and keeps plans from then on."""
+    with sqlite3.connect(tmp_path / FILE_NAME) as db:
+        for statement in (*MIGRATIONS[0], *MIGRATIONS[1]):
+            db.execute(statement)
+        db.execute("PRAGMA user_version = 2")
+        db.execute("INSERT INTO fires (policy, fired_at_ms) VALUES ('users', 5)")
+    db.close()
+    state = await State.open(tmp_path, clock=lambda: 1_000, lease_ttl_ms=60_000)
+    try:
+        assert await state.fires() == {"users": 5}
+        await state.save_plan(
+            "00000000000000aa",
+            run_id="r",
+            params={"kind": "user"},
+            created_at_ms=1_000,
+            expires_at_ms=2_000,
+            job_ids=[3, 1, 2],
+        )
+        plan = await state.plan("00000000000000aa")
+        assert (plan.params, plan.job_ids) == ({"kind": "user"}, frozenset({1, 2, 3}))
+    finally:
+        await state.close()

@@ -266,8 +266,8 @@ async def test_reads_by_tag_index_the_batches_they_read(tmp_path: Path) -> None:
         first.fields.extend(("codescaler_user_a", "ctx", ["codescaler", "t7"], "failed", 1, 2))
         second = DeletedJobs([9], ["other", None, ["codescaler", ""], "succeeded", 3, None])
         await state.begin(RunStart("r1", 1, False, {}))
-        await state.checkpoint("r1", {}, 0, [first])
-        await state.checkpoint("r1", {}, 0, [second])
+        await state.checkpoint("r1", {}, 0, deleted=[first])
+        await state.checkpoint("r1", {}, 0, deleted=[second])
         assert tag_index(tmp_path) == ([(1, 0), (2, 0)], [])
         for _ in range(2):
             found, _ = await state.tombstones(limit=10, tags={"t7"})

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -86,3 +89,58 @@ def test_output_is_json_with_id_lists_on_one_line() -> None:
     text = render_json(value)
     assert json.loads(text) == value
     assert '  "job_ids": [1, 2],' in text.splitlines()
+
+
+def test_help_documents_the_exit_statuses_and_output() -> None:
+    """`hero_codescalers --help` lists every exit status, and the commands that print
+    results take --output table|json."""
+    result = CliRunner().invoke(main, ["--help"])
+    statuses = re.findall(r"^\s+(\d+)\s{2,}", result.output, re.MULTILINE)
+    assert statuses == ["0", "1", "2", "3", "4", "130"]
+    for command in (
+        ["jobs-list"],
+        ["stats"],
+        ["cleanup-history"],
+        ["policies"],
+        ["jobs-cleanup"],
+        ["policies", "run"],
+    ):
+        text = CliRunner().invoke(main, [*command, "--help"]).output
+        assert "--output [table|json]" in text, command
+
+
+def test_help_does_not_load_the_tables() -> None:
+    """--help never imports the tables (nor rich's progress): they load only to print for
+    people. (structlog itself loads rich's console when rich is installed.)"""
+    code = (
+        "import sys; from click.testing import CliRunner; from hero_codescalers.cli import main; "
+        "CliRunner().invoke(main, ['jobs-cleanup', '--help']); "
+        "print(sorted({'hero_codescalers.cli.tables', 'rich.progress'} & set(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_table_times_and_durations_read_short() -> None:
+    """Today's times to the second, this year's to the minute, older ones by day; '-' for
+    none. Durations from milliseconds to days."""
+    from datetime import datetime  # noqa: PLC0415
+
+    from hero_codescalers.cli.tables import duration, short  # noqa: PLC0415
+
+    now = datetime(2026, 6, 15, 12, 0, 0).astimezone()
+    ms = int(now.timestamp() * 1000)
+    assert short(ms - 3_600_000, now) == "11:00:00"
+    assert short(ms - 30 * 86_400_000, now) == "05-16 12:00"
+    assert short(ms - 400 * 86_400_000, now) == "2025-05-11"
+    assert short(None, now) == "-"
+    assert [duration(v) for v in (850, 1_200, 184_000, 7_500_000, 277_200_000, None)] == [
+        "850ms",
+        "1.2s",
+        "3m04s",
+        "2h05m",
+        "3d05h",
+        "-",
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from hero_codescalers.tags import (
     is_codescaler_action,
     job_tags,
     labels,
+    recency,
 )
 
 from ..names import ACTOR_ONLY, HOSTILE_NAMES
@@ -147,8 +149,11 @@ def test_statuses_select_only_the_statuses_named() -> None:
     assert not sel.matches(job(SCOPED, status="succeeded"))
     assert not sel.matches(job(SCOPED, status="running"))
     assert Selector.build().matches(job(SCOPED, status="running"))
-    with pytest.raises(ValueError, match="statuses must be some of"):
+    with pytest.raises(ValueError) as refused:  # noqa: PT011 -- the message is compared whole
         Selector.build(statuses=["done"])
+    assert str(refused.value) == (
+        "statuses must be some of pending, running, succeeded, failed, cancelled"
+    )
     with pytest.raises(ValueError, match="statuses must be some of"):
         Selector.build(statuses=[])
 
@@ -198,16 +203,26 @@ def test_a_policy_selects_terminal_jobs_unless_it_names_statuses() -> None:
     for status in ("pending", "running"):
         assert not policy.matches(job(SCOPED, status=status))
     assert Selector.for_policy(statuses=["running"]).matches(job(SCOPED, status="running"))
+    given: dict[str, Any] = {
+        "kind": "user",
+        "target": "web",
+        "actor": "alice",
+        "created_before_ms": 5,
+        "finished_before_ms": 7,
+        "keep_last": 3,
+    }
+    assert Selector.for_policy(**given) == Selector.build(**given, statuses=TERMINAL_STATUSES)
 
 
 def test_keep_last_selects_only_what_is_older_than_the_oldest_kept() -> None:
     """Unresolved, keep_last refuses to answer; resolved, a job is selected only if older
     than the oldest kept one of its group (the later time, then the larger id, is newer)."""
     sel = Selector.build(keep_last=1)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError) as refused:
         sel.matches(job(SCOPED))
+    assert str(refused.value) == "keep_last is resolved from the whole listing first"
     alice = ("user", "alice", None)
-    resolved = sel.keeping({alice: (500, 7)})
+    resolved = sel.keeping({alice: (True, 500, 7)})
     assert resolved.matches(job(SCOPED, 499, job_id=9))
     assert resolved.matches(job(SCOPED, 500, job_id=6))
     assert resolved.matches(job(SCOPED, None, job_id=8))
@@ -217,8 +232,31 @@ def test_keep_last_selects_only_what_is_older_than_the_oldest_kept() -> None:
     bob = ["codescaler", "codescaler_kind_user", "codescaler_bob"]
     assert not resolved.matches(job(bob, 0))  # a group without a floor: every job kept
     assert resolved.candidates.matches(job(SCOPED, 501))
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match=r"^keep_last must be at least 1$"):
         Selector.build(keep_last=0)
+
+
+@pytest.mark.parametrize("created", [0, -5, 1])
+def test_a_job_without_a_creation_time_is_older_than_any_with_one(created: int) -> None:
+    """Whatever the other's time (0 or below included), no time ranks older; then ids."""
+    assert recency(job(SCOPED, None, job_id=9)) < recency(job(SCOPED, created, job_id=1))
+    assert recency(job(SCOPED, None, job_id=1)) < recency(job(SCOPED, None, job_id=2))
+    assert recency(job(SCOPED, created, job_id=1)) < recency(job(SCOPED, created, job_id=2))
+
+
+def test_a_selection_within_a_plan_needs_both_the_plan_and_every_filter() -> None:
+    """`within` narrows to the plan's jobs, each still held to every filter; the plan's
+    candidates for keep_last are all the jobs the filters select, not only its own."""
+    plan = Selector.build(actor="alice").within([1, 3])
+    assert plan.job_ids == frozenset({1, 3})
+    assert plan.matches(job(SCOPED, job_id=1))
+    assert not plan.matches(job(SCOPED, job_id=2))  # not in the plan
+    assert not plan.matches(job(["codescaler", "codescaler_bob"], job_id=3))  # out of scope
+    assert not Selector.build().within([]).matches(job(SCOPED, job_id=1))
+    assert Selector.build().matches(job(SCOPED, job_id=2))  # no plan: any id
+    keeping = Selector.build(keep_last=1).within([1])
+    assert keeping.candidates.job_ids is None
+    assert keeping.candidates.matches(job(SCOPED, job_id=2))
 
 
 def test_labels_read_back_what_the_tags_say() -> None:

@@ -15,6 +15,8 @@ import aiohttp
 
 from .errors import TransportError, error_for
 from .models import (
+    CleanupStarted,
+    CleanupStatus,
     CleanupSummary,
     DeletedResult,
     HealthResult,
@@ -330,6 +332,9 @@ class AsyncClient:
         finished_older_than_ms: int | None = None,
         keep_last: int | None = None,
         include_kept: bool = False,
+        plan_id: str | None = None,
+        max_jobs: int | None = None,
+        ids: bool = True,
         timeout: float | None = None,
     ) -> CleanupSummary:
         """Delete codescaler jobs and their actions (admin)
@@ -340,14 +345,23 @@ class AsyncClient:
         `finished_older_than_ms` ago), except jobs tagged `codescaler_keep` unless
         `include_kept`, and, with `keep_last`, the newest N of each (kind, actor, target)
         group among those. It deletes them with `force`, then each codescaler action of
-        those jobs, best effort: an action still used by another job stays and is reported
-        in `errors`. Already gone counts as done. One cleanup runs at a time, also across
-        the service processes of one state directory. With `dry_run` nothing changes. The
-        run is recorded in the state database before it deletes anything (with `reason`,
-        the caller's uid and pid); a real run is refused (-32013) when that record cannot
-        be written. A real run without any filter (`include_kept` aside) ends with the
-        orphan-action sweep: codescaler actions that no job references any more (left by
-        a run cut short) are deleted too (`orphan_actions_deleted`).
+        those jobs, best effort: an action still used by another job stays (counted in
+        `actions_in_use`, listed in `actions_in_use_ids`: not an error). Already gone
+        counts as done. One cleanup runs at a time, also across the service processes of
+        one state directory. With `dry_run` nothing changes, and the answer's `plan_id`
+        names the plan of what it found: `jobs.cleanup {plan_id}` (alone, or with `reason`
+        and `ids`) then deletes only the jobs of that plan that still exist and still
+        match its filters, never one created since; a plan is applied once, within an
+        hour (-32014 with `data.reason` unknown, expired or applied otherwise).
+        `max_jobs` stops the run after that many matched jobs (`has_more` says whether
+        more remain). `ids: false` leaves the summary's id lists empty. The run is
+        recorded in the state database before it deletes anything (with `reason`, the
+        caller's uid and pid); a real run is refused (-32013) when that record cannot be
+        written. A real run without any selection (`include_kept` aside: no filter, no
+        `max_jobs`, no plan) ends with the orphan-action sweep: codescaler actions that
+        no job references any more (left by a run cut short) are deleted too
+        (`orphan_actions_deleted`). To run it in the background and follow it, call
+        `jobs.cleanup_start` with the same params.
 
         Admin only: uid 0, or an allowed uid or gid.
 
@@ -374,6 +388,15 @@ class AsyncClient:
                 once before it deletes anything; jobs created meanwhile are kept if newer
             include_kept: Also select jobs tagged `codescaler_keep` (kept by an operator);
                 they are left out by default, and a retention policy never selects them
+            plan_id: Apply the plan of a dry run (its `plan_id`): delete only the jobs it
+                listed that still exist and still match its filters, then their actions. Give
+                it alone (with `reason`, `ids`); a plan is applied once, before
+                `plan_expires_at_ms`
+            max_jobs: Stop after this many matched jobs (and their actions); `has_more` says
+                whether more remain. Not an error: the run is complete when all it did
+                succeeded
+            ids: false: leave the id lists of the summary empty (`ids_omitted` true); the
+                counts are the same
             timeout: seconds to wait for the answer (no limit by default)
         """
         result = await self.call(
@@ -390,6 +413,9 @@ class AsyncClient:
                     "finished_older_than_ms": finished_older_than_ms,
                     "keep_last": keep_last,
                     "include_kept": include_kept,
+                    "plan_id": plan_id,
+                    "max_jobs": max_jobs,
+                    "ids": ids,
                 },
                 {
                     "kind": None,
@@ -402,6 +428,9 @@ class AsyncClient:
                     "finished_older_than_ms": None,
                     "keep_last": None,
                     "include_kept": False,
+                    "plan_id": None,
+                    "max_jobs": None,
+                    "ids": True,
                 },
             ),
             timeout=timeout,
@@ -508,6 +537,163 @@ class AsyncClient:
             timeout=timeout,
         )
         return CleanupSummary.model_validate(result)
+
+    async def jobs_cleanup_start(
+        self,
+        *,
+        kind: str | None = None,
+        target: str | None = None,
+        actor: str | None = None,
+        older_than_ms: int | None = None,
+        dry_run: bool = False,
+        reason: str | None = None,
+        statuses: list[Literal["pending", "running", "succeeded", "failed", "cancelled"]]
+        | None = None,
+        finished_older_than_ms: int | None = None,
+        keep_last: int | None = None,
+        include_kept: bool = False,
+        plan_id: str | None = None,
+        max_jobs: int | None = None,
+        ids: bool = True,
+        timeout: float | None = 15.0,
+    ) -> CleanupStarted:
+        """Start a cleanup in the background; its run id at once (admin)
+
+        Starts the cleanup that `jobs.cleanup` makes with the same params, and answers as
+        soon as the run is recorded, with its `run_id`: the run goes on in the background,
+        to its end or the service's deadline for a cleanup. Follow it with
+        `jobs.cleanup_status` (its summary once done), stop it with `jobs.cleanup_cancel`.
+        It is refused as `jobs.cleanup` is before anything is deleted (-32011 while another
+        run holds the lock, -32013 when the record cannot be written, -32014 for a plan
+        that cannot be applied); hero_proc failing
+        later is in its status (outcome `error`, or `partial`). It is a method of its own,
+        not a flag of `jobs.cleanup`, so that each method answers one shape. With `ids:
+        false` its summary in `jobs.cleanup_status` has empty id lists.
+
+        Admin only: uid 0, or an allowed uid or gid.
+
+        Params:
+            kind: The feature: letters, digits, '.', '-', '_'
+            target: What the job acts on: letters, digits, '.', '-', '_'
+            actor: Who asked: letters, digits, '.' and '-' (no '_'); not 'kind', 'target' or
+                'keep'
+            older_than_ms: Only jobs created at least this many milliseconds ago; jobs without
+                a creation time are then left alone
+            dry_run: List what would be deleted; change nothing
+            reason: Why the run is made, free text in one line (no control characters), logged
+                and kept in the history
+            statuses: Only jobs in one of these statuses (default: any status); the terminal
+                ones are succeeded, failed and cancelled
+            finished_older_than_ms: Only jobs that finished at least this many milliseconds
+                ago: a terminal status (succeeded, failed, cancelled) and a `finished_at_ms`
+                that old. A job that has not finished (pending, running), or whose
+                `finished_at_ms` is missing, is never matched by it
+            keep_last: Applied after every other filter: of the jobs they select, keep the
+                newest N of each (kind, actor, target) group and select the rest. Newest: the
+                later `created_at_ms`, between equal times the larger id; a job without
+                `created_at_ms` is older than any with one. The run reads the whole listing
+                once before it deletes anything; jobs created meanwhile are kept if newer
+            include_kept: Also select jobs tagged `codescaler_keep` (kept by an operator);
+                they are left out by default, and a retention policy never selects them
+            plan_id: Apply the plan of a dry run (its `plan_id`): delete only the jobs it
+                listed that still exist and still match its filters, then their actions. Give
+                it alone (with `reason`, `ids`); a plan is applied once, before
+                `plan_expires_at_ms`
+            max_jobs: Stop after this many matched jobs (and their actions); `has_more` says
+                whether more remain. Not an error: the run is complete when all it did
+                succeeded
+            ids: false: leave the id lists of the summary empty (`ids_omitted` true); the
+                counts are the same
+            timeout: seconds to wait for the answer (15 by default; None: no limit)
+        """
+        result = await self.call(
+            "jobs.cleanup_start",
+            _given(
+                {
+                    "kind": kind,
+                    "target": target,
+                    "actor": actor,
+                    "older_than_ms": older_than_ms,
+                    "dry_run": dry_run,
+                    "reason": reason,
+                    "statuses": statuses,
+                    "finished_older_than_ms": finished_older_than_ms,
+                    "keep_last": keep_last,
+                    "include_kept": include_kept,
+                    "plan_id": plan_id,
+                    "max_jobs": max_jobs,
+                    "ids": ids,
+                },
+                {
+                    "kind": None,
+                    "target": None,
+                    "actor": None,
+                    "older_than_ms": None,
+                    "dry_run": False,
+                    "reason": None,
+                    "statuses": None,
+                    "finished_older_than_ms": None,
+                    "keep_last": None,
+                    "include_kept": False,
+                    "plan_id": None,
+                    "max_jobs": None,
+                    "ids": True,
+                },
+            ),
+            timeout=timeout,
+        )
+        return CleanupStarted.model_validate(result)
+
+    async def jobs_cleanup_status(
+        self, *, run_id: str, timeout: float | None = 10.0
+    ) -> CleanupStatus:
+        """Where a cleanup run stands: phase, counts, rate, time left, summary (admin)
+
+        Any cleanup run, background or not, by its `run_id`: its phase (`listing`,
+        `deleting_jobs`, `deleting_actions`, `settling`, `done`), its counts so far, its rate,
+        an estimate of the time left while it lists and deletes jobs, and once done its
+        outcome and, for the last background runs of this service process, its summary. A
+        run this process does not hold in memory (one that ended earlier, a foreground one,
+        one of another process sharing the state directory) is answered from its record
+        (`source: record`). An unknown `run_id` is -32602 naming it.
+
+        Admin only: uid 0, or an allowed uid or gid.
+
+        Params:
+            run_id: The run's id: from `jobs.cleanup_start`, a summary's `run_id`,
+                `jobs.cleanup_history`, or the data of -32011
+            timeout: seconds to wait for the answer (10 by default; None: no limit)
+        """
+        result = await self.call(
+            "jobs.cleanup_status", _given({"run_id": run_id}, {}), timeout=timeout
+        )
+        return CleanupStatus.model_validate(result)
+
+    async def jobs_cleanup_cancel(
+        self, *, run_id: str, timeout: float | None = 15.0
+    ) -> CleanupStatus:
+        """Stop a cleanup run at its next step; its partial summary (admin)
+
+        Asks the run `run_id` (background or not) to stop at its next step: nothing more
+        is sent to hero_proc, what is in flight is answered, its actions are not attempted,
+        and it ends `cancelled` with a partial summary (its foreground caller gets that
+        summary). Its record says who cancelled it (`cancelled_by`: the caller's uid and
+        pid). Answers its status once it has ended, with its summary, or after 5 seconds
+        with it still stopping (follow it with `jobs.cleanup_status`). A run of another
+        service process sharing the state directory stops at its next checkpoint; a run
+        that has ended is left as it was. An unknown `run_id` is -32602 naming it.
+
+        Admin only: uid 0, or an allowed uid or gid.
+
+        Params:
+            run_id: The run's id: from `jobs.cleanup_start`, a summary's `run_id`,
+                `jobs.cleanup_history`, or the data of -32011
+            timeout: seconds to wait for the answer (15 by default; None: no limit)
+        """
+        result = await self.call(
+            "jobs.cleanup_cancel", _given({"run_id": run_id}, {}), timeout=timeout
+        )
+        return CleanupStatus.model_validate(result)
 
     async def jobs_deleted(
         self,
@@ -716,6 +902,9 @@ class Client:
         finished_older_than_ms: int | None = None,
         keep_last: int | None = None,
         include_kept: bool = False,
+        plan_id: str | None = None,
+        max_jobs: int | None = None,
+        ids: bool = True,
         timeout: float | None = None,
     ) -> CleanupSummary:
         """Delete codescaler jobs and their actions (admin)"""
@@ -731,6 +920,9 @@ class Client:
                 finished_older_than_ms=finished_older_than_ms,
                 keep_last=keep_last,
                 include_kept=include_kept,
+                plan_id=plan_id,
+                max_jobs=max_jobs,
+                ids=ids,
                 timeout=timeout,
             )
         )
@@ -774,6 +966,53 @@ class Client:
         return self._run(
             self._client.retention_run(name=name, dry_run=dry_run, reason=reason, timeout=timeout)
         )
+
+    def jobs_cleanup_start(
+        self,
+        *,
+        kind: str | None = None,
+        target: str | None = None,
+        actor: str | None = None,
+        older_than_ms: int | None = None,
+        dry_run: bool = False,
+        reason: str | None = None,
+        statuses: list[Literal["pending", "running", "succeeded", "failed", "cancelled"]]
+        | None = None,
+        finished_older_than_ms: int | None = None,
+        keep_last: int | None = None,
+        include_kept: bool = False,
+        plan_id: str | None = None,
+        max_jobs: int | None = None,
+        ids: bool = True,
+        timeout: float | None = 15.0,
+    ) -> CleanupStarted:
+        """Start a cleanup in the background; its run id at once (admin)"""
+        return self._run(
+            self._client.jobs_cleanup_start(
+                kind=kind,
+                target=target,
+                actor=actor,
+                older_than_ms=older_than_ms,
+                dry_run=dry_run,
+                reason=reason,
+                statuses=statuses,
+                finished_older_than_ms=finished_older_than_ms,
+                keep_last=keep_last,
+                include_kept=include_kept,
+                plan_id=plan_id,
+                max_jobs=max_jobs,
+                ids=ids,
+                timeout=timeout,
+            )
+        )
+
+    def jobs_cleanup_status(self, *, run_id: str, timeout: float | None = 10.0) -> CleanupStatus:
+        """Where a cleanup run stands: phase, counts, rate, time left, summary (admin)"""
+        return self._run(self._client.jobs_cleanup_status(run_id=run_id, timeout=timeout))
+
+    def jobs_cleanup_cancel(self, *, run_id: str, timeout: float | None = 15.0) -> CleanupStatus:
+        """Stop a cleanup run at its next step; its partial summary (admin)"""
+        return self._run(self._client.jobs_cleanup_cancel(run_id=run_id, timeout=timeout))
 
     def jobs_deleted(
         self,

@@ -17,6 +17,7 @@ __all__ = [
     "InvalidRequest",
     "MethodNotFound",
     "ParseError",
+    "PlanUnusable",
     "RpcError",
     "ServerBusy",
     "StateUnavailable",
@@ -60,8 +61,11 @@ class AdminRequired(RpcError):
 
 class CleanupRunning(RpcError):
     """-32011 A cleanup is already running: One cleanup at a time, also across service processes
-    sharing a state directory; `data.reason` says which holds it. Try again when it has
-    finished.
+    sharing a state directory; `data.reason` says which holds it, and `data` names its
+    run: `run_id` (follow it with jobs.cleanup_status), `started_at_ms`, who started it
+    (`peer_uid`, `peer_pid`; `policy` for a retention policy's run) and `background`; for
+    another process also `holder_pid`, `holder_host`, `lease_expires_at_ms`. Try again
+    when it has finished.
     """
 
     CODE = -32011
@@ -117,6 +121,16 @@ class ParseError(RpcError):
     CODE = -32700
 
 
+class PlanUnusable(RpcError):
+    """-32014 Plan unusable: The plan of `plan_id` cannot be applied; `data.reason` says why:
+    `unknown` (no such plan, or dropped with the history), `expired` (a plan lasts an
+    hour; `data.expired_at_ms`) or `applied` (already, by the run `data.run_id`). Make a
+    new one with a dry run.
+    """
+
+    CODE = -32014
+
+
 class ServerBusy(RpcError):
     """-32012 Server busy: Too many calls in flight (in place in a batch; HTTP 503 when none of
     the request's calls could start); try again shortly.
@@ -144,6 +158,7 @@ ERRORS: dict[int, type[RpcError]] = {
     InvalidRequest.CODE: InvalidRequest,
     MethodNotFound.CODE: MethodNotFound,
     ParseError.CODE: ParseError,
+    PlanUnusable.CODE: PlanUnusable,
     ServerBusy.CODE: ServerBusy,
     StateUnavailable.CODE: StateUnavailable,
 }

@@ -9,6 +9,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "CancelledBy",
+    "CleanupStarted",
+    "CleanupStatus",
     "CleanupSummary",
     "CodescalerCounts",
     "DeletedJob",
@@ -28,6 +31,27 @@ __all__ = [
 ]
 
 
+class CancelledBy(BaseModel):
+    """Who asked to cancel a run (`jobs.cleanup_cancel`), and when."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    uid: int | None = Field(description="The caller's uid (null when unknown)")
+    pid: int | None = Field(description="The caller's pid (null when unknown)")
+    at_ms: int = Field(description="When the cancel was asked")
+
+
+class CleanupStarted(BaseModel):
+    """The answer of `jobs.cleanup_start`: the run is recorded and goes on in the background."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    run_id: str = Field(
+        description="Follow it with `jobs.cleanup_status`, stop it with `jobs.cleanup_cancel`"
+    )
+    started_at_ms: int
+
+
 class CleanupSummary(BaseModel):
     """What a cleanup matched and did. Every matched job is deleted, already gone, failed,
     or not attempted; a job counts as deleted only when hero_proc said so for that very
@@ -43,7 +67,8 @@ class CleanupSummary(BaseModel):
     errors: list[str] = Field(
         description=(
             "One line per job or action that could not be deleted, and one per reason"
-            " the run stopped short (with the count of what was not attempted)"
+            " the run stopped short (with the count of what was not attempted); an "
+            "action kept because other jobs use it is not an error (`actions_in_use`)"
         )
     )
     dry_run: bool
@@ -87,7 +112,12 @@ class CleanupSummary(BaseModel):
         )
     )
     actions_already_gone: int
-    actions_in_use: int = Field(description="Actions still referenced by other jobs (in errors)")
+    actions_in_use: int = Field(
+        description=(
+            "Actions kept because other jobs still use them (`actions_in_use_ids`): "
+            "shared actions working as designed, not errors"
+        )
+    )
     actions_failed: int = Field(description="Actions not deleted for another reason (in errors)")
     actions_not_attempted: int | None = Field(
         default=0, description="Actions whose deletion was never sent: the run stopped first"
@@ -119,6 +149,105 @@ class CleanupSummary(BaseModel):
     )
     duration_ms: int
     run_id: str | None = Field(default=None, description="The run's id in `jobs.cleanup_history`")
+    plan_id: str | None = Field(
+        default=None,
+        description=(
+            "A dry run's plan: pass it as `plan_id` to delete exactly what this "
+            "preview found (null when the state database could not keep it); a plan's"
+            " apply: the plan applied"
+        ),
+    )
+    plan_expires_at_ms: int | None = Field(
+        default=None, description="Until when the dry run's plan can be applied"
+    )
+    has_more: bool | None = Field(
+        default=False, description="The run stopped at `max_jobs` and more jobs match: run it again"
+    )
+    actions_in_use_ids: list[str] | None = Field(
+        default=None, description="The actions kept because other jobs still use them"
+    )
+    ids_omitted: bool | None = Field(
+        default=False,
+        description=(
+            "The id lists (job_ids, action_ids, foreign_action_ids, "
+            "actions_in_use_ids) were left empty on request (`ids: false`)"
+        ),
+    )
+
+
+class CleanupStatus(BaseModel):
+    """Where a cleanup run stands: its phase, its counts so far, its rate, the time it may
+    still take, and once done its outcome (and its summary when this process keeps it).
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    run_id: str
+    phase: Literal["listing", "deleting_jobs", "deleting_actions", "settling", "done"] = Field(
+        description="Its step now; `done` once it has ended"
+    )
+    source: Literal["memory", "record"] = Field(
+        description=(
+            "`memory`: this process runs it, or ran it and keeps its summary; its "
+            "counts are current. `record`: read from the state database (a run that "
+            "ended earlier, or a run of another process sharing the state directory: "
+            "its counts and phase as of its last checkpoint)"
+        )
+    )
+    outcome: Literal["ok", "partial", "cancelled", "error", "interrupted", "skipped"] | None = (
+        Field(description="How it ended; null while it goes on")
+    )
+    error: str | None = Field(description="Why it failed or was interrupted")
+    dry_run: bool
+    background: bool = Field(description="Started by `jobs.cleanup_start`")
+    policy: str | None = Field(description="The retention policy that ran it; null: a caller")
+    peer_uid: int | None = Field(description="Who started it (null for a scheduled run)")
+    peer_pid: int | None
+    started_at_ms: int
+    finished_at_ms: int | None = Field(description="null while it goes on")
+    elapsed_ms: int = Field(description="Since it started (its duration once it has ended)")
+    jobs_listed: int | None = Field(
+        description=(
+            "Jobs listed so far by the reading under way (each pass through the "
+            "listing starts again from 0); null from a record"
+        )
+    )
+    jobs_left_at_most: int | None = Field(
+        description=(
+            "At most this many jobs are still to be listed (bounded by hero_proc's "
+            "`stats` job count); null when unknown: from a record, while a "
+            "`keep_last` run reads the listing first, once the listing is done, or "
+            "while hero_proc's stats cannot be had"
+        )
+    )
+    jobs_matched: int
+    jobs_deleted: int
+    jobs_failed: int
+    actions_deleted: int
+    jobs_per_s: float | None = Field(
+        description=(
+            "Matched jobs per second since it started (a real run deletes each page's"
+            " matches before it lists the next page); null before a second has passed"
+            " in a record"
+        )
+    )
+    eta_ms: int | None = Field(
+        description=(
+            "An estimate of the time left to list (and delete) the jobs, from the "
+            "listing's rate and `jobs_left_at_most`, so rather long than short; the "
+            "actions take a little more. null when it cannot be made (see "
+            "`jobs_left_at_most`)"
+        )
+    )
+    cancelled_by: CancelledBy | None = Field(description="Who asked to cancel it; null: nobody")
+    summary: CleanupSummary | None = Field(
+        description=(
+            "The run's summary once done, when this process keeps it: a background "
+            "run's (the last few), and in `jobs.cleanup_cancel`'s answer; null "
+            "otherwise (a foreground run's summary went to its caller; the counts "
+            "above are the record's)"
+        )
+    )
 
 
 class CodescalerCounts(BaseModel):
@@ -239,6 +368,12 @@ class HistoryEntry(BaseModel):
     jobs_not_attempted: int | None = Field(default=0)
     jobs_skipped_malformed: int | None = Field(default=0)
     errors_count: int | None = Field(default=0, description="Lines in its summary's `errors`")
+    background: bool | None = Field(
+        default=False, description="Started by `jobs.cleanup_start`: no caller waited for it"
+    )
+    cancelled_by: CancelledBy | None = Field(
+        default=None, description="Who asked to cancel it (`jobs.cleanup_cancel`); null: nobody"
+    )
 
 
 class HistoryResult(BaseModel):

@@ -20,23 +20,29 @@ import structlog
 
 from ..errors import HeroProcProtocolError
 from ..heroproc import OUTSIDE, HeroProcClient, StopCheck, parse_job
-from ..tags import Group, Selector, group, recency
-from .tally import Stopped
+from ..tags import Group, Recency, Selector, group, recency
+from .tally import Stopped, Tally
 
 log = structlog.get_logger(__name__)
 
 
 async def resolve(
-    client: HeroProcClient, selector: Selector, *, page_size: int, halt: StopCheck
+    client: HeroProcClient,
+    selector: Selector,
+    *,
+    page_size: int,
+    halt: StopCheck,
+    tally: Tally | None = None,
 ) -> Selector:
     """`selector` with its `keep_last` resolved from one reading of the whole listing
     (unchanged without `keep_last`). Stopped when `halt` gives a reason between pages;
-    hero_proc's errors are raised (nothing is deleted yet)."""
+    hero_proc's errors are raised (nothing is deleted yet). The jobs read so far are
+    `tally.listed` (when a tally is given)."""
     keep = selector.keep_last
     if keep is None:
         return selector
     candidates = selector.candidates
-    newest: dict[Group, list[tuple[int, int]]] = {}
+    newest: dict[Group, list[Recency]] = {}
     offset = last_id = listed = 0
     while True:
         if (reason := halt()) is not None:
@@ -64,6 +70,8 @@ async def resolve(
         if not fresh:
             raise HeroProcProtocolError(f"{OUTSIDE}: job.list does not advance")
         offset += len(page)
+        if tally is not None:
+            tally.listed = tally.present = listed
     # Where a group has fewer candidates than `keep`, all are kept: no floor.
     kept_from = {key: heap[0] for key, heap in newest.items() if len(heap) == keep}
     log.info(

@@ -44,7 +44,22 @@ class Sweep:
     in_use: int = 0  # refused by hero_proc: a job references it (made since, or foreign)
     gone: int = 0
     not_attempted: int = 0  # never sent: the run was stopping
+    stopped: str | None = None  # why, when some were not sent
     errors: list[str] = field(default_factory=list)
+
+    def count(self, name: str, outcome: object) -> None:
+        """Count one action's delete outcome."""
+        if deleted(outcome):
+            self.deleted += 1
+        elif isinstance(outcome, InUse):
+            self.in_use += 1
+        elif isinstance(outcome, NotFound):
+            self.gone += 1
+        elif isinstance(outcome, NotAttempted):
+            self.not_attempted += 1
+            self.stopped = outcome.reason
+        else:
+            self.errors.append(f"orphan action {quote(name)}: {describe(outcome)}")
 
 
 async def orphans(client: HeroProcClient, tried: Collection[ActionKey] = ()) -> list[ActionKey]:
@@ -82,19 +97,11 @@ async def sweep(
     calls = [("action.delete", action_params(name, context)) for name, context in keys]
     outcomes = await client.call_many(calls, stop=stop)
     for (name, _), outcome in zip(keys, outcomes, strict=True):
-        if deleted(outcome):
-            result.deleted += 1
-        elif isinstance(outcome, InUse):
-            result.in_use += 1
-        elif isinstance(outcome, NotFound):
-            result.gone += 1
-        elif isinstance(outcome, NotAttempted):
-            result.not_attempted += 1
-        else:
-            result.errors.append(f"orphan action {quote(name)}: {describe(outcome)}")
-    if result.not_attempted:
-        reason = next(o.reason for o in outcomes if isinstance(o, NotAttempted))
-        result.errors.append(f"{result.not_attempted} orphan actions not attempted: {reason}")
+        result.count(name, outcome)
+    if result.stopped is not None:
+        result.errors.append(
+            f"{result.not_attempted} orphan actions not attempted: {result.stopped}"
+        )
     log.info(
         "orphan_actions_swept",
         found=result.found,

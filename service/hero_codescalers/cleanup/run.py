@@ -12,11 +12,20 @@ whole listing once (`keep.py`), deleting nothing, to know which jobs are the
 newest of their groups; without it, the page walk is the whole run.
 
 `halt` is asked between steps and before each call is sent: once it gives a
-reason (the deadline passed, the service is shutting down), nothing more is
+reason (the deadline passed, the service is shutting down, a caller cancelled
+the run), nothing more is
 sent, what is in flight ends within one hero_proc call timeout, and what was
 not sent is reported as not attempted. `progress`, when given, is awaited after
 each page's deletions with the tally so far (the engine checkpoints the run's
-record there).
+record there). The tally also says which step the run is at (`phase`) and how
+far the reading under way has got (`listed`, `present`), for
+`jobs.cleanup_status`.
+
+`max_jobs` bounds the jobs a run matches: once it has that many, the walk goes on
+listing (deleting nothing more) until it finds one more match (`has_more`, and the
+run stops there) or the end of the listing. A run applying a plan (a selector
+`within` the plan's jobs) ends its pass once it has listed past the plan's highest
+job id: ids only grow, so nothing later can be one of the plan's.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ class CleanupRun:
         halt: StopCheck,
         progress: Callable[[Tally], Awaitable[None]] | None = None,
         sweep_orphans: bool = False,
+        max_jobs: int | None = None,
     ) -> None:
         self.client = client
         self.selector = selector
@@ -58,12 +68,19 @@ class CleanupRun:
         self.page_size = page_size
         self.halt = halt
         self.progress = progress
-        self.tally = Tally(dry_run)
+        self.tally = Tally(dry_run, max_jobs=max_jobs)
+        # A plan's highest job id: its pass ends once the listing is past it.
+        ids = selector.job_ids
+        self.last_planned = None if ids is None else max(ids, default=0)
 
     async def run(self) -> None:
         try:
             self.selector = await keep.resolve(
-                self.client, self.selector, page_size=self.page_size, halt=self.halt
+                self.client,
+                self.selector,
+                page_size=self.page_size,
+                halt=self.halt,
+                tally=self.tally,
             )
         except Stopped as stop:
             self.tally.stop(f"stopped: {stop.reason}", stop.reason)
@@ -82,6 +99,7 @@ class CleanupRun:
         passes = 1 if self.tally.dry_run else MAX_PASSES
         for number in range(1, passes + 1):
             self.tally.passes = number
+            self.tally.pass_started = time.monotonic()
             if not await self._pass_unless_stopped():
                 return
         # The listing kept moving under this run: say so rather than loop.
@@ -114,6 +132,7 @@ class CleanupRun:
                 if (reason := self.halt()) is not None:
                     raise Stopped(reason)
                 selector = self.selector
+                self.tally.phase = "listing"
                 page = await self.client.job_page(
                     selector.pushdown,
                     limit=self.page_size,
@@ -122,6 +141,10 @@ class CleanupRun:
                 )
                 walk.check_start(page)
                 await self._page(walk, page)
+                if self.tally.has_more:
+                    return False  # max_jobs reached, and more match: the run stops here
+                if self.last_planned is not None and walk.highest_id >= self.last_planned:
+                    return walk.moved  # past the plan's last job
                 if page and not walk.page_ids:
                     raise HeroProcProtocolError("job.list answered a page without a valid job id")
                 if not walk.page_new:
@@ -136,17 +159,21 @@ class CleanupRun:
     async def _page(self, walk: Walk, page: list[Any]) -> None:
         """Select the page's matches and delete them."""
         walk.start_page()
-        matches = walk.select(page, self.selector, self.tally)
-        if matches and not self.tally.dry_run:
+        tally = self.tally
+        matches = walk.select(page, self.selector, tally)
+        tally.listed, tally.present = walk.listed, walk.listed - walk.removed
+        if matches and not tally.dry_run:
+            tally.phase = "deleting_jobs"
             await self._delete_jobs(walk, matches)
+            tally.present = walk.listed - walk.removed
+            tally.phase = "listing"  # what comes next (its checkpoint aside): the next page
         if walk.page_sample is not None:
             # The entries without a valid id of this pass join the run's count at its end.
-            tally = self.tally
             skipped = len(tally.malformed_ids) + max(tally.malformed_idless, walk.idless)
             log.warning("cleanup_jobs_malformed", skipped=skipped, sample=walk.page_sample)
         walk.end_page()
         if self.progress is not None and walk.page_new:
-            await self.progress(self.tally)
+            await self.progress(tally)
 
     async def _delete_jobs(self, walk: Walk, jobs: list[int]) -> None:
         """Delete `jobs`, count the outcomes, and tell the walk how many left the listing."""
@@ -162,6 +189,7 @@ class CleanupRun:
         tally = self.tally
         if not tally.actions:
             return
+        tally.phase = "deleting_actions"
         if tally.stopped is not None:
             tally.actions_not_attempted = len(tally.actions)
             tally.errors.append(f"{len(tally.actions)} actions not attempted: {tally.stopped}")
@@ -169,6 +197,9 @@ class CleanupRun:
         keys = list(tally.actions)
         calls = [("action.delete", action_params(name, context)) for name, context in keys]
         tally.action_outcomes(keys, await self.client.call_many(calls, stop=self.halt))
+        if tally.actions_in_use:
+            # Shared actions that other jobs still use: the design working, said once.
+            log.info("cleanup_actions_in_use", actions=len(tally.actions_in_use))
 
     async def _sweep(self) -> None:
         """The orphan-action sweep, unless the run stopped; hero_proc failing during it
@@ -176,6 +207,7 @@ class CleanupRun:
         tally = self.tally
         if tally.stopped is not None or self.halt() is not None:
             return
+        tally.phase = "settling"
         try:
             swept = await orphans.sweep(self.client, tried=tally.actions, stop=self.halt)
         except HeroProcError as exc:
@@ -195,6 +227,7 @@ class CleanupRun:
         tally = self.tally
         if not tally.jobs_unknown and not tally.actions_unknown:
             return
+        tally.phase = "settling"
         budget = time.monotonic() + self.client.timeout
 
         def stop() -> str | None:

@@ -5,7 +5,9 @@ very call (`deleted`), or a later `job.get` / `action.get` found it gone. A
 deletion that did not succeed is, by its outcome: already gone (not found), not
 attempted (the run was stopping), of unknown outcome (no answer, hero_proc's
 internal error, an answer outside the contract: it may have been carried out,
-so it is checked before the summary), or failed with a reason (`describe`).
+so it is checked before the summary), or failed with a reason (`describe`). An
+action that hero_proc keeps because other jobs still use it ("in use") is none of
+these failures: shared actions stay by design, counted and listed on their own.
 
 A real run keeps the matched jobs of the page being deleted as the listing had
 them (`page_fields`: their fields in one flat list, no object a job, which the
@@ -108,7 +110,7 @@ class Tally:
     malformed_idless: int = 0  # the most entries without a valid id listed in one pass
     actions_deleted: int = 0
     actions_gone: int = 0
-    actions_in_use: int = 0
+    actions_in_use: dict[ActionKey, None] = field(default_factory=dict)  # other jobs use them
     actions_failed: int = 0
     actions_not_attempted: int = 0
     actions_settled: int = 0
@@ -119,6 +121,20 @@ class Tally:
     malformed_noted: bool = False  # the errors line on malformed jobs is written
     complete: bool = True
     stopped: str | None = None  # why the run stopped early, when it did
+    # Where the run is, for `jobs.cleanup_status` (models.Phase; the engine sets `done`):
+    phase: str = "listing"
+    listed: int = 0  # jobs listed by the reading under way (a pass, or keep_last's reading)
+    present: int = 0  # of those, still in the listing (not deleted nor found gone)
+    pass_started: float = 0.0  # time.monotonic() when the pass under way started
+    max_jobs: int | None = None  # the run matches at most this many jobs
+    has_more: bool = False  # it stopped at max_jobs, and another job matched
+    plan_id: str | None = None  # the plan a dry run made, or the plan applied
+    plan_expires_at_ms: int | None = None
+
+    @property
+    def full(self) -> bool:
+        """The run has matched `max_jobs` jobs: it matches no more."""
+        return self.max_jobs is not None and len(self.job_ids) >= self.max_jobs
 
     def match(self, job_id: int, action: str, context: str | None) -> None:
         """Record a matched job and the action it runs."""
@@ -194,10 +210,12 @@ class Tally:
             elif isinstance(outcome, NotAttempted):
                 self.actions_not_attempted += 1
                 not_attempted = outcome.reason
+            elif isinstance(outcome, InUse):
+                self.actions_in_use[key] = None  # shared: not a failure
             elif unknown(outcome):
                 self.actions_unknown[key] = describe(outcome)
             else:
-                self.fail_action(key[0], describe(outcome), in_use=isinstance(outcome, InUse))
+                self.fail_action(key[0], describe(outcome))
         if not_attempted is not None:
             self.complete = False
             self.errors.append(
@@ -238,11 +256,8 @@ class Tally:
         self.errors.append(f"job {job_id}: {reason}")
         log.warning("cleanup_job_failed", job_id=job_id, reason=reason)
 
-    def fail_action(self, name: str, reason: str, *, in_use: bool = False) -> None:
-        if in_use:
-            self.actions_in_use += 1
-        else:
-            self.actions_failed += 1
+    def fail_action(self, name: str, reason: str) -> None:
+        self.actions_failed += 1
         self.errors.append(f"action {quote(name)}: {reason}")
         log.warning("cleanup_action_failed", action=quote(name), reason=reason)
 
@@ -292,7 +307,7 @@ class Tally:
             jobs_skipped_malformed=self.jobs_malformed,
             actions_matched=len(self.actions),
             actions_already_gone=self.actions_gone,
-            actions_in_use=self.actions_in_use,
+            actions_in_use=len(self.actions_in_use),
             actions_failed=self.actions_failed,
             actions_not_attempted=self.actions_not_attempted,
             actions_settled_gone=self.actions_settled,
@@ -301,6 +316,10 @@ class Tally:
             complete=self.complete,
             duration_ms=duration_ms,
             run_id=run_id,
+            plan_id=self.plan_id,
+            plan_expires_at_ms=self.plan_expires_at_ms,
+            has_more=self.has_more,
+            actions_in_use_ids=[name for name, _ in self.actions_in_use],
         )
 
     def take_deleted(self) -> list[DeletedJobs]:

@@ -61,8 +61,10 @@ class Walk:
         A job listed before in this pass, or whose deletion failed in an earlier
         pass, is not matched again. A malformed entry (see `heroproc.parse_job`) is
         skipped: counted in `tally` when it has a valid id, else as an entry without
-        one. The rest is `Selector.matches`. In a real run, the fields of each match
-        are added to `tally.page_fields` (its tombstone's: `tombstones.FIELDS`).
+        one. The rest is `Selector.matches`. Once the run has matched `max_jobs`, the
+        next match sets `tally.has_more` and ends the page (the run stops there). In a
+        real run, the fields of each match are added to `tally.page_fields` (its
+        tombstone's: `tombstones.FIELDS`).
         """
         matches: list[int] = []
         keep = None if tally.dry_run else tally.page_fields.extend
@@ -86,6 +88,10 @@ class Walk:
                 self.page_present = job_id
             elif job_id in tally.failed_jobs or not selector.matches(job):
                 self.page_present = job_id
+            elif tally.full:
+                tally.has_more = True
+                self.page_present = job_id
+                break
             else:
                 matches.append(job_id)
                 action, context = job.action_id, job.context

@@ -15,7 +15,7 @@ import click
 
 from .. import __version__
 from . import client, processes
-from .output import EXIT_USAGE
+from .output import EXIT_ANSWERED_ERROR, EXIT_CANCELLED, EXIT_USAGE
 
 __all__ = ["main"]
 
@@ -35,9 +35,11 @@ class _Commands(click.Group):
         except click.ClickException as exc:
             exc.show()
             sys.exit(exc.exit_code)
-        except click.Abort:
+        except click.Abort as exc:
+            if isinstance(exc.__cause__, KeyboardInterrupt):
+                sys.exit(EXIT_CANCELLED)  # click has ended the ^C line on stderr
             click.echo("Aborted!", err=True)
-            sys.exit(1)
+            sys.exit(EXIT_ANSWERED_ERROR)
 
 
 @click.group(
@@ -49,8 +51,18 @@ class _Commands(click.Group):
 def main() -> None:
     """Tag what hero_codescalers enqueues in hero_proc, and clean it up.
 
+    Results print for people on a terminal and as JSON otherwise (--output
+    table|json on the commands that print results).
+
     \b
-    Exit status: 0 success; 1 the service answered an error; 2 a usage or
-    configuration error; 3 the service could not be reached; 4 degraded
-    (health) or partial (jobs-cleanup).
+    Exit status:
+      0    success; a cleanup deleted everything it selected, or found it gone
+           (also when it stopped at its --max-jobs bound: has_more)
+      1    the service answered an error (or a confirmation was declined)
+      2    a usage or configuration error
+      3    the service could not be reached
+      4    degraded (health: hero_proc does not answer) or partial (jobs-cleanup,
+           policies run: stopped short, malformed jobs skipped, or a job or
+           action failed for another reason than being in use)
+      130  cancelled by Ctrl-C
     """

@@ -63,6 +63,13 @@ class WallClock:
         await asyncio.sleep(max(0, when_ms - self.now_ms()) / 1000)
 
 
+def _first_due(policy: Policy, fired_ms: int | None, now: int) -> int:
+    """When a policy newly tracked is due: its last fire plus `every`, never before now
+    plus its jitter."""
+    due = now + jitter_ms(policy)
+    return due if fired_ms is None else max(fired_ms + policy.every, due)
+
+
 @dataclass
 class _Entry:
     """A policy as the scheduler tracks it."""
@@ -87,7 +94,7 @@ class Scheduler:
         *,
         engine: Engine,
         clock: Clock,
-        force_dry_run: bool = False,
+        force_dry_run: bool,
         on_event: Callable[[str, Event], None] | None = None,
     ) -> None:
         self.engine = engine
@@ -119,9 +126,8 @@ class Scheduler:
             self._loop = None
 
     async def join(self) -> None:
-        """Wait for the runs the scheduler started."""
-        tasks = [e.task for e in self._entries.values() if e.task is not None]
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Wait for the runs the scheduler started (a run's task ends without raising)."""
+        await asyncio.gather(*(e.task for e in self._entries.values() if e.task is not None))
 
     def reload(self, policies: dict[str, Policy]) -> None:
         """Use `policies` from now on: a policy kept keeps its fires and its run."""
@@ -157,7 +163,7 @@ class Scheduler:
         self,
         name: str,
         *,
-        dry_run: bool = False,
+        dry_run: bool,
         reason: str | None = None,
         peer_uid: int | None = None,
         peer_pid: int | None = None,
@@ -169,7 +175,7 @@ class Scheduler:
         policy = self._policies[name]
         entry = self._entries.get(name)
         if entry is not None and entry.running:
-            raise CleanupRunning("this policy's last run is still going")
+            raise self.engine.running_error("this policy's last run is still going")
         return await self._cleanup(
             policy,
             self.dry_run(policy, dry_run),
@@ -190,18 +196,30 @@ class Scheduler:
         for name, policy in policies.items():
             entry = old.get(name)
             if entry is None:
-                entry = _Entry(policy, 0, self._fires.get(name))
-            elif entry.policy.enabled and entry.policy.every == policy.every:
+                fired = self._fires.get(name)
+                entry = _Entry(policy, _first_due(policy, fired, now), fired)
+            else:
+                if not entry.policy.enabled or entry.policy.every != policy.every:
+                    entry.due_ms = _first_due(policy, entry.fired_ms, now)
                 entry.policy = policy
-                self._entries[name] = entry
-                continue
-            entry.policy = policy
-            entry.due_ms = now + jitter_ms(policy)
-            if entry.fired_ms is not None:
-                entry.due_ms = max(entry.fired_ms + policy.every, entry.due_ms)
             self._entries[name] = entry
 
     async def _run_loop(self) -> None:
+        await self._read_fires()
+        while True:
+            self._wake.clear()
+            wake = await self._fire_due(self.clock.now_ms())
+            waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._wake.wait())}
+            if wake is not None:
+                waits.add(asyncio.ensure_future(self.clock.sleep_until(wake)))
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+
+    async def _read_fires(self) -> None:
+        """The persisted fires, then the policies arranged by them."""
         try:
             self._fires = await self.engine.state.fires()
         except StateUnavailable as exc:
@@ -214,22 +232,15 @@ class Scheduler:
             enabled=sorted(n for n, p in self._policies.items() if p.enabled),
             dry_run=self.force_dry_run,
         )
-        while True:
-            self._wake.clear()
-            now = self.clock.now_ms()
-            enabled = [e for e in self._entries.values() if e.policy.enabled]
-            for entry in sorted(enabled, key=lambda e: (e.due_ms, e.policy.name)):
-                if entry.due_ms <= now:
-                    await self._fire(entry, now)
-            wake = min((e.due_ms for e in enabled), default=None)
-            waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._wake.wait())}
-            if wake is not None:
-                waits.add(asyncio.ensure_future(self.clock.sleep_until(wake)))
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiting in waits:
-                    waiting.cancel()
+
+    async def _fire_due(self, now: int) -> int | None:
+        """Fire the enabled policies due at `now`, the earliest first; when the next is
+        due (None: none is enabled)."""
+        enabled = [e for e in self._entries.values() if e.policy.enabled]
+        for entry in sorted(enabled, key=lambda e: (e.due_ms, e.policy.name)):
+            if entry.due_ms <= now:
+                await self._fire(entry, now)
+        return min((e.due_ms for e in enabled), default=None)
 
     async def _fire(self, entry: _Entry, now: int) -> None:
         policy = entry.policy
@@ -272,7 +283,7 @@ class Scheduler:
         peer_pid: int | None = None,
     ) -> CleanupSummary:
         return await self.engine.cleanup(
-            policy.selector(self.clock.now_ms()),
+            policy.selector(self.engine.clock()),  # the age cutoffs as a caller's run has them
             dry_run=dry_run,
             params=policy.params(),
             policy=policy.name,

@@ -173,10 +173,10 @@ def _usable_version(connection: sqlite3.Connection, path: Path) -> int:
     try:
         connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         damage = [row[0] for row in connection.execute("PRAGMA quick_check")]
-        # One statement, one snapshot: another process may be migrating the file meanwhile.
+        # One statement, one snapshot: another process starting on a new file may commit
+        # its first migration between two reads (tables, and then the version).
         version, tables = connection.execute(
-            "SELECT (SELECT user_version FROM pragma_user_version), "
-            "(SELECT count(*) FROM sqlite_master)"
+            "SELECT user_version, (SELECT count(*) FROM sqlite_master) FROM pragma_user_version"
         ).fetchone()
     except sqlite3.DatabaseError as exc:
         raise StateUnusable(path, f"not a usable SQLite database ({exc})", _MOVE_ASIDE) from None

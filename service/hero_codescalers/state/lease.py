@@ -22,6 +22,7 @@ import socket
 import sqlite3
 
 from ..errors import CleanupRunning
+from . import runs
 
 NAME = "cleanup"
 # The holder ids of this process's open `State`s (tests run several in one process).
@@ -74,16 +75,17 @@ def acquire(
     """Take the lease for `run_id` (in the caller's transaction): CleanupRunning while
     another holder has it; the holder it was taken over from, if any."""
     row = connection.execute(
-        "SELECT holder, expires_at_ms FROM leases WHERE name = ?", (NAME,)
+        "SELECT holder, expires_at_ms, run_id FROM leases WHERE name = ?", (NAME,)
     ).fetchone()
     previous = None
     if row is not None and row[0] != me:
-        holder, expires = row
+        holder, expires, held_for = row
         if expires > now_ms and not gone(holder, me):
             host, pid = describe(holder)
             raise CleanupRunning(
                 f"another hero_codescalers process (pid {pid} on {host}) holds the cleanup "
                 "lease of this state directory",
+                **runs.holder(connection, held_for),
                 holder_pid=pid,
                 holder_host=host,
                 lease_expires_at_ms=expires,

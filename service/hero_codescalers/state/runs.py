@@ -3,9 +3,12 @@
 A run's row is inserted when it starts (who: the peer's uid and pid, or the
 policy; its params, reason, dry run or not), checkpointed after each page (its
 counts so far, `updated_at_ms`) and completed when it ends (outcome, counts,
-errors count, duration). A row still open (no outcome) whose process has ended
-is a run cut short by a crash: `interrupt` completes it as `interrupted`, with
-the counts of its last checkpoint and that checkpoint's time as its end.
+errors count, duration). A cancel asked while it goes is written on its row (who,
+when: `request_cancel`), where the run's process reads it at its next checkpoint
+(`cancel_of`), whichever process it was asked through. A row still open (no
+outcome) whose process has ended is a run cut short by a crash: `interrupt`
+completes it as `interrupted`, with the counts of its last checkpoint and that
+checkpoint's time as its end.
 """
 
 from __future__ import annotations
@@ -35,12 +38,27 @@ class RunStart:
     policy: str | None = None  # None: a manual run, by the peer below
     peer_uid: int | None = None
     peer_pid: int | None = None
+    background: bool = False  # started by jobs.cleanup_start: no caller waits for it
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Who asked to cancel a run (`jobs.cleanup_cancel`: the peer's uid and pid), and when."""
+
+    uid: int | None
+    pid: int | None
+    at_ms: int
+
+    @property
+    def reason(self) -> str:
+        """Why the run stops, as its summary's `errors` and its log lines say it."""
+        return f"cancelled by uid {self.uid} (pid {self.pid})"
 
 
 def insert(connection: sqlite3.Connection, run: RunStart, holder: str) -> None:
     connection.execute(
         "INSERT INTO runs (run_id, holder, policy, peer_uid, peer_pid, params, reason, dry_run, "
-        "started_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "started_at_ms, updated_at_ms, background) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             run.run_id,
             holder,
@@ -52,6 +70,7 @@ def insert(connection: sqlite3.Connection, run: RunStart, holder: str) -> None:
             int(run.dry_run),
             run.started_at_ms,
             run.started_at_ms,
+            int(run.background),
         ),
     )
 
@@ -62,12 +81,53 @@ def checkpoint(
     counts: dict[str, int],
     errors_count: int,
     now_ms: int,
+    *,
+    phase: str | None = None,
 ) -> None:
     connection.execute(
-        "UPDATE runs SET counts = ?, errors_count = ?, updated_at_ms = ? "
-        "WHERE run_id = ? AND outcome IS NULL",
-        (json.dumps(counts, sort_keys=True), errors_count, now_ms, run_id),
+        "UPDATE runs SET counts = ?, errors_count = ?, updated_at_ms = ?, "
+        "phase = coalesce(?, phase) WHERE run_id = ? AND outcome IS NULL",
+        (json.dumps(counts, sort_keys=True), errors_count, now_ms, phase, run_id),
     )
+
+
+def request_cancel(connection: sqlite3.Connection, run_id: str, cancel: Cancel) -> bool:
+    """Write who asked to cancel the run, unless it has ended or a cancel was asked
+    before (the first is kept); whether it was written."""
+    cursor = connection.execute(
+        "UPDATE runs SET cancelled_by_uid = ?, cancelled_by_pid = ?, cancelled_at_ms = ? "
+        "WHERE run_id = ? AND outcome IS NULL AND cancelled_at_ms IS NULL",
+        (cancel.uid, cancel.pid, cancel.at_ms, run_id),
+    )
+    return cursor.rowcount == 1
+
+
+def cancel_of(connection: sqlite3.Connection, run_id: str) -> Cancel | None:
+    """The cancel asked of the run, if any."""
+    row = connection.execute(
+        "SELECT cancelled_by_uid, cancelled_by_pid, cancelled_at_ms FROM runs "
+        "WHERE run_id = ? AND cancelled_at_ms IS NOT NULL",
+        (run_id,),
+    ).fetchone()
+    return None if row is None else Cancel(row[0], row[1], row[2])
+
+
+def find(connection: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
+    """The record of the run `run_id` (as `page` gives it), or None."""
+    found = rows(connection.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)))
+    return _decoded(found[0]) if found else None
+
+
+def _decoded(run: dict[str, Any]) -> dict[str, Any]:
+    """A row as the engine reads it: JSON and booleans decoded, the cancel as one field."""
+    run["params"] = json.loads(run["params"])
+    run["counts"] = json.loads(run["counts"])
+    run["dry_run"] = bool(run["dry_run"])
+    run["background"] = bool(run["background"])
+    at = run.pop("cancelled_at_ms")
+    uid, pid = run.pop("cancelled_by_uid"), run.pop("cancelled_by_pid")
+    run["cancelled_by"] = None if at is None else {"uid": uid, "pid": pid, "at_ms": at}
+    return run
 
 
 def complete(
@@ -188,11 +248,7 @@ def page(
         )
     )
     more = len(found) > limit
-    found = found[:limit]
-    for run in found:
-        run["params"] = json.loads(run["params"])
-        run["counts"] = json.loads(run["counts"])
-        run["dry_run"] = bool(run["dry_run"])
+    found = [_decoded(run) for run in found[:limit]]
     return found, (found[-1]["seq"] if more else None)
 
 
@@ -218,3 +274,23 @@ def fired(connection: sqlite3.Connection, policy: str, at_ms: int) -> None:
         "ON CONFLICT (policy) DO UPDATE SET fired_at_ms = excluded.fired_at_ms",
         (policy, at_ms),
     )
+
+
+# What -32011 tells of the run holding the single-cleanup lock (see errors.CleanupRunning).
+HOLDER_FIELDS = ("run_id", "started_at_ms", "peer_uid", "peer_pid", "policy", "background")
+
+
+def holder(connection: sqlite3.Connection, run_id: str | None) -> dict[str, Any]:
+    """Who started the run `run_id` and when (`HOLDER_FIELDS`), as far as its record
+    tells; only its id when it has none."""
+    row = None
+    if run_id is not None:
+        row = connection.execute(
+            f"SELECT {', '.join(HOLDER_FIELDS)} FROM runs WHERE run_id = ?",  # noqa: S608 -- fixed names
+            (run_id,),
+        ).fetchone()
+    if row is None:
+        return {"run_id": run_id}
+    found = dict(zip(HOLDER_FIELDS, row, strict=True))
+    found["background"] = bool(found["background"])
+    return found

@@ -9,8 +9,12 @@ transaction as the version bump: a crash leaves the old version or the new one.
 Migration 1 (on an empty file) sets `auto_vacuum = INCREMENTAL` first, which
 SQLite honours only before the first table exists: the pages that history
 retention frees are then given back with `PRAGMA incremental_vacuum`.
-Migration 2 adds `fires`, when each retention policy last fired. Migration 3
-adds the tombstones of deleted jobs (see tombstones.py).
+Migration 2 adds `fires`, when each retention policy last fired.
+Migration 3 adds `plans` and `plan_jobs`: the dry runs' plans and the jobs of each.
+Migration 4 adds to `runs` what `jobs.cleanup_status` and `jobs.cleanup_cancel` read
+and write: whether a run goes on in the background, its phase at its last
+checkpoint, and who asked to cancel it, and when.
+Migration 5 adds the tombstones of deleted jobs (see tombstones.py).
 """
 
 from __future__ import annotations
@@ -59,10 +63,49 @@ CREATE TABLE fires (
 )
 """
 
-# The tombstones of the jobs real runs deleted, a batch (one page's) to a row, newest last
-# (`seq`, never reused: it is in the reads' cursors): see tombstones.py. `ids` holds the
-# job ids (8 bytes each, little-endian), `data` their other fields (a JSON list);
-# `tags_indexed` is 1 once its distinct tags are listed in tombstone_tags.
+# The plans of dry runs (see plans.py): what each selected (`params`, as jobs.cleanup's,
+# its age cutoffs taken at `created_at_ms`), until when it may be applied, and the run
+# that applied it. Kept as long as the history; the jobs of a plan that expired or was
+# applied are dropped by the housekeeping.
+_PLANS = """
+CREATE TABLE plans (
+    plan_id TEXT PRIMARY KEY,
+    run_id TEXT,
+    params TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    jobs INTEGER NOT NULL,
+    applied_run_id TEXT,
+    applied_at_ms INTEGER
+)
+"""
+
+# The jobs of each plan, by id.
+_PLAN_JOBS = """
+CREATE TABLE plan_jobs (
+    plan_id TEXT NOT NULL,
+    job_id INTEGER NOT NULL,
+    PRIMARY KEY (plan_id, job_id)
+) WITHOUT ROWID
+"""
+
+# Background runs (migration 4): `background` 1 for a run started by jobs.cleanup_start;
+# `phase` as of its last checkpoint (see cleanup/run.py); `cancelled_by_uid`,
+# `cancelled_by_pid` and `cancelled_at_ms` set by jobs.cleanup_cancel while it goes (a
+# cancel asked through another process sharing the state directory reaches the run at
+# its next checkpoint or lease renewal).
+_RUNS_PROGRESS = (
+    "ALTER TABLE runs ADD COLUMN background INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE runs ADD COLUMN phase TEXT",
+    "ALTER TABLE runs ADD COLUMN cancelled_by_uid INTEGER",
+    "ALTER TABLE runs ADD COLUMN cancelled_by_pid INTEGER",
+    "ALTER TABLE runs ADD COLUMN cancelled_at_ms INTEGER",
+)
+
+# The tombstones of the jobs real runs deleted (migration 5), a batch (one page's) to a
+# row, newest last (`seq`, never reused: it is in the reads' cursors): see tombstones.py.
+# `ids` holds the job ids (8 bytes each, little-endian), `data` their other fields (a
+# JSON list); `tags_indexed` is 1 once its distinct tags are listed in tombstone_tags.
 _TOMBSTONE_BATCHES = """
 CREATE TABLE tombstone_batches (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -96,6 +139,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         _LEASES,
     ),
     (_FIRES,),
+    (_PLANS, "CREATE INDEX plans_created ON plans (created_at_ms)", _PLAN_JOBS),
+    _RUNS_PROGRESS,
     (
         _TOMBSTONE_BATCHES,
         "CREATE INDEX tombstone_batches_run ON tombstone_batches (run_id)",

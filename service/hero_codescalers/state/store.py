@@ -7,17 +7,26 @@ import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import StateUnavailable
-from . import lease, runs, tombstones
+from . import lease, plans, runs, tombstones
 from .database import Database
-from .runs import RunStart
+from .plans import Plan
+from .runs import Cancel, RunStart
 from .tombstones import DeletedJobs
 
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class Kept(NamedTuple):
+    """A run's lease renewed: whether this process still holds it, and the cancel asked
+    of the run (through any process), if any."""
+
+    held: bool
+    cancel: Cancel | None
 
 
 class State:
@@ -57,15 +66,18 @@ class State:
         lease.LIVE_HERE.discard(self.holder)
         await self.database.close()
 
-    async def begin(self, run: RunStart) -> list[dict[str, Any]]:
+    async def begin(self, run: RunStart, *, applying: str | None = None) -> list[dict[str, Any]]:
         """Take the lease and write the run's record, in one transaction: CleanupRunning
         while another process holds the lease, StateUnavailable when the database cannot
         be written. The open runs of a holder whose lease was taken over are completed as
-        interrupted; they are returned."""
+        interrupted; they are returned. `applying`: the plan the run applies, marked
+        applied in the same transaction (PlanUnusable when it cannot be)."""
 
         def begin(connection: sqlite3.Connection) -> list[dict[str, Any]]:
             now = self.clock()
             previous = lease.acquire(connection, self.holder, run.run_id, now, self.lease_ttl_ms)
+            if applying is not None:
+                plans.apply(connection, applying, run.run_id, now)
             cut = runs.interrupt(connection, {self.holder}) if previous else []
             runs.insert(connection, run, self.holder)
             return cut
@@ -82,20 +94,41 @@ class State:
         run_id: str,
         counts: dict[str, int],
         errors_count: int,
+        phase: str | None = None,
         deleted: Sequence[DeletedJobs] = (),
-    ) -> bool:
-        """Record the run's counts so far and the tombstones of the jobs it `deleted` since
-        its last checkpoint, and renew the lease; False when the lease was taken over by
-        another process (this one must stop)."""
+    ) -> Kept:
+        """Record the run's counts so far (and its phase) and the tombstones of the jobs it
+        `deleted` since its last checkpoint, and renew the lease: `held` False when the
+        lease was taken over by another process (this one must stop); `cancel` when a
+        cancel of the run was asked."""
 
-        def checkpoint(connection: sqlite3.Connection) -> bool:
+        def checkpoint(connection: sqlite3.Connection) -> Kept:
             now = self.clock()
-            runs.checkpoint(connection, run_id, counts, errors_count, now)
+            runs.checkpoint(connection, run_id, counts, errors_count, now, phase=phase)
             for batch in deleted:
                 tombstones.insert(connection, run_id, now, batch)
-            return lease.renew(connection, self.holder, now, self.lease_ttl_ms)
+            held = lease.renew(connection, self.holder, now, self.lease_ttl_ms)
+            return Kept(held, runs.cancel_of(connection, run_id))
 
         return await self.database.write(checkpoint)
+
+    async def watch(self, run_id: str) -> Kept:
+        """Renew the lease of the run `run_id`, and read whether a cancel of it was asked."""
+
+        def watch(connection: sqlite3.Connection) -> Kept:
+            held = lease.renew(connection, self.holder, self.clock(), self.lease_ttl_ms)
+            return Kept(held, runs.cancel_of(connection, run_id))
+
+        return await self.database.write(watch)
+
+    async def request_cancel(self, run_id: str, cancel: Cancel) -> bool:
+        """Write on the run's record who asked to cancel it (the first asker is kept);
+        whether it was written (not when the run has ended or was asked before)."""
+        return await self.database.write(lambda c: runs.request_cancel(c, run_id, cancel))
+
+    async def run(self, run_id: str) -> dict[str, Any] | None:
+        """The record of the run `run_id`, or None."""
+        return await self.database.read(lambda c: runs.find(c, run_id))
 
     async def renew(self) -> bool:
         """Renew the lease; False when it was taken over."""
@@ -195,6 +228,50 @@ class State:
     async def fired(self, policy: str, at_ms: int) -> None:
         """Persist that `policy` fired at `at_ms` (before its run starts)."""
         await self.database.write(lambda c: runs.fired(c, policy, at_ms))
+
+    # the plans of dry runs (see plans.py) ---------------------------------------------
+
+    async def save_plan(
+        self,
+        plan_id: str,
+        *,
+        run_id: str | None,
+        params: dict[str, Any],
+        created_at_ms: int,
+        expires_at_ms: int,
+        job_ids: list[int],
+    ) -> None:
+        """Write a dry run's plan and its jobs (StateUnavailable when it cannot be)."""
+        await self.database.write(
+            lambda c: plans.insert(
+                c,
+                plan_id=plan_id,
+                run_id=run_id,
+                params=params,
+                created_at_ms=created_at_ms,
+                expires_at_ms=expires_at_ms,
+                job_ids=job_ids,
+            )
+        )
+
+    async def plan(self, plan_id: str) -> Plan:
+        """The plan `plan_id`, with its jobs; PlanUnusable when it cannot be applied now."""
+        return await self.database.read(lambda c: plans.read(c, plan_id, self.clock()))
+
+    async def unapply(self, plan_id: str, run_id: str) -> None:
+        """Give back the plan that the run `run_id` applied without doing anything of it."""
+        await self.database.write(lambda c: plans.unapply(c, plan_id, run_id))
+
+    async def prune_plans(self, keep_ms: int) -> tuple[int, int]:
+        """Drop the jobs of the plans that expired or were applied, and the plans made more
+        than `keep_ms` ago, giving the pages back; how many job rows and plans."""
+        now = self.clock()
+        dropped = await self.database.write(lambda c: plans.prune(c, now, now - keep_ms))
+        if any(dropped):
+            await self.database.vacuum()
+        return dropped
+
+    # the tombstones of deleted jobs (see tombstones.py) ----------------------------------
 
     async def tombstones(
         self,
