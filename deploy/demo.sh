@@ -2,9 +2,9 @@
 # The whole job, end to end: a seeded hero_proc simulator, the service in front
 # of it, a dry run, a preview applied exactly and a real cleanup through the CLI,
 # a retention policy firing every two seconds, a full cleanup through curl, the
-# history read back after a restart, then both shut down with nothing left
-# behind. Run by `make demo`, as root or any other user: the service makes the
-# demo's own uid an admin (--admin-uid).
+# history and the tombstones of the deleted jobs read back after a restart, then
+# both shut down with nothing left behind. Run by `make demo`, as root or any
+# other user: the service makes the demo's own uid an admin (--admin-uid).
 set -euo pipefail
 
 BIN=${BIN:-.venv/bin}
@@ -110,7 +110,10 @@ echo "# left of bob's template jobs: only the one submitted after the preview"
 show "$HC" jobs-list --actor bob --kind template
 
 step "Real cleanup through the CLI: every job of kind 'user', with the reason the history keeps"
-show "$HC" jobs-cleanup --kind user --reason "demo: retire the user jobs"
+printf '$ %q jobs-cleanup --kind user --reason %q\n' "$HC" "demo: retire the user jobs"
+cleaned=$("$HC" jobs-cleanup --kind user --reason "demo: retire the user jobs")
+echo "$cleaned"
+gone=$(printf '%s' "$cleaned" | "$BIN/python" -c 'import json, sys; print(json.load(sys.stdin)["job_ids"][0])')
 
 policy_runs() {  # the recorded runs of the demo's policy
     "$HC" cleanup-history --policy finished-services --limit 100 | grep -c '"run_id"' || true
@@ -164,6 +167,10 @@ unset 'pids[-1]'
 start_service
 show "$HC" cleanup-history --limit 3
 show "$HC" cleanup-history --dry-run
+
+step "What happened to job $gone? Each job a real run deleted left a tombstone (kept as long as its run)"
+show "$HC" jobs-deleted --id "$gone"
+show "$HC" jobs-deleted --actor bob --limit 2
 
 step "Shut down"
 started=("${pids[@]}")

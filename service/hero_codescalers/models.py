@@ -414,7 +414,7 @@ class HistoryParams(Params):
     limit: int = Field(default=20, ge=1, le=100)
     cursor: str | None = Field(
         default=None,
-        pattern=r"^\d{1,19}$",
+        pattern=r"^\d{1,18}$",  # a row number SQLite can hold
         description="`next_cursor` of the previous page (opaque)",
     )
     outcome: Outcome | None = Field(default=None, description="Only runs that ended so")
@@ -649,7 +649,7 @@ class DeletedParams(Params):
     limit: int = Field(default=100, ge=1, le=LIST_MAX_LIMIT)
     cursor: str | None = Field(
         default=None,
-        pattern=r"^\d{1,19}:\d{1,9}$",
+        pattern=r"^\d{1,18}:\d{1,9}$",  # a batch number SQLite can hold
         description="`next_cursor` of the previous page (opaque)",
     )
 

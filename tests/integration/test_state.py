@@ -313,6 +313,11 @@ async def test_history_pages_newest_first_and_filters(
     ("params", "data"),
     [
         pytest.param({"cursor": "x1"}, "cursor: String should match pattern", id="cursor"),
+        pytest.param(
+            {"cursor": "9999999999999999999"},
+            "cursor: String should match pattern",
+            id="cursor-beyond-sqlite",
+        ),
         pytest.param({"outcome": "fine"}, "outcome: Input should be 'ok'", id="outcome"),
         pytest.param({"policy": "a b"}, "policy: String should match pattern", id="policy"),
         pytest.param({"dry_run": "yes"}, "dry_run: Input should be a valid boolean", id="dry"),

@@ -19,6 +19,7 @@ from hero_codescalers.state.tombstones import DeletedJobs
 from hero_codescalers.tags import labels
 
 from ..conftest import Caller, Service, ServiceFactory
+from .terminal import on_terminal
 from .test_cli import cli
 from .test_state import DAY_MS, history, running
 
@@ -301,6 +302,11 @@ async def test_reads_by_tag_index_the_batches_they_read(tmp_path: Path) -> None:
         pytest.param({"actor": "kind_user"}, "actor: must be ASCII letters", id="look-alike-actor"),
         pytest.param({"cursor": "12"}, "cursor: String should match pattern", id="cursor"),
         pytest.param(
+            {"cursor": "9999999999999999999:1"},
+            "cursor: String should match pattern",
+            id="cursor-beyond-sqlite",
+        ),
+        pytest.param(
             {"limit": 1001}, "limit: Input should be less than or equal to 1000", id="limit"
         ),
         pytest.param({"run_id": "a b"}, "run_id: String should match pattern", id="run-id"),
@@ -377,3 +383,49 @@ async def test_the_cli_asks_what_happened_to_a_job(
     code, out, err = await cli("jobs-deleted", "--run-id", "0123456789abcdef", "--socket", sock)
     assert code == 1
     assert "run_id: no run '0123456789abcdef' in the history" in err
+
+
+async def test_on_a_terminal_jobs_deleted_is_a_table(
+    simulator: Simulator, service: Service, caller: Caller
+) -> None:
+    """On a terminal each deleted job is a row, newest first: its id, the run that deleted
+    it, its status and labels; then how many and the next page's command. --output json
+    prints the answer a pipe gets."""
+    seed_population(simulator.store, 30)
+    summary = await caller.call("jobs.cleanup", {"kind": "user"})
+    sock = str(service.socket)
+    code, screen = await on_terminal("jobs-deleted", "--limit", "2", "--socket", sock)
+    assert code == 0
+    rows = screen.splitlines()
+    assert rows[0].split() == [
+        "ID",
+        "DELETED",
+        "RUN",
+        "STATUS",
+        "KIND",
+        "ACTOR",
+        "TARGET",
+        "FINISHED",
+        "ACTION",
+    ]
+    newest = summary["job_ids"][::-1][:2]
+    for row, job_id in zip(rows[1:3], newest, strict=True):
+        cells = row.split()
+        assert (cells[0], cells[2], cells[4]) == (str(job_id), summary["run_id"], "user")
+    page = await deleted(caller, limit=2)
+    assert rows[3] == f"2 jobs; next page: hero_codescalers jobs-deleted --cursor {page['next_cursor']}"
+    code, screen = await on_terminal("jobs-deleted", "--limit", "2", "-o", "json", "--socket", sock)
+    assert (code, json.loads(screen)) == (0, page)
+
+
+async def test_a_cursor_past_the_end_of_its_batch_reads_the_batch_from_its_newest(
+    simulator: Simulator, caller: Caller
+) -> None:
+    """A cursor is opaque, but one edited by hand (a position beyond its batch) reads that
+    batch from its newest tombstone instead of failing."""
+    seed_population(simulator.store, 30)
+    summary = await caller.call("jobs.cleanup", {"kind": "user"})
+    first = await deleted(caller, limit=1)
+    batch, _, _ = first["next_cursor"].partition(":")
+    page = await deleted(caller, cursor=f"{batch}:999999999", limit=1000)
+    assert [j["id"] for j in page["jobs"]] == summary["job_ids"][::-1]

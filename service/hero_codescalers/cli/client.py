@@ -358,6 +358,7 @@ def cleanup_status(run_id: str, follow: bool, output: str | None, socket: Path |
 @click.option("--run-id", help="Only jobs deleted by this run (see cleanup-history).")
 @click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
 @click.option("--cursor", help="next_cursor from the previous page.")
+@output_option
 @socket_option
 def jobs_deleted(
     job_id: int | None,
@@ -369,6 +370,7 @@ def jobs_deleted(
     run_id: str | None,
     limit: int,
     cursor: str | None,
+    output: str | None,
     socket: Path | None,
 ) -> None:
     """What happened to a job: the jobs real cleanups deleted, newest first (admin).
@@ -388,6 +390,8 @@ def jobs_deleted(
             limit=limit,
             cursor=cursor,
         ),
+        output=output,
+        table="deleted_table",
     )
 
 

@@ -119,6 +119,7 @@ Table = Literal[
     "policies_table",
     "cleanup_summary",
     "status_table",
+    "deleted_table",
 ]
 
 

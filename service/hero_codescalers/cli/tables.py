@@ -343,3 +343,35 @@ def status_table(status: Any) -> None:
         console().print(f"error: {status.error}", style="red")
     if status.summary is not None:
         cleanup_summary(status.summary)
+
+
+def deleted_table(result: Any) -> None:
+    """`jobs-deleted`: one row per deleted job, newest first: the job as the run listed
+    it, the run that deleted it and when (its tags and context in --output json)."""
+    grid = table(
+        "ID",
+        "DELETED",
+        "RUN",
+        "STATUS",
+        "KIND",
+        "ACTOR",
+        "TARGET",
+        "FINISHED",
+        "ACTION",
+        numbers=("ID",),
+        keys=("DELETED", "RUN", "STATUS", "FINISHED"),
+    )
+    for job in result.jobs:
+        grid.add_row(
+            str(job.id),
+            short(job.deleted_at_ms),
+            job.run_id,
+            job.status or "-",
+            job.kind or "-",
+            job.actor or "-",
+            job.target or "-",
+            short(job.finished_at_ms),
+            job.action_id,
+        )
+    console().print(grid)
+    _next_page(result, "jobs", "jobs-deleted")

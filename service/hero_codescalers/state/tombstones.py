@@ -158,7 +158,7 @@ def page(
     required = set(tags)
     result = Page()
     for seq, run, deleted_at_ms, size, indexed, blob in batches:
-        start = cursor[1] if cursor is not None and seq == cursor[0] else size
+        start = min(cursor[1], size) if cursor is not None and seq == cursor[0] else size
         ids = _ids(blob)
         positions = [p for p in range(start - 1, -1, -1) if job_id is None or ids[p] == job_id]
         if not positions:
