@@ -413,7 +413,8 @@ async def test_on_a_terminal_jobs_deleted_is_a_table(
         cells = row.split()
         assert (cells[0], cells[2], cells[4]) == (str(job_id), summary["run_id"], "user")
     page = await deleted(caller, limit=2)
-    assert rows[3] == f"2 jobs; next page: hero_codescalers jobs-deleted --cursor {page['next_cursor']}"
+    following = f"hero_codescalers jobs-deleted --cursor {page['next_cursor']}"
+    assert rows[3] == f"2 jobs; next page: {following}"
     code, screen = await on_terminal("jobs-deleted", "--limit", "2", "-o", "json", "--socket", sock)
     assert (code, json.loads(screen)) == (0, page)
 

@@ -13,7 +13,7 @@ job. A batch row holds the job ids (`ids`: 8 bytes each, little-endian, read
 without the rest) and their other fields as one JSON list (`data`: `FIELDS` a
 job), and, for the reads, its id range (`first_id`, `last_id`), `run_id` and
 `deleted_at_ms` (the time of its checkpoint), each indexed. Writing a batch
-costs the cleanup about 4,000 machine instructions a job, 8% of its own
+costs the cleanup about 3,200 machine instructions a job, 6% of its own
 (see the README's "Speed").
 
 The tags are indexed when first read, not written: `tombstone_tags` lists each
