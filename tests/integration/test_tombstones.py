@@ -372,7 +372,7 @@ async def test_the_cli_asks_what_happened_to_a_job(
     assert (code, err) == (0, "")
     [job] = json.loads(out)["jobs"]
     assert (job["id"], job["kind"], job["run_id"]) == (some, "user", summary["run_id"])
-    args = ["--kind", "user", "--run-id", summary["run_id"], "--deleted-after-ms", "0"]
+    args = ["--kind", "user", "--run-id", summary["run_id"], "--deleted-after", "1h"]
     code, out, _ = await cli("jobs-deleted", *args, "--limit", "2", "--socket", sock)
     page = json.loads(out)
     assert [j["id"] for j in page["jobs"]] == summary["job_ids"][::-1][:2]
@@ -430,3 +430,27 @@ async def test_a_cursor_past_the_end_of_its_batch_reads_the_batch_from_its_newes
     batch, _, _ = first["next_cursor"].partition(":")
     page = await deleted(caller, cursor=f"{batch}:999999999", limit=1000)
     assert [j["id"] for j in page["jobs"]] == summary["job_ids"][::-1]
+
+
+async def test_the_cli_window_takes_times_and_durations_ago(
+    simulator: Simulator, service: Service, caller: Caller
+) -> None:
+    """--deleted-after 1h finds the jobs deleted just now, --deleted-before 1h none of
+    them, nor --deleted-after a day to come; on a terminal, no match says where a tombstone
+    would have come from."""
+    seed_population(simulator.store, 30)
+    summary = await caller.call("jobs.cleanup", {"kind": "user"})
+    sock = str(service.socket)
+    code, out, _ = await cli("jobs-deleted", "--deleted-after", "1h", "--socket", sock)
+    assert code == 0
+    assert [j["id"] for j in json.loads(out)["jobs"]] == summary["job_ids"][::-1]
+    for window in (["--deleted-before", "1h"], ["--deleted-after", "2999-01-01"]):
+        code, out, _ = await cli("jobs-deleted", *window, "--socket", sock)
+        assert (code, json.loads(out)) == (0, {"jobs": [], "next_cursor": None}), window
+    code, screen = await on_terminal("jobs-deleted", "--deleted-before", "1h", "--socket", sock)
+    assert code == 0
+    said = (
+        "no deleted job matches: a job has a tombstone once a real cleanup of this service "
+        "deleted it, for as long as that run is in the history"
+    )
+    assert " ".join(screen.split()) == said

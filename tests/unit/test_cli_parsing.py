@@ -6,12 +6,13 @@ import json
 import re
 import subprocess
 import sys
+from datetime import datetime
 
 import pytest
 from click.testing import CliRunner
 
 from hero_codescalers.cli import main
-from hero_codescalers.cli.options import parse_duration_ms
+from hero_codescalers.cli.options import parse_duration_ms, parse_when_ms
 from hero_codescalers.cli.output import render_json
 
 
@@ -37,6 +38,49 @@ def test_bad_durations_are_refused(text: str) -> None:
     """Anything else is not a duration."""
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration_ms(text)
+
+
+NOW_MS = 1_796_083_200_000  # 2026-12-01T00:00Z
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        ("90s", NOW_MS - 90_000),
+        ("15m", NOW_MS - 900_000),
+        ("7d", NOW_MS - 7 * 86_400_000),
+        ("250ms", NOW_MS - 250),
+        ("0s", NOW_MS),
+        ("99999d", 0),
+        ("2026-12-01T00:00Z", NOW_MS),
+        ("2026-12-01T02:00:00+02:00", NOW_MS),
+        ("2026-11-30T23:59:59.5Z", NOW_MS - 500),
+        ("2026-12-01", int(datetime(2026, 12, 1).astimezone().timestamp() * 1000)),
+        ("2026-12-01T14:00", int(datetime(2026, 12, 1, 14).astimezone().timestamp() * 1000)),
+    ],
+)
+def test_moments(text: str, ms: int) -> None:
+    """A duration with its unit is that long before now; an ISO 8601 time is that moment,
+    local unless it says its offset; nothing is before the epoch."""
+    assert parse_when_ms(text, now_ms=NOW_MS) == ms
+
+
+@pytest.mark.parametrize("text", ["", "7", "2026", "-1d", "1w", "yesterday", "2026-13-01"])
+def test_bad_moments_are_refused(text: str) -> None:
+    """A bare number (milliseconds? a year?), a negative or unknown unit, a word or an
+    impossible date is neither."""
+    with pytest.raises(ValueError, match="is neither a time like 2026-12-01"):
+        parse_when_ms(text, now_ms=NOW_MS)
+
+
+def test_bad_moment_is_a_usage_error() -> None:
+    """`jobs-deleted --deleted-after yesterday` exits 2 naming the option, before any call."""
+    result = CliRunner().invoke(
+        main, ["jobs-deleted", "--deleted-after", "yesterday", "--socket", "/nonexistent"]
+    )
+    assert result.exit_code == 2
+    assert "--deleted-after" in result.output
+    assert "'yesterday' is neither a time" in result.output
 
 
 def test_bad_duration_is_a_usage_error() -> None:

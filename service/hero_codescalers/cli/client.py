@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from ..models import KEEP_LAST_MAX, MAX_JOB_ID, MAX_JOBS_MAX, REASON_MAX_LENGTH, Outcome
-from .options import filter_options, socket_option
+from .options import When, filter_options, socket_option
 from .output import (
     EXIT_ANSWERED_ERROR,
     EXIT_CANCELLED,
@@ -344,17 +344,12 @@ def cleanup_status(run_id: str, follow: bool, output: str | None, socket: Path |
 @click.option("--target", help="Only jobs with this target (exact).")
 @click.option("--actor", help="Only jobs of this actor (exact).")
 @click.option(
-    "--deleted-after-ms",
-    type=click.IntRange(min=0),
-    metavar="MS",
-    help="Only jobs deleted at or after this time (milliseconds since the epoch).",
+    "--deleted-after",
+    type=When(),
+    help="Only jobs deleted at or after WHEN: 2026-12-01, 2026-12-01T14:00 (local time "
+    "unless it ends in Z or +HH:MM), or a duration ago: 90s, 15m, 12h, 7d.",
 )
-@click.option(
-    "--deleted-before-ms",
-    type=click.IntRange(min=0),
-    metavar="MS",
-    help="Only jobs deleted before this time (milliseconds since the epoch).",
-)
+@click.option("--deleted-before", type=When(), help="Only jobs deleted before WHEN.")
 @click.option("--run-id", help="Only jobs deleted by this run (see cleanup-history).")
 @click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
 @click.option("--cursor", help="next_cursor from the previous page.")
@@ -365,8 +360,8 @@ def jobs_deleted(
     kind: str | None,
     target: str | None,
     actor: str | None,
-    deleted_after_ms: int | None,
-    deleted_before_ms: int | None,
+    deleted_after: int | None,
+    deleted_before: int | None,
     run_id: str | None,
     limit: int,
     cursor: str | None,
@@ -384,8 +379,8 @@ def jobs_deleted(
             kind=kind,
             target=target,
             actor=actor,
-            deleted_after_ms=deleted_after_ms,
-            deleted_before_ms=deleted_before_ms,
+            deleted_after_ms=deleted_after,
+            deleted_before_ms=deleted_before,
             run_id=run_id,
             limit=limit,
             cursor=cursor,

@@ -2,15 +2,18 @@
 
 `--socket` of the client commands, their job filters (`--kind`, `--target`,
 `--actor`, `--older-than`, `--status`, `--finished-older-than`, `--include-kept`),
-the simulators' `--seed`, and the DURATION type (`90s`, `15m`, `12h`, `7d`) that
-`--older-than` and `--finished-older-than` take.
+the simulators' `--seed`, the DURATION type (`90s`, `15m`, `12h`, `7d`) that
+`--older-than` and `--finished-older-than` take, and the WHEN type (a date and
+time, or a duration ago) of `jobs-deleted --deleted-after` and `--deleted-before`.
 """
 
 from __future__ import annotations
 
 import re
+import time
 import typing
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,38 @@ class Duration(click.ParamType[int]):
             return value
         try:
             return parse_duration_ms(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+_AGO = re.compile(r"^(\d{1,15})(ms|s|m|h|d)$")
+
+
+def parse_when_ms(text: str, now_ms: int | None = None) -> int:
+    """A moment, in milliseconds since the epoch: a date and time in ISO 8601 (`2026-12-01`,
+    `2026-12-01T14:00`, local unless it gives its offset: `Z`, `+02:00`), or a duration
+    ago with its unit (`90s`, `15m`, `12h`, `7d`: that long before `now_ms`)."""
+    text = text.strip()
+    if match := _AGO.match(text):
+        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        return max(0, now - int(match.group(1)) * _UNIT_MS[match.group(2)])
+    try:
+        return max(0, int(datetime.fromisoformat(text).astimezone().timestamp() * 1000))
+    except (ValueError, OverflowError):  # not ISO 8601; a year out of the clock's range
+        raise ValueError(
+            f"{text!r} is neither a time like 2026-12-01 or 2026-12-01T14:00 "
+            "nor a duration ago like 90s, 15m, 12h or 7d"
+        ) from None
+
+
+class When(click.ParamType[int]):
+    name = "WHEN"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_when_ms(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 

@@ -347,7 +347,15 @@ def status_table(status: Any) -> None:
 
 def deleted_table(result: Any) -> None:
     """`jobs-deleted`: one row per deleted job, newest first: the job as the run listed
-    it, the run that deleted it and when (its tags and context in --output json)."""
+    it, the run that deleted it and when (its tags and context in --output json); for
+    none, where a tombstone would have come from."""
+    if not result.jobs and not result.next_cursor:
+        console().print(
+            "no deleted job matches: a job has a tombstone once a real cleanup of this "
+            "service deleted it, for as long as that run is in the history",
+            style="dim",
+        )
+        return
     grid = table(
         "ID",
         "DELETED",
