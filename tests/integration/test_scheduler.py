@@ -24,7 +24,9 @@ from hero_codescalers.retention.scheduler import (
     WallClock,
     jitter_ms,
 )
+from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator
+from hero_codescalers.state import RunStart, State
 
 from ..conftest import Caller, Service
 from .population import add_job
@@ -276,6 +278,52 @@ async def test_a_policy_meeting_a_manual_cleanup_is_skipped_and_retried_soon(
     ran = (await runs(caller, policy="users", outcome="ok"))[0]
     assert ran["started_at_ms"] == first + RETRY_MS
     assert schedulers.events[-1] == ("users", "scheduled")
+
+
+async def test_a_fire_that_another_process_lease_refuses_is_taken_back(
+    settings: Settings,
+    simulator: Simulator,
+    caller: Caller,
+    clock: ManualClock,
+    schedulers: Schedulers,
+) -> None:
+    """Another process sharing the state directory holds the lease when the policy is due:
+    its run is refused and recorded as `skipped`, retried RETRY_MS later, and its fire is
+    taken back (the policy did not run): a restart before the retry sees it never fired,
+    and one after an earlier fire sees that earlier one."""
+    seed(simulator, 4)
+    other = await State.open(settings.state_dir, lease_ttl_ms=3_600_000)
+    other.holder = "elsewhere pid:[1] 42 cafe"
+    try:
+        await other.begin(RunStart("0123456789abcdef", T0, False, {}))
+        p = policy(every="10m")
+        scheduler = await schedulers.start(p)
+        fire = await clock.next_sleep()
+        clock.move_to(fire)
+        assert await clock.next_sleep() == fire + 10 * MINUTE  # fired: due a period on
+        assert await clock.next_sleep() == fire + RETRY_MS  # refused: retried soon
+        await scheduler.join()
+        [skipped, held] = await runs(caller)
+        assert (skipped["outcome"], held["run_id"]) == ("skipped", "0123456789abcdef")
+        assert "another hero_codescalers process (pid 42 on elsewhere)" in skipped["error"]
+        assert scheduler.fired_ms("users") is None
+        assert await other.fires() == {}
+        await scheduler.stop()
+        await scheduler.join()
+
+        earlier = fire - 5 * MINUTE
+        await other.fired(p.name, earlier)
+        scheduler = await schedulers.start(p)  # a restart, after an earlier fire
+        again = await clock.next_sleep()
+        assert again == earlier + 10 * MINUTE
+        clock.move_to(again)
+        assert await clock.next_sleep() == again + 10 * MINUTE
+        assert await clock.next_sleep() == again + RETRY_MS
+        await scheduler.join()
+        assert await other.fires() == {p.name: earlier}
+        assert scheduler.fired_ms("users") == earlier
+    finally:
+        await other.close()
 
 
 async def test_a_policy_whose_last_run_still_goes_is_skipped(

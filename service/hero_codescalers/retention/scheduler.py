@@ -11,6 +11,8 @@ engine's `cleanup`, the same lock, lease and record as any run, the policy as th
 actor), so the scheduler goes on while it runs. A policy whose last run is still
 going, or that meets another cleanup, is skipped: logged, recorded as `skipped`,
 and tried again `RETRY_MS` later (or `every`, when shorter), not a whole `every`.
+A fire whose run another process's lease refuses is taken back: the policy did
+not run, so a restart before the retry does not count it.
 """
 
 from __future__ import annotations
@@ -251,7 +253,7 @@ class Scheduler:
             await self._skip(policy, now, dry_run, why)
             entry.due_ms = now + min(RETRY_MS, policy.every)
             return
-        entry.fired_ms = now
+        previous, entry.fired_ms = entry.fired_ms, now
         entry.due_ms = now + policy.every
         try:
             await self.engine.state.fired(policy.name, now)
@@ -259,14 +261,22 @@ class Scheduler:
             log.warning("policy_fire_unrecorded", policy=policy.name, error=exc.reason)
         if self.on_event is not None:
             self.on_event(policy.name, "scheduled")
-        entry.task = asyncio.create_task(self._scheduled(entry, dry_run, now))
+        entry.task = asyncio.create_task(self._scheduled(entry, dry_run, now, previous))
 
-    async def _scheduled(self, entry: _Entry, dry_run: bool, now: int) -> None:
-        """One scheduled run of the entry's policy, whatever it ends with."""
+    async def _scheduled(
+        self, entry: _Entry, dry_run: bool, now: int, previous: int | None
+    ) -> None:
+        """One scheduled run of the entry's policy, whatever it ends with; a run refused
+        by another process's lease takes its fire back (`previous`: the fire before)."""
         policy = entry.policy
         try:
             await self._cleanup(policy, dry_run)
         except CleanupRunning as exc:  # another process holds the lease
+            entry.fired_ms = previous
+            try:
+                await self.engine.state.unfire(policy.name, now, previous)
+            except StateUnavailable as unwritable:
+                log.warning("policy_fire_unrecorded", policy=policy.name, error=unwritable.reason)
             await self._skip(policy, now, dry_run, exc.detail)
             entry.due_ms = now + min(RETRY_MS, policy.every)
             self._wake.set()

@@ -276,6 +276,20 @@ def fired(connection: sqlite3.Connection, policy: str, at_ms: int) -> None:
     )
 
 
+def unfire(connection: sqlite3.Connection, policy: str, at_ms: int, previous: int | None) -> None:
+    """The fire of `policy` at `at_ms` did not run: its last fire is `previous` again
+    (none: never fired), unless another fire was persisted since."""
+    if previous is None:
+        connection.execute(
+            "DELETE FROM fires WHERE policy = ? AND fired_at_ms = ?", (policy, at_ms)
+        )
+    else:
+        connection.execute(
+            "UPDATE fires SET fired_at_ms = ? WHERE policy = ? AND fired_at_ms = ?",
+            (previous, policy, at_ms),
+        )
+
+
 # What -32011 tells of the run holding the single-cleanup lock (see errors.CleanupRunning).
 HOLDER_FIELDS = ("run_id", "started_at_ms", "peer_uid", "peer_pid", "policy", "background")
 

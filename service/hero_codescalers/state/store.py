@@ -229,6 +229,11 @@ class State:
         """Persist that `policy` fired at `at_ms` (before its run starts)."""
         await self.database.write(lambda c: runs.fired(c, policy, at_ms))
 
+    async def unfire(self, policy: str, at_ms: int, previous: int | None) -> None:
+        """Take back the fire of `policy` at `at_ms`, which did not run: its last fire is
+        `previous` again (None: never fired)."""
+        await self.database.write(lambda c: runs.unfire(c, policy, at_ms, previous))
+
     # the plans of dry runs (see plans.py) ---------------------------------------------
 
     async def save_plan(
