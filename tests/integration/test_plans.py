@@ -295,6 +295,7 @@ async def test_only_a_run_without_any_selection_sweeps_orphan_actions(
     """A bound or a plan is a selection: such a run leaves orphan actions to a run of
     everything (`ids` and `reason` select nothing)."""
     job = add_job(simulator.store)
+    params = dict(params)  # the parameter's own dict stays as it is, for the next run
     if params.pop("plan", False):
         params["plan_id"] = (await caller.call("jobs.cleanup", {"dry_run": True}))["plan_id"]
     orphan = put_orphan(simulator.store)

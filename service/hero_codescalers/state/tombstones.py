@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import sqlite3
 import struct
-import sys
-from array import array
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -54,12 +52,8 @@ class DeletedJobs(NamedTuple):
     fields: list[Any]
 
 
-def _ids(blob: bytes) -> array[int]:
-    ids = array("q")
-    ids.frombytes(blob)
-    if sys.byteorder == "big":
-        ids.byteswap()
-    return ids
+def _ids(blob: bytes) -> tuple[int, ...]:
+    return struct.unpack(f"<{len(blob) // 8}q", blob)
 
 
 def insert(
@@ -180,7 +174,7 @@ def page(
 class _Batch:
     """The tombstones of one batch, decoded."""
 
-    def __init__(self, connection: sqlite3.Connection, seq: int, ids: array[int]) -> None:
+    def __init__(self, connection: sqlite3.Connection, seq: int, ids: tuple[int, ...]) -> None:
         (data,) = connection.execute(
             "SELECT data FROM tombstone_batches WHERE seq = ?", (seq,)
         ).fetchone()
