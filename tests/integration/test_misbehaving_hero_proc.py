@@ -216,6 +216,30 @@ async def test_deletions_that_cannot_be_checked_stay_of_unknown_outcome(
     assert_accounted(summary)
 
 
+async def test_an_action_deletion_refused_outright_is_one_failure_named(
+    fake: FakeHeroProc, caller: Caller
+) -> None:
+    """action.delete answers a definite error (not "in use", not hero_proc's internal
+    error): the action is a failure at once, named with hero_proc's answer (not an outcome
+    to check); its jobs are deleted all the same."""
+    seed(fake, 2, kind="user")
+    seed(fake, 1, kind="service")
+    fake.bad.errors["action.delete"] = (-32050, "permission denied")
+    summary = await caller.call("jobs.cleanup", {})
+    assert summary["jobs_deleted"] == 3
+    assert (summary["actions_failed"], summary["actions_deleted"]) == (2, 0)
+    assert summary["actions_settled_gone"] == summary["actions_in_use"] == 0
+    assert sorted(summary["errors"]) == [
+        f"action {name}: hero_proc error -32050: permission denied"
+        for name in ("codescaler_service_service0", "codescaler_user_user0")
+    ]
+    assert {name for name, _ in fake.store.actions} == {
+        "codescaler_service_service0",
+        "codescaler_user_user0",
+    }
+    assert_accounted(summary)
+
+
 async def test_action_deletions_without_a_clear_answer_are_settled(
     fake: FakeHeroProc, caller: Caller
 ) -> None:

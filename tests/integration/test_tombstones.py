@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from hero_codescalers.cleanup.tally import Tally
 from hero_codescalers.errors import StateUnavailable
 from hero_codescalers.settings import Settings
 from hero_codescalers.simulator import Simulator, seed_population
@@ -119,8 +120,9 @@ async def test_a_job_whose_deletion_failed_or_was_gone_already_leaves_none(
     simulator: Simulator, service: Service, caller: Caller
 ) -> None:
     """A third of the deletions answered hero_proc's error at every try (the jobs still
-    there) and four jobs deleted by someone else first: only the jobs this run deleted
-    have a tombstone."""
+    there) and four jobs deleted by someone else first, on every page of 20: only the
+    jobs this run deleted have a tombstone."""
+    service.engine.page_size = 20
     seed_population(simulator.store, 90)
     ids = sorted(simulator.store.jobs)
     failing, gone = set(ids[::3]), set(ids[10:20:3]) - set(ids[::3])
@@ -454,3 +456,13 @@ async def test_the_cli_window_takes_times_and_durations_ago(
         "deleted it, for as long as that run is in the history"
     )
     assert " ".join(screen.split()) == said
+
+
+def test_a_page_whose_fields_are_not_its_matches_is_refused() -> None:
+    """The fields kept of a page are its matches' own, in their order: a page whose
+    outcomes do not line up with them is a fault of the service, not tombstones of
+    other jobs."""
+    tally = Tally(dry_run=False)
+    tally.page_fields = ["action", None, [], "succeeded", 1, 2]  # the fields of one job
+    with pytest.raises(RuntimeError, match=r"^the page's deletions are not its matches$"):
+        tally.job_outcomes([1, 2], [{"deleted": True}, {"deleted": True}])
