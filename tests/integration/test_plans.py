@@ -19,7 +19,7 @@ from hero_codescalers.tags import action_name, action_tags
 
 from ..conftest import Caller, Service
 from .population import DAY, add_job, assert_accounted
-from .test_state import running
+from .test_state import history, running
 
 HOUR = 3_600_000
 
@@ -140,6 +140,8 @@ async def test_a_plan_is_applied_once(
     assert error["data"]["reason"] == "applied"
     assert error["data"]["plan_id"] == plan
     assert error["data"]["run_id"] == first["run_id"]
+    [run] = [r for r in (await history(caller))["runs"] if r["run_id"] == first["run_id"]]
+    assert run["started_at_ms"] <= error["data"]["applied_at_ms"] <= run["finished_at_ms"]
     assert set(simulator.store.jobs) == {later}
     assert not [e for e in logs if e["event"] == "cleanup_started"]
 

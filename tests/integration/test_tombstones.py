@@ -272,6 +272,9 @@ async def test_reads_by_tag_index_the_batches_they_read(tmp_path: Path) -> None:
         await state.checkpoint("r1", {}, 0, deleted=[first])
         await state.checkpoint("r1", {}, 0, deleted=[second])
         assert tag_index(tmp_path) == ([(1, 0), (2, 0)], [])
+        found, _ = await state.tombstones(limit=10)
+        assert len(found) == 3
+        assert tag_index(tmp_path) == ([(1, 0), (2, 0)], [])  # a read without tags: none
         for _ in range(2):
             found, _ = await state.tombstones(limit=10, tags={"t7"})
             assert [(t["id"], t["context"], t["status"], t["tags"]) for t in found] == [
@@ -292,6 +295,26 @@ async def test_reads_by_tag_index_the_batches_they_read(tmp_path: Path) -> None:
             (2, ["codescaler", "t7"]),
             (1, ["codescaler", "x\x1fy"]),
         ]
+    finally:
+        await state.close()
+
+
+async def test_a_read_goes_on_past_a_batch_with_nothing_for_it(tmp_path: Path) -> None:
+    """Two batches whose id ranges overlap: a job of the older one, inside the newer one's
+    range, is found all the same; a page that ends on the first job of a batch is
+    followed by the next batch, not by the end."""
+    state = await State.open(tmp_path, lease_ttl_ms=60_000)
+    try:
+        fields = ["codescaler_user_a", None, ["codescaler"], "succeeded", 1, 2]
+        await state.begin(RunStart("r1", 1, False, {}))
+        await state.checkpoint("r1", {}, 0, deleted=[DeletedJobs([1, 3, 5], fields * 3)])
+        await state.checkpoint("r1", {}, 0, deleted=[DeletedJobs([2, 4, 6], fields * 3)])
+        found, _ = await state.tombstones(limit=10, job_id=3)
+        assert [t["id"] for t in found] == [3]
+        newer, cursor = await state.tombstones(limit=3)
+        assert [t["id"] for t in newer] == [6, 4, 2]
+        older, end = await state.tombstones(limit=3, cursor=cursor)
+        assert ([t["id"] for t in older], end) == ([5, 3, 1], None)
     finally:
         await state.close()
 

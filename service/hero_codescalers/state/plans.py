@@ -29,10 +29,8 @@ class Plan:
     """A plan that may be applied: its selection and its jobs."""
 
     plan_id: str
-    run_id: str | None  # the dry run that made it
     params: dict[str, Any]  # its selection, as jobs.cleanup's params
     created_at_ms: int  # when its age cutoffs were taken
-    expires_at_ms: int
     job_ids: frozenset[int]
 
 
@@ -53,7 +51,7 @@ def insert(
         (
             plan_id,
             run_id,
-            json.dumps(params, sort_keys=True),
+            json.dumps(params),
             created_at_ms,
             expires_at_ms,
             len(ids),
@@ -85,10 +83,8 @@ def read(connection: sqlite3.Connection, plan_id: str, now_ms: int) -> Plan:
     ids = connection.execute("SELECT job_id FROM plan_jobs WHERE plan_id = ?", (plan_id,))
     return Plan(
         plan_id=plan_id,
-        run_id=row["run_id"],
         params=json.loads(row["params"]),
         created_at_ms=row["created_at_ms"],
-        expires_at_ms=row["expires_at_ms"],
         job_ids=frozenset(job_id for (job_id,) in ids),
     )
 
