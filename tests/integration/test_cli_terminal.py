@@ -128,7 +128,7 @@ async def test_a_cleanup_on_a_terminal_prints_a_compact_summary(
     simulator: Simulator, service: Service
 ) -> None:
     """Counts, the first five ids and how many more, where the run is recorded, how to get
-    every id; not the JSON."""
+    every id, now and later (its tombstones); not the JSON."""
     jobs = [add_job(simulator.store, actor="alice") for _ in range(12)]
     sock = str(service.socket)
     code, screen = await on_terminal(
@@ -137,12 +137,15 @@ async def test_a_cleanup_on_a_terminal_prints_a_compact_summary(
     assert code == 0
     assert "Dry run, nothing changed: would delete 12 jobs and 1 codescaler action" in screen
     assert f"Jobs: {', '.join(map(str, jobs[:5]))} and 7 more" in screen
+    assert "jobs-deleted" not in screen  # a dry run deletes nothing
     code, screen = await on_terminal("jobs-cleanup", "--actor", "alice", "--socket", sock)
     assert code == 0
     assert "Deleted 12 of 12 matched jobs and 1 of 1 action in " in screen
     _, out, _ = await cli("cleanup-history", "--limit", "1", "--socket", sock)
     run_id = json.loads(out)["runs"][0]["run_id"]
     assert f"Recorded as run {run_id}: hero_codescalers cleanup-history" in screen
+    later = f"hero_codescalers jobs-deleted --run-id {run_id}"
+    assert f"What it deleted, any time later: {later}" in screen
     assert "Every id and error: --output json" in screen
     assert "job_ids" not in screen
     assert codescaler_jobs(simulator) == 0

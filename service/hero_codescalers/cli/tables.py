@@ -331,6 +331,9 @@ def _status_line(out: Console, s: Any) -> None:
 def _record_line(out: Console, s: Any) -> None:
     if s.run_id:
         out.print(f"Recorded as run {s.run_id}: hero_codescalers cleanup-history", style="dim")
+        if not s.dry_run and s.jobs_deleted:
+            later = f"hero_codescalers jobs-deleted --run-id {s.run_id}"
+            out.print(f"What it deleted, any time later: {later}", style="dim")
     out.print("Every id and error: --output json", style="dim")
 
 
