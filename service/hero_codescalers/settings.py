@@ -26,7 +26,7 @@
 | HERO_CODESCALERS_MAX_BATCH          | 100 (requests in one JSON-RPC batch)        |
 | HERO_CODESCALERS_SHUTDOWN_GRACE     | 30 (seconds to finish work on SIGTERM)      |
 | HERO_CODESCALERS_STATE_DIR          | ~/hero/var/hero_codescalers (state.db there)|
-| HERO_CODESCALERS_HISTORY_DAYS       | 90 (days a finished run stays in history)   |
+| HERO_CODESCALERS_HISTORY_DAYS       | 90 (days a run and its tombstones are kept) |
 | HERO_CODESCALERS_POLICIES           | (none: no scheduler) retention policies file|
 | HERO_CODESCALERS_POLICIES_DRY_RUN   | false (true: every policy run is a dry run) |
 | HERO_CODESCALERS_LOG_LEVEL          | info                                        |
@@ -103,7 +103,10 @@ class Settings(BaseSettings):
         default=DEFAULT_STATE_DIR, description="Directory of the state database (state.db)"
     )
     history_days: int = Field(
-        default=90, ge=1, le=36_500, description="days a finished run stays in the history"
+        default=90,
+        ge=1,
+        le=36_500,
+        description="days a finished run stays in the history, with its tombstones",
     )
     policies: Path | None = Field(
         default=None, description="Retention policies file (TOML); none: no scheduler"
