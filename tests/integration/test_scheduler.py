@@ -326,6 +326,49 @@ async def test_a_fire_that_another_process_lease_refuses_is_taken_back(
         await other.close()
 
 
+async def test_a_fire_that_cannot_be_taken_back_is_logged(
+    settings: Settings,
+    service: Service,
+    simulator: Simulator,
+    caller: Caller,
+    clock: ManualClock,
+    schedulers: Schedulers,
+) -> None:
+    """The lease refuses the run and the database then cannot take the fire back: a warning
+    names the policy and the reason, the scheduler forgets the fire all the same, and the
+    skip is recorded."""
+    seed(simulator, 2)
+    state = service.engine.state
+
+    async def unwritable(*args: Any, **kwargs: Any) -> None:
+        raise StateUnavailable(str(state.path), "disk I/O error")
+
+    state.unfire = unwritable  # type: ignore[method-assign]
+    other = await State.open(settings.state_dir, lease_ttl_ms=3_600_000)
+    other.holder = "elsewhere pid:[1] 42 cafe"
+    try:
+        await other.begin(RunStart("0123456789abcdef", T0, False, {}))
+        scheduler = await schedulers.start(policy(every="10m"))
+        fire = await clock.next_sleep()
+        with capture_logs() as logs:
+            clock.move_to(fire)
+            await clock.next_sleep()
+            assert await clock.next_sleep() == fire + RETRY_MS
+            await scheduler.join()
+        assert [e for e in logs if e["event"] == "policy_fire_unrecorded"] == [
+            {
+                "event": "policy_fire_unrecorded",
+                "log_level": "warning",
+                "policy": "users",
+                "error": "disk I/O error",
+            }
+        ]
+        assert scheduler.fired_ms("users") is None
+        assert [r["outcome"] for r in await runs(caller)] == ["skipped", None]
+    finally:
+        await other.close()
+
+
 async def test_a_policy_whose_last_run_still_goes_is_skipped(
     simulator: Simulator, caller: Caller, clock: ManualClock, schedulers: Schedulers
 ) -> None:
