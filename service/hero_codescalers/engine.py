@@ -2,18 +2,19 @@
 
 The engine knows hero_proc (through `HeroProcClient`), the tag scheme and the
 state database (through `State`), and nothing of HTTP or JSON-RPC. It owns the
-cleanup's lifecycle (one run at a time, in this process and across the
-processes of a state directory; a run that outlives a caller who leaves, or that
-no caller waits for (a background run); its log lines; its record, written
-before it deletes anything, checkpointed after each page and completed at its
-end; its status and its cancel), and hands the work to `cleanup/`; what a
-status says is in `progress.py`; the reads are in `reads.py`; submission and
-health are here.
+cleanup's lifecycle: one run at a time, in this process and across the
+processes of a state directory (the lock, the lease); a run that outlives a
+caller who leaves, or that no caller waits for (a background run); when a run
+must stop (`_halt`: shutdown, deadline, cancel, its record lost); its status
+and its cancel. It hands the work to `cleanup/`, the run's record and log lines
+to `record.py` (`Engine.record`, which also reads the records back), what a
+status says to `progress.py`, the reads to `reads.py`; submission and health
+are here.
 
-Above 350 lines because the lifecycle's steps (lock and lease, record, checkpoint,
-end, failure; a background start, a status, a cancel) read best beside each other:
-the retention scheduler starts runs through the same `cleanup`, and a cancel acts
-on the same run the checkpoints and `_halt` read, so they stay here.
+Above 350 lines because the lifecycle's steps (lock and lease, a foreground and
+a background start, the run's task, its halt, a status, a cancel) read best
+beside each other: the retention scheduler starts runs through the same
+`cleanup`, and a cancel acts on the same run that `_halt` reads.
 """
 
 from __future__ import annotations
@@ -25,50 +26,39 @@ import json
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from . import __version__, progress, reads
 from .cleanup import CleanupRun
-from .cleanup.tally import Tally
 from .errors import (
     CleanupRunning,
     HeroProcError,
     InvalidParams,
     NotFound,
-    PlanUnusable,
     RunFailed,
-    StateUnavailable,
 )
 from .heroproc import MAX_LIMIT, HeroProcClient
 from .models import (
     CleanupStarted,
     CleanupStatus,
     CleanupSummary,
-    DeletedJob,
-    DeletedResult,
     HealthResult,
     HeroProcHealth,
-    HistoryEntry,
-    HistoryResult,
     ListResult,
     StatsResult,
     SubmitResult,
-    without_ids,
 )
-from .progress import Ended, LiveRun
-from .state import Cancel, Kept, Plan, RunStart, State
-from .state.tombstones import DeletedJobs
-from .tags import SCOPE_TAG, Selector, action_name, action_tags, job_tags, labels
+from .progress import LiveRun
+from .record import Recorder, RunEnded, who
+from .state import Cancel, RunStart, State
+from .tags import Selector, action_name, action_tags, job_tags
 from .tuning import PLAN_LIFETIME_S
 
 log = structlog.get_logger(__name__)
 
 HEALTH_TIMEOUT = 1.0  # system.health answers within this, whatever hero_proc does (README)
-# Summary fields that hold one entry per job or action: counted, not logged.
-_LISTS = {"job_ids", "action_ids", "errors", "foreign_action_ids", "actions_in_use_ids"}
 # Ended background runs whose summary this process keeps for `jobs.cleanup_status`: the
 # last few (a summary holds every matched job's id: a million jobs are tens of MB).
 KEPT_RUNS = 3
@@ -78,20 +68,6 @@ CANCEL_WAIT_S = 5.0
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _entry(row: dict[str, Any]) -> HistoryEntry:
-    """A run's record as `jobs.cleanup_history` shows it."""
-    counts = row["counts"]
-    return HistoryEntry(
-        **{k: row[k] for k in HistoryEntry.model_fields if k in row},
-        **{k: counts[k] for k in HistoryEntry.model_fields if k in counts and k not in row},
-    )
-
-
-def _who(cancel: Cancel) -> dict[str, Any]:
-    """Who asked to cancel a run, as log fields."""
-    return {"by_uid": cancel.uid, "by_pid": cancel.pid}
 
 
 def _ended(task: asyncio.Task[Any], on_end: Callable[[], None] | None) -> None:
@@ -109,18 +85,6 @@ def input_hash(script: str, input_: Any) -> str:
         {"script": script, "input": input_}, sort_keys=True, separators=(",", ":")
     )
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class RunEnded:
-    """A cleanup run that ended, as the metrics see it."""
-
-    policy: str | None  # None: a caller's run
-    outcome: str
-    dry_run: bool
-    finished_at_ms: int
-    duration_ms: int
-    summary: CleanupSummary | None  # None when it failed as a whole
 
 
 class Engine:
@@ -141,10 +105,8 @@ class Engine:
         self.state = state
         self.page_size = min(page_size, MAX_LIMIT)
         self.deadline = deadline
-        self.history_days = history_days
         self._stopping = False
         self.clock = clock
-        self.on_run = on_run
         self.started_at = time.monotonic()
         self.run_ids: Callable[[], str] = lambda: secrets.token_hex(8)  # a run's id
         self.cancel_wait = CANCEL_WAIT_S  # seconds `cancel` waits for the run's end
@@ -152,7 +114,14 @@ class Engine:
         self._run: LiveRun | None = None  # the run holding the lock
         self._kept: dict[str, LiveRun] = {}  # ended background runs, oldest first
         self._detached: set[asyncio.Task[CleanupSummary]] = set()
-        self.plan_lifetime_ms = PLAN_LIFETIME_S * 1000
+        # A run's record and log lines, on the engine's clock (tests set it).
+        self.record = Recorder(
+            state,
+            clock=lambda: self.clock(),  # noqa: PLW0108 -- the clock as set at each call
+            on_run=on_run,
+            plan_lifetime_ms=PLAN_LIFETIME_S * 1000,
+            history_days=history_days,
+        )
 
     @property
     def cleanup_running(self) -> bool:
@@ -318,7 +287,7 @@ class Engine:
             fields["policy"] = start.policy
         if start.background:
             fields["background"] = True
-        await self._begin(run, fields)
+        await self.record.begin(run, fields)
         t0 = run.t0 = time.monotonic()
         log.info("cleanup_started", **fields, pushdown_tag=selector.pushdown, recorded=run.recorded)
         deadline = t0 + self.deadline
@@ -328,232 +297,38 @@ class Engine:
             dry_run=start.dry_run,
             page_size=self.page_size,
             halt=lambda: self._halt(deadline, run),
-            progress=(lambda tally: self._checkpoint(run, tally, fields)) if run.recorded else None,
+            progress=(lambda tally: self.record.checkpoint(run, tally, fields))
+            if run.recorded
+            else None,
             sweep_orphans=run.sweep_orphans and not start.dry_run,
             max_jobs=run.max_jobs,
         )
         tally = work.tally
         tally.plan_id = run.applying
-        renewal = asyncio.create_task(self._renew(run)) if run.recorded else None
+        renewal = asyncio.create_task(self.record.renew(run)) if run.recorded else None
         try:
             await work.run()
         except asyncio.CancelledError:
             # Cut short (the shutdown grace ran out): still leave the record.
             tally.complete = False
             tally.errors.append("cancelled: the shutdown grace ran out")
-            await self._finish(run, tally, t0, fields, "cancelled")
+            await self.record.finish(run, tally, t0, fields, "cancelled")
             raise
         except HeroProcError as exc:
-            await self._failed(run, tally, t0, fields, error=exc.detail, logger=log.error)
+            await self.record.failed(run, tally, t0, fields, error=exc.detail, logger=log.error)
             raise
         except Exception:
             # A fault of this service: the run still ends as every run does.
-            await self._failed(run, tally, t0, fields, error="internal error", logger=log.exception)
+            await self.record.failed(
+                run, tally, t0, fields, error="internal error", logger=log.exception
+            )
             raise RunFailed(tally.counts()) from None
         finally:
             if renewal is not None:
                 renewal.cancel()
         if run.plan_at_ms is not None and run.recorded:
-            await self._save_plan(run, tally, run.plan_at_ms)
-        return await self._finish(run, tally, t0, fields)
-
-    async def _save_plan(self, run: LiveRun, tally: Tally, at_ms: int) -> None:
-        """Keep a dry run's plan: its selection (cutoffs taken at `at_ms`) and the jobs it
-        matched. A database that cannot be written leaves the dry run without a plan
-        (`plan_id` null), logged."""
-        plan_id = secrets.token_hex(8)
-        expires = at_ms + self.plan_lifetime_ms
-        try:
-            await self.state.save_plan(
-                plan_id,
-                run_id=run.start.run_id,
-                params=run.start.params,
-                created_at_ms=at_ms,
-                expires_at_ms=expires,
-                job_ids=tally.job_ids,
-            )
-        except StateUnavailable as exc:
-            log.warning("cleanup_plan_not_kept", run_id=run.start.run_id, error=exc.reason)
-            return
-        tally.plan_id, tally.plan_expires_at_ms = plan_id, expires
-
-    async def _begin(self, run: LiveRun, fields: dict[str, Any]) -> None:
-        """Record the run before it does anything (`_record_start`), tell a background
-        run's starter how that went, and record a cancel asked meanwhile."""
-        try:
-            await self._record_start(run, fields)
-        except Exception as exc:
-            if run.begun is not None:
-                run.begun.set_exception(exc)
-            raise
-        if run.begun is not None:
-            run.begun.set_result(None)
-        if run.cancel is not None and run.recorded:
-            await self._record_cancel(run, run.cancel)
-
-    async def _record_start(self, run: LiveRun, fields: dict[str, Any]) -> None:
-        """Take the lease and write the run's record before it does anything. A real run
-        that cannot be recorded is refused (StateUnavailable); a dry run goes on unrecorded."""
-        try:
-            cut = await self.state.begin(run.start, applying=run.applying)
-        except PlanUnusable as exc:
-            log.warning("cleanup_refused", **fields, error=exc.detail)
-            raise
-        except StateUnavailable as exc:
-            if not run.start.dry_run:
-                log.warning("cleanup_refused", **fields, path=exc.path, error=exc.reason)
-                raise
-            log.warning("cleanup_not_recorded", **fields, path=exc.path, error=exc.reason)
-            return
-        except CleanupRunning as exc:
-            log.warning("cleanup_refused", **fields, error=exc.detail)
-            raise
-        run.recorded = True
-        for old in cut:
-            log.warning("cleanup_interrupted", run_id=old["run_id"], **old["counts"])
-
-    async def _checkpoint(self, run: LiveRun, tally: Tally, fields: dict[str, Any]) -> None:
-        """After each page: the run's counts so far in its record, with the tombstones of the
-        jobs it deleted, the lease renewed, a cancel asked through another process taken in."""
-        counts = tally.counts()
-        deleted = tally.take_deleted()
-        try:
-            kept = await self.state.checkpoint(
-                run.start.run_id, counts, len(tally.errors), tally.phase, deleted
-            )
-        except StateUnavailable as exc:
-            tally.give_back(deleted)  # tried again with the run's end
-            run.problem = f"the state database cannot be written ({exc.reason})"
-        else:
-            self._kept_up(run, kept)
-        log.info("cleanup_progress", run_id=run.start.run_id, **counts)
-
-    async def _renew(self, run: LiveRun) -> None:
-        """Renew the run's lease while it goes (a page may take longer than the lease), and
-        take in a cancel asked through another process."""
-        while run.problem is None:
-            await asyncio.sleep(self.state.lease_ttl_ms / 1000 / 3)
-            try:
-                self._kept_up(run, await self.state.watch(run.start.run_id))
-            except StateUnavailable as exc:
-                run.problem = f"the state database cannot be written ({exc.reason})"
-
-    def _kept_up(self, run: LiveRun, kept: Kept) -> None:
-        if not kept.held:
-            run.problem = "another process took the cleanup lease over"
-        if kept.cancel is not None and run.cancel is None:
-            run.cancel = kept.cancel
-            log.info("cleanup_cancel_requested", run_id=run.start.run_id, **_who(kept.cancel))
-
-    async def _failed(
-        self,
-        run: LiveRun,
-        tally: Tally,
-        t0: float,
-        fields: dict[str, Any],
-        *,
-        error: str,
-        logger: Callable[..., Any],
-    ) -> None:
-        duration = int((time.monotonic() - t0) * 1000)
-        counts = tally.counts()
-        logger("cleanup_failed", **fields, error=error, duration_ms=duration, **counts)
-        if run.applying is not None and run.recorded and not tally.job_ids:
-            # Failed before it matched any job: nothing of the plan was done, give it back.
-            try:
-                await self.state.unapply(run.applying, run.start.run_id)
-            except StateUnavailable as exc:
-                log.error("cleanup_plan_not_given_back", plan_id=run.applying, error=exc.reason)
-        await self._record_end(
-            run,
-            "error",
-            duration_ms=duration,
-            counts=counts,
-            errors_count=len(tally.errors),
-            deleted=tally.take_deleted(),
-            error=error,
-        )
-
-    async def _finish(
-        self,
-        run: LiveRun,
-        tally: Tally,
-        t0: float,
-        fields: dict[str, Any],
-        outcome: str | None = None,
-    ) -> CleanupSummary:
-        """Log the run's counts, complete its record, and summarise it. Its outcome, unless
-        given: `cancelled` when a caller's cancel stopped it short, `ok` when complete
-        without errors, else `partial`."""
-        duration = int((time.monotonic() - t0) * 1000)
-        summary = tally.summary(duration, run_id=run.start.run_id)
-        if outcome is None and run.cancel is not None and not summary.complete:
-            outcome = "cancelled"
-        if outcome is None:
-            outcome = "ok" if summary.complete and not summary.errors else "partial"
-        counts = summary.model_dump(
-            exclude=_LISTS | {"run_id", "dry_run", "ids_omitted"} | set(fields)
-        )
-        logger = log.info if outcome in ("ok", "partial") else log.warning
-        event = "cleanup_cancelled" if outcome == "cancelled" else "cleanup_finished"
-        logger(
-            event,
-            **fields,
-            **counts,
-            outcome=outcome,
-            errors=len(summary.errors),
-            passes=tally.passes,
-        )
-        await self._record_end(
-            run,
-            outcome,
-            duration_ms=duration,
-            counts=tally.counts(),
-            errors_count=len(summary.errors),
-            deleted=tally.take_deleted(),
-            summary=summary,
-        )
-        return summary
-
-    async def _record_end(
-        self,
-        run: LiveRun,
-        outcome: str,
-        *,
-        duration_ms: int,
-        counts: dict[str, int],
-        errors_count: int,
-        deleted: list[DeletedJobs],
-        error: str | None = None,
-        summary: CleanupSummary | None = None,
-    ) -> None:
-        start = run.start
-        if run.recorded:
-            try:
-                await self.state.finish(
-                    start.run_id,
-                    outcome=outcome,
-                    error=error,
-                    counts=counts,
-                    errors_count=errors_count,
-                    duration_ms=duration_ms,
-                    deleted=deleted,
-                )
-            except StateUnavailable as exc:
-                log.error(
-                    "cleanup_not_recorded",
-                    run_id=start.run_id,
-                    error=exc.reason,
-                    tombstones_lost=sum(len(batch.ids) for batch in deleted),
-                )
-        kept = summary if summary is None or run.ids else without_ids(summary)
-        run.end = Ended(outcome, error, counts, self.clock(), duration_ms, kept)
-        run.work = None  # its tally's lists: the summary has them
-        run.ended.set()
-        if self.on_run is not None:
-            self.on_run(
-                RunEnded(start.policy, outcome, start.dry_run, self.clock(), duration_ms, summary)
-            )
+            await self.record.save_plan(run, tally, run.plan_at_ms)
+        return await self.record.finish(run, tally, t0, fields)
 
     def stop(self) -> None:
         """Ask a running cleanup to stop (the service is shutting down): nothing more is
@@ -590,7 +365,7 @@ class Engine:
         if found is None:
             raise InvalidParams(
                 f"run_id: no cleanup run {run_id} in this service's memory or its history "
-                f"(finished runs are kept {self.history_days} days)"
+                f"(finished runs are kept {self.record.history_days} days)"
             )
         return found
 
@@ -627,101 +402,18 @@ class Engine:
         if run is None:
             found = await self._record_of(run_id)
             if found["outcome"] is None and await self.state.request_cancel(run_id, cancel):
-                log.info("cleanup_cancel_requested", run_id=run_id, **_who(cancel), here=False)
+                log.info("cleanup_cancel_requested", run_id=run_id, **who(cancel), here=False)
                 found = await self._record_of(run_id)
             return progress.of_record(found, self.clock())
         if run.end is None and run.cancel is None:
             run.cancel = cancel
-            log.info("cleanup_cancel_requested", run_id=run_id, **_who(cancel), here=True)
+            log.info("cleanup_cancel_requested", run_id=run_id, **who(cancel), here=True)
             if run.recorded:
-                await self._record_cancel(run, cancel)
+                await self.record.note_cancel(run, cancel)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.cancel_wait):
                 await run.ended.wait()
         return progress.of_run(run)
-
-    async def _record_cancel(self, run: LiveRun, cancel: Cancel) -> None:
-        try:
-            await self.state.request_cancel(run.start.run_id, cancel)
-        except StateUnavailable as exc:
-            log.warning("cleanup_cancel_not_recorded", run_id=run.start.run_id, error=exc.reason)
-
-    # the state database --------------------------------------------------------------
-
-    async def housekeep(self) -> None:
-        """Complete the runs of processes that ended under them (`interrupted`) and drop
-        the history older than `history_days`. A database that cannot be written is
-        logged, not fatal: reads and dry runs go on."""
-        try:
-            for old in await self.state.sweep():
-                log.warning("cleanup_interrupted", run_id=old["run_id"], **old["counts"])
-            pruned = await self.state.prune(self.history_days * 86_400_000)
-            plan_jobs, plans = await self.state.prune_plans(self.history_days * 86_400_000)
-        except StateUnavailable as exc:
-            log.warning(
-                "state_read_only",
-                path=exc.path,
-                error=exc.reason,
-                effect="real cleanups are refused (-32013); dry runs and reads go on",
-            )
-            return
-        if pruned:
-            log.info("history_pruned", runs=pruned, older_than_days=self.history_days)
-        if plan_jobs or plans:
-            log.info("plans_pruned", plan_jobs=plan_jobs, plans=plans)
-
-    async def plan(self, plan_id: str) -> Plan:
-        """The plan of a dry run, with its jobs; PlanUnusable when it cannot be applied."""
-        return await self.state.plan(plan_id)
-
-    async def history(
-        self,
-        *,
-        limit: int,
-        cursor: str | None = None,
-        outcome: str | None = None,
-        policy: str | None = None,
-        dry_run: bool | None = None,
-    ) -> HistoryResult:
-        """A page of recorded runs, newest first."""
-        found, next_cursor = await self.state.history(
-            limit=limit, cursor=cursor, outcome=outcome, policy=policy, dry_run=dry_run
-        )
-        return HistoryResult(runs=[_entry(row) for row in found], next_cursor=next_cursor)
-
-    async def deleted(
-        self,
-        *,
-        limit: int,
-        cursor: str | None = None,
-        job_id: int | None = None,
-        kind: str | None = None,
-        target: str | None = None,
-        actor: str | None = None,
-        deleted_after_ms: int | None = None,
-        deleted_before_ms: int | None = None,
-        run_id: str | None = None,
-    ) -> DeletedResult:
-        """A page of the tombstones of deleted jobs, newest first: those of job `job_id`,
-        deleted by `run_id`, with the tags a cleanup with `kind`, `target` and `actor`
-        selects, deleted in the time window; -32602 for a run the history does not hold."""
-        if run_id is not None and not await self.state.run_exists(run_id):
-            raise InvalidParams(f"run_id: no run {run_id!r} in the history")
-        selector = Selector.build(kind=kind, target=target, actor=actor)
-        found, next_cursor = await self.state.tombstones(
-            limit=limit,
-            cursor=cursor,
-            job_id=job_id,
-            run_id=run_id,
-            tags=selector.required - {SCOPE_TAG},
-            deleted_after_ms=deleted_after_ms,
-            deleted_before_ms=deleted_before_ms,
-        )
-        jobs = []
-        for row in found:
-            names = labels(row["tags"])
-            jobs.append(DeletedJob(**row, kind=names.kind, actor=names.actor, target=names.target))
-        return DeletedResult(jobs=jobs, next_cursor=next_cursor)
 
     # submit, list, stats, health ------------------------------------------------
 

@@ -333,7 +333,7 @@ async def jobs_cleanup_history(ctx: CallContext, params: HistoryParams) -> Histo
     whose process ended under it is `interrupted`, with the counts of its last
     checkpoint. Runs that finished more than HERO_CODESCALERS_HISTORY_DAYS ago are
     dropped."""
-    return await _services(ctx).engine.history(
+    return await _services(ctx).engine.record.history(
         limit=params.limit,
         cursor=params.cursor,
         outcome=params.outcome,
@@ -358,7 +358,7 @@ async def retention_list(ctx: CallContext, params: NoParams) -> RetentionListRes
     scheduler = services.scheduler
     views = []
     for name, policy in sorted(scheduler.policies.items()):
-        last = await services.engine.history(limit=1, policy=name)
+        last = await services.engine.record.history(limit=1, policy=name)
         views.append(
             PolicyView(
                 name=name,
@@ -429,7 +429,7 @@ async def cleanup_request(ctx: CallContext, params: CleanupParams) -> dict[str, 
                 f"plan_id: give it alone (with reason or ids), the plan holds its selection; "
                 f"not with {', '.join(others)}"
             )
-        plan = await engine.plan(params.plan_id)
+        plan = await engine.record.plan(params.plan_id)
         # The plan's own filters, their cutoffs as the dry run took them, on its jobs only.
         chosen = selector(ctx, CleanupParams.model_validate(plan.params), now=plan.created_at_ms)
         chosen = chosen.within(plan.job_ids)
@@ -542,7 +542,7 @@ async def jobs_deleted(ctx: CallContext, params: DeletedParams) -> DeletedResult
     Newest first, a page at a time: pass `next_cursor` back as `cursor`. Dry runs leave
     none; a job already gone when the run came leaves none (someone else deleted it).
     Tombstones are kept as long as the run that wrote them (HERO_CODESCALERS_HISTORY_DAYS)."""
-    return await _services(ctx).engine.deleted(
+    return await _services(ctx).engine.record.deleted(
         limit=params.limit,
         cursor=params.cursor,
         job_id=params.id,

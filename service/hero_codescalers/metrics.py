@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from .logs import Throttled
 
 if TYPE_CHECKING:
-    from .engine import RunEnded
+    from .record import RunEnded
 
 MANUAL = "manual"  # the `policy` label of the runs callers asked for
 

@@ -164,7 +164,7 @@ async def _services(
                 clock=clock,
                 on_run=metrics.observe_run,
             )
-            await engine.housekeep()
+            await engine.record.housekeep()
             for run in await state.last_finished():
                 metrics.last_run(
                     run["policy"], run["outcome"], run["finished_at_ms"], run["duration_ms"]
@@ -216,7 +216,7 @@ async def _housekeeping(engine: Engine) -> None:
     """The history's retention and the sweep of interrupted runs, every interval."""
     while True:
         await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
-        await engine.housekeep()
+        await engine.record.housekeep()
 
 
 _REQUEST_IDS = itertools.count(1)

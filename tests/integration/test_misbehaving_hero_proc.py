@@ -794,7 +794,7 @@ async def test_a_cleanup_goes_on_when_its_caller_goes_away(
     release.set()
     await engine.idle()
     assert not fake.store.jobs
-    [run] = (await engine.history(limit=10)).runs
+    [run] = (await engine.record.history(limit=10)).runs
     assert run.outcome == "ok"
     assert run.jobs_deleted == 20
 
