@@ -114,14 +114,15 @@ class CleanupRunning(Error):
 
 
 class StateUnavailable(Error):
-    """The state database cannot be written (read-only, disk full, locked too long):
-    `data.path` is its file, `data.reason` what SQLite said."""
+    """The state database cannot be written (read-only, disk full, locked too long), or
+    read (an I/O error, a damaged file): `data.path` is its file, `data.reason` what
+    SQLite said."""
 
     code = STATE_UNAVAILABLE
     message = "State database unavailable"
 
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"the state database {path} cannot be written: {reason}")
+    def __init__(self, path: str, reason: str, doing: str = "written") -> None:
+        super().__init__(f"the state database {path} cannot be {doing}: {reason}")
         self.path = path
         self.reason = reason
 
@@ -273,8 +274,9 @@ DOCUMENTED: dict[int, tuple[str, str, str]] = {
         "StateUnavailable",
         "State database unavailable",
         "The state database cannot be written (read-only, disk full): a real cleanup is "
-        "refused rather than run without a record; dry runs and reads go on. `data.path` is "
-        "the file, `data.reason` why.",
+        "refused rather than run without a record; dry runs and reads go on. Or it cannot be "
+        "read (an I/O error, a damaged file): the history, a run's status and the tombstones "
+        "cannot be answered. `data.path` is the file, `data.reason` why.",
     ),
     PLAN_UNUSABLE: (
         "PlanUnusable",

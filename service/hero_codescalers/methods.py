@@ -322,7 +322,7 @@ async def jobs_cleanup(ctx: CallContext, params: CleanupParams) -> CleanupSummar
     "jobs.cleanup_history",
     summary="The recorded cleanup runs: who, when, why, what, result (admin)",
     admin=True,
-    errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED),
+    errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED, e.STATE_UNAVAILABLE),
     examples=ex.HISTORY,
 )
 async def jobs_cleanup_history(ctx: CallContext, params: HistoryParams) -> HistoryResult:
@@ -488,7 +488,7 @@ async def jobs_cleanup_start(ctx: CallContext, params: CleanupParams) -> Cleanup
     "jobs.cleanup_status",
     summary="Where a cleanup run stands: phase, counts, rate, time left, summary (admin)",
     admin=True,
-    errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED),
+    errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED, e.STATE_UNAVAILABLE),
     examples=ex.CLEANUP_STATUS,
 )
 async def jobs_cleanup_status(ctx: CallContext, params: RunParams) -> CleanupStatus:
@@ -507,7 +507,7 @@ async def jobs_cleanup_status(ctx: CallContext, params: RunParams) -> CleanupSta
     summary="Stop a cleanup run at its next step; its partial summary (admin)",
     admin=True,
     mutates=True,
-    errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED),
+    errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED, e.STATE_UNAVAILABLE),
     examples=ex.CLEANUP_CANCEL,
 )
 async def jobs_cleanup_cancel(ctx: CallContext, params: RunParams) -> CleanupStatus:
@@ -528,7 +528,7 @@ async def jobs_cleanup_cancel(ctx: CallContext, params: RunParams) -> CleanupSta
     "jobs.deleted",
     summary="What happened to a job: the tombstones of the jobs cleanups deleted (admin)",
     admin=True,
-    errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED),
+    errors=(e.INVALID_PARAMS, e.ADMIN_REQUIRED, e.STATE_UNAVAILABLE),
     examples=ex.DELETED,
 )
 async def jobs_deleted(ctx: CallContext, params: DeletedParams) -> DeletedResult:

@@ -489,3 +489,27 @@ def test_a_page_whose_fields_are_not_its_matches_is_refused() -> None:
     tally.page_fields = ["action", None, [], "succeeded", 1, 2]  # the fields of one job
     with pytest.raises(RuntimeError, match=r"^the page's deletions are not its matches$"):
         tally.job_outcomes([1, 2], [{"deleted": True}, {"deleted": True}])
+
+
+class _Unreadable:
+    """A connection whose every statement meets a disk I/O error."""
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        raise sqlite3.OperationalError("disk I/O error")
+
+
+@pytest.mark.parametrize("method", ["jobs.deleted", "jobs.cleanup_history"])
+async def test_a_state_database_that_cannot_be_read_is_named(
+    service: Service, caller: Caller, method: str
+) -> None:
+    """A read that meets an I/O error answers -32013 with the file and SQLite's reason, not
+    an internal error; the service goes on (its health answers)."""
+    database = service.engine.state.database
+    connection, database._connection = database._connection, _Unreadable()  # type: ignore[assignment]
+    try:
+        err = await caller.error(method, {})
+    finally:
+        database._connection = connection
+    assert (err["code"], err["message"]) == (-32013, "State database unavailable")
+    assert err["data"] == {"path": str(database.path), "reason": "disk I/O error"}
+    assert (await caller.call("system.health", {}))["version"]

@@ -142,7 +142,9 @@ class ServerBusy(RpcError):
 class StateUnavailable(RpcError):
     """-32013 State database unavailable: The state database cannot be written (read-only, disk
     full): a real cleanup is refused rather than run without a record; dry runs and reads
-    go on. `data.path` is the file, `data.reason` why.
+    go on. Or it cannot be read (an I/O error, a damaged file): the history, a run's
+    status and the tombstones cannot be answered. `data.path` is the file, `data.reason`
+    why.
     """
 
     CODE = -32013

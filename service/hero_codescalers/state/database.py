@@ -100,7 +100,8 @@ class Database:
         return cls(path, await _in_thread(_connect, directory, path))
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await _in_thread(self._serial, fn, self._connection)
+        """`fn` on the connection; StateUnavailable when the database cannot be read."""
+        return await _in_thread(self._serial, _read, self.path, self._connection, fn)
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """`fn` in one transaction; StateUnavailable when the database cannot be written."""
@@ -112,6 +113,13 @@ class Database:
 
     async def close(self) -> None:
         await _in_thread(self._serial, self._connection.close)
+
+
+def _read(path: Path, connection: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    try:
+        return fn(connection)
+    except sqlite3.Error as exc:
+        raise StateUnavailable(str(path), str(exc), "read") from None
 
 
 def _transaction(
