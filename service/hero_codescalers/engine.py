@@ -26,6 +26,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -85,6 +86,29 @@ def input_hash(script: str, input_: Any) -> str:
         {"script": script, "input": input_}, sort_keys=True, separators=(",", ":")
     )
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CleanupRequest:
+    """What a cleanup is asked: its selection, its params as recorded, who asks and why
+    (a policy's name for its runs), and what it does besides its selection: the
+    orphan-action sweep, a bound on the jobs it matches (`max_jobs`), the time its
+    cutoffs were taken (`plan_at_ms`: a dry run writes its plan, the params and the
+    jobs it matched), the plan a real run applies (`applying`: its selector `within`
+    the plan's jobs; marked applied as the run is recorded, PlanUnusable when it
+    cannot be)."""
+
+    selector: Selector
+    dry_run: bool
+    params: dict[str, Any]
+    reason: str | None = None
+    peer_uid: int | None = None
+    peer_pid: int | None = None
+    policy: str | None = None
+    sweep_orphans: bool = False
+    max_jobs: int | None = None
+    plan_at_ms: int | None = None
+    applying: str | None = None
 
 
 class Engine:
@@ -149,53 +173,17 @@ class Engine:
             background=start.background,
         )
 
-    async def cleanup(
-        self,
-        selector: Selector,
-        *,
-        dry_run: bool,
-        params: dict[str, Any],
-        reason: str | None = None,
-        peer_uid: int | None = None,
-        peer_pid: int | None = None,
-        policy: str | None = None,
-        sweep_orphans: bool = False,
-        max_jobs: int | None = None,
-        plan_at_ms: int | None = None,
-        applying: str | None = None,
-    ) -> CleanupSummary:
+    async def cleanup(self, request: CleanupRequest) -> CleanupSummary:
         """Run one cleanup; CleanupRunning at once if another one holds the lock (in this
         process, or the lease in another), StateUnavailable for a real run when the state
-        database cannot be written (nothing is deleted without a record).
-
-        `max_jobs` bounds the jobs it matches. A dry run given `plan_at_ms` (the time its
-        selector's cutoffs were taken) writes its plan: `params` and the jobs it matched.
-        `applying` is the plan a real run applies (its selector `within` the plan's jobs):
-        marked applied as the run is recorded, PlanUnusable when it cannot be.
+        database cannot be written (nothing is deleted without a record). What it does is
+        `request` (see `CleanupRequest`).
 
         The run is its own task: if the caller goes away (its call is cancelled), the
         run goes on to its end or its deadline and is recorded. Only the service's
         shutdown (after `stop`) cancels it.
         """
-        _, task = await self._launch(
-            selector,
-            LiveRun(
-                RunStart(
-                    run_id=self.run_ids(),
-                    started_at_ms=self.clock(),
-                    dry_run=dry_run,
-                    params=params,
-                    reason=reason,
-                    policy=policy,
-                    peer_uid=peer_uid,
-                    peer_pid=peer_pid,
-                ),
-                sweep_orphans=sweep_orphans,
-                max_jobs=max_jobs,
-                plan_at_ms=plan_at_ms if dry_run else None,
-                applying=applying,
-            ),
-        )
+        _, task = await self._launch(request)
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -208,62 +196,53 @@ class Engine:
 
     async def start(
         self,
-        selector: Selector,
+        request: CleanupRequest,
         *,
-        dry_run: bool,
-        params: dict[str, Any],
-        reason: str | None = None,
-        peer_uid: int | None = None,
-        peer_pid: int | None = None,
-        sweep_orphans: bool = False,
-        max_jobs: int | None = None,
-        plan_at_ms: int | None = None,
-        applying: str | None = None,
         ids: bool = True,
         on_end: Callable[[], None] | None = None,
     ) -> CleanupStarted:
-        """Start one cleanup in the background (the params of `cleanup`): answered once its
+        """Start one cleanup in the background (the request of `cleanup`): answered once its
         record is written (the errors of `cleanup` before it deletes anything are raised
         here), it goes on to its end or its deadline, followed with `status` and stopped
         with `cancel`. Without `ids` its summary keeps no id lists. `on_end` is called
         when it has ended, however it ends."""
-        run, task = await self._launch(
-            selector,
-            LiveRun(
-                RunStart(
-                    run_id=self.run_ids(),
-                    started_at_ms=self.clock(),
-                    dry_run=dry_run,
-                    params=params,
-                    reason=reason,
-                    peer_uid=peer_uid,
-                    peer_pid=peer_pid,
-                    background=True,
-                ),
-                sweep_orphans=sweep_orphans,
-                max_jobs=max_jobs,
-                plan_at_ms=plan_at_ms if dry_run else None,
-                applying=applying,
-                ids=ids,
-            ),
-        )
+        run, task = await self._launch(request, background=True, ids=ids)
         task.add_done_callback(lambda done: _ended(done, on_end))
         if run.begun is not None:  # always, for a background run
             await asyncio.shield(run.begun)  # a caller gone meanwhile leaves the run going
         return CleanupStarted(run_id=run.start.run_id, started_at_ms=run.start.started_at_ms)
 
     async def _launch(
-        self, selector: Selector, run: LiveRun
+        self, request: CleanupRequest, *, background: bool = False, ids: bool = True
     ) -> tuple[LiveRun, asyncio.Task[CleanupSummary]]:
-        """Take this process's lock (CleanupRunning at once if another run holds it) and
-        start the run as a task of its own, which releases the lock when it ends."""
+        """The run of `request`, once this process's lock is taken (CleanupRunning at once
+        if another run holds it), started as a task of its own, which releases the lock
+        when it ends."""
+        run = LiveRun(
+            RunStart(
+                run_id=self.run_ids(),
+                started_at_ms=self.clock(),
+                dry_run=request.dry_run,
+                params=request.params,
+                reason=request.reason,
+                policy=request.policy,
+                peer_uid=request.peer_uid,
+                peer_pid=request.peer_pid,
+                background=background,
+            ),
+            sweep_orphans=request.sweep_orphans,
+            max_jobs=request.max_jobs,
+            plan_at_ms=request.plan_at_ms if request.dry_run else None,
+            applying=request.applying,
+            ids=ids,
+        )
         if self._cleanup_lock.locked():
             raise self.running_error()
         await self._cleanup_lock.acquire()
-        if run.start.background:
+        if background:
             run.begun = asyncio.get_running_loop().create_future()
         self._run = run
-        task = asyncio.create_task(self._cleanup(run, selector))
+        task = asyncio.create_task(self._cleanup(run, request.selector))
         # Released when the run's task ends, however it ends (even cancelled unstarted).
         task.add_done_callback(lambda _: self._release(run))
         return run, task

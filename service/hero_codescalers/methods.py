@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from . import errors as e
 from . import examples as ex
-from .engine import Engine
+from .engine import CleanupRequest, Engine
 from .metrics import Metrics
 from .models import (
     CleanupParams,
@@ -311,7 +311,7 @@ async def jobs_cleanup(ctx: CallContext, params: CleanupParams) -> CleanupSummar
     services = _services(ctx)
     request = await cleanup_request(ctx, params)
     try:
-        summary = await services.engine.cleanup(**request)
+        summary = await services.engine.cleanup(request)
     finally:
         if not params.dry_run:
             services.changed()
@@ -412,7 +412,7 @@ async def retention_run(ctx: CallContext, params: RetentionRunParams) -> Cleanup
             services.changed()
 
 
-async def cleanup_request(ctx: CallContext, params: CleanupParams) -> dict[str, Any]:
+async def cleanup_request(ctx: CallContext, params: CleanupParams) -> CleanupRequest:
     """What `jobs.cleanup` and `jobs.cleanup_start` ask of the engine, alike: the
     selection (a plan's, when `plan_id` is given: PlanUnusable when it cannot be
     applied), the params as recorded, who asks, whether the run ends with the
@@ -436,18 +436,18 @@ async def cleanup_request(ctx: CallContext, params: CleanupParams) -> dict[str, 
         applying = plan.plan_id
     else:
         chosen = selector(ctx, params, now=now)
-    return {
-        "selector": chosen,
-        "dry_run": params.dry_run,
-        "params": given,
-        "reason": params.reason,
-        "peer_uid": ctx.peer.uid,
-        "peer_pid": ctx.peer.pid,
-        "sweep_orphans": not set(given) - {"include_kept"},
-        "max_jobs": params.max_jobs,
-        "plan_at_ms": now,
-        "applying": applying,
-    }
+    return CleanupRequest(
+        chosen,
+        dry_run=params.dry_run,
+        params=given,
+        reason=params.reason,
+        peer_uid=ctx.peer.uid,
+        peer_pid=ctx.peer.pid,
+        sweep_orphans=not set(given) - {"include_kept"},
+        max_jobs=params.max_jobs,
+        plan_at_ms=now,
+        applying=applying,
+    )
 
 
 @registry.method(
@@ -478,7 +478,7 @@ async def jobs_cleanup_start(ctx: CallContext, params: CleanupParams) -> Cleanup
     services = _services(ctx)
     request = await cleanup_request(ctx, params)
     on_end = None if params.dry_run else services.changed
-    started = await services.engine.start(**request, ids=params.ids, on_end=on_end)
+    started = await services.engine.start(request, ids=params.ids, on_end=on_end)
     if on_end is not None:
         on_end()
     return started

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from hero_codescalers.engine import CleanupRequest
 from hero_codescalers.heroproc import MAX_ID
 from hero_codescalers.logs import merge_call
 from hero_codescalers.settings import Settings
@@ -785,7 +786,9 @@ async def test_a_cleanup_goes_on_when_its_caller_goes_away(
             await release.wait()
 
     fake.hooks.append(hold_second_page)
-    call = asyncio.create_task(engine.cleanup(Selector.build(), dry_run=False, params={}))
+    call = asyncio.create_task(
+        engine.cleanup(CleanupRequest(Selector.build(), dry_run=False, params={}))
+    )
     await entered.wait()
     call.cancel()
     with pytest.raises(asyncio.CancelledError):

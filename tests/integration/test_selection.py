@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from hero_codescalers.engine import CleanupRequest
 from hero_codescalers.logs import merge_call
 from hero_codescalers.simulator import Faults, Simulator, seed_population
 from hero_codescalers.tags import Selector
@@ -422,11 +423,15 @@ async def test_a_policy_selector_leaves_active_and_kept_jobs(
     made = {s: add_job(store, status=s) for s in (*TERMINAL, "pending", "running")}
     kept = add_job(store, status="failed", kept=True)
     engine = clocked.engine
-    summary = await engine.cleanup(Selector.for_policy(), dry_run=False, params={}, policy="p")
+    summary = await engine.cleanup(
+        CleanupRequest(Selector.for_policy(), dry_run=False, params={}, policy="p")
+    )
     assert sorted(summary.job_ids) == sorted(made[s] for s in TERMINAL)
     assert set(store.jobs) == {made["pending"], made["running"], kept}
     summary = await engine.cleanup(
-        Selector.for_policy(statuses=["running"]), dry_run=False, params={}, policy="p"
+        CleanupRequest(
+            Selector.for_policy(statuses=["running"]), dry_run=False, params={}, policy="p"
+        )
     )
     assert summary.job_ids == [made["running"]]
     assert set(store.jobs) == {made["pending"], kept}

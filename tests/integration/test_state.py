@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from hero_codescalers.engine import CleanupRequest
 from hero_codescalers.errors import CleanupRunning, StateUnavailable
 from hero_codescalers.listener import listen
 from hero_codescalers.settings import Settings
@@ -276,7 +277,9 @@ async def test_history_pages_newest_first_and_filters(
     partial = await caller.call("jobs.cleanup", {"kind": "user"})
     simulator.store.faults.fail_rate = None
     await caller.call("jobs.cleanup", {})
-    await service.engine.cleanup(Selector.build(), dry_run=True, params={}, policy="nightly")
+    await service.engine.cleanup(
+        CleanupRequest(Selector.build(), dry_run=True, params={}, policy="nightly")
+    )
     everything = (await history(caller, limit=100))["runs"]
     assert len(everything) == 5
     pages, cursor = [], None

@@ -27,7 +27,7 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
-from ..engine import Engine
+from ..engine import CleanupRequest, Engine
 from ..errors import CleanupRunning, StateUnavailable
 from ..models import CleanupSummary
 from ..state import RunStart
@@ -293,14 +293,16 @@ class Scheduler:
         peer_pid: int | None = None,
     ) -> CleanupSummary:
         return await self.engine.cleanup(
-            policy.selector(self.engine.clock()),  # the age cutoffs as a caller's run has them
-            dry_run=dry_run,
-            params=policy.params(),
-            policy=policy.name,
-            reason=reason,
-            sweep_orphans=policy.orphan_actions,
-            peer_uid=peer_uid,
-            peer_pid=peer_pid,
+            CleanupRequest(
+                policy.selector(self.engine.clock()),  # the cutoffs as a caller's run has them
+                dry_run=dry_run,
+                params=policy.params(),
+                policy=policy.name,
+                reason=reason,
+                sweep_orphans=policy.orphan_actions,
+                peer_uid=peer_uid,
+                peer_pid=peer_pid,
+            )
         )
 
     async def _skip(self, policy: Policy, now: int, dry_run: bool, why: str) -> None:
